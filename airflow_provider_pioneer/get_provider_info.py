@@ -1,0 +1,101 @@
+"""What Airflow reads about this provider, through the ``apache_airflow_provider`` entry point.
+
+Kept import-free (no Airflow, no requests) because ProvidersManager calls it
+for every installed provider when the UI or CLI starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_pioneer import __version__
+
+HOOK_CLASS = "airflow_provider_pioneer.hooks.pioneer.PioneerHook"
+
+#: The Airflow 3 connection form: the password is the API key, host is the base URL.
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden_fields": ["schema", "port", "login"],
+    "relabeling": {"host": "Base URL", "password": "API key"},
+    "placeholders": {
+        "host": "https://api.pioneer.ai",
+        "password": "pio_sk_...",
+        "extra": '{"api_key_variable": "pioneer_api_key", "timeout": 60, "max_retries": 5}',
+    },
+}
+
+CONN_FIELDS: dict[str, Any] = {
+    "api_key_variable": {
+        "label": "API key Variable",
+        "description": "Name of an Airflow Variable holding the current key (written by key rotation); "
+        "when it exists it wins over the API key field.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "key_name": {
+        "label": "Key name",
+        "description": "Pioneer-side name of the key in the API key field, so the first rotation can revoke it.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "timeout": {
+        "label": "Timeout (s)",
+        "description": "Seconds to wait for each response.",
+        "schema": {"type": ["number", "null"], "default": 60, "exclusiveMinimum": 0},
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "description": "Retries of connection errors, 5xx and 429 (never of 401/402/404/422).",
+        "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0},
+    },
+    "deadline": {
+        "label": "Deadline per call (s)",
+        "description": "Total seconds one call may take, retries and waits included.",
+        "schema": {"type": ["number", "null"], "default": 600, "exclusiveMinimum": 0},
+    },
+    "allow_insecure_http": {
+        "label": "Allow plain http",
+        "description": "Send the key over http:// to a non-loopback host. Leave off outside a trusted network.",
+        "schema": {"type": ["boolean", "null"], "default": False},
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Provider metadata in the shape of Airflow's ``provider_info.schema.json``."""
+    return {
+        "package-name": "airflow-provider-pioneer",
+        "name": "Pioneer",
+        "description": "Pioneer (GLiNER entity extraction, docs.pioneer.ai): batch inference and API-key rotation.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Pioneer",
+                "external-doc-url": "https://docs.pioneer.ai",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "Pioneer", "python-modules": ["airflow_provider_pioneer.hooks.pioneer"]}
+        ],
+        "operators": [
+            {
+                "integration-name": "Pioneer",
+                "python-modules": [
+                    "airflow_provider_pioneer.operators.inference",
+                    "airflow_provider_pioneer.operators.key_rotation",
+                ],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": "pioneer",
+                "hook-class-name": HOOK_CLASS,
+                "hook-name": "Pioneer",
+                "conn-fields": CONN_FIELDS,
+                "ui-field-behaviour": {
+                    "hidden-fields": UI_FIELD_BEHAVIOUR["hidden_fields"],
+                    "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
+                    "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
+                },
+            }
+        ],
+        "extra-links": ["airflow_provider_pioneer.links.PioneerModelLink"],
+    }

@@ -1,0 +1,238 @@
+"""PioneerHook: from an Airflow Connection (and Variable) to an authenticated :class:`PioneerClient`.
+
+Airflow glue only: connection fields and extras, the rotated-key Variable,
+secret masking, the UI form and the Test button. HTTP, retries and errors are
+the client's; batching is the operators'.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+
+from airflow_provider_pioneer.client import DEFAULT_BASE_URL, PioneerClient, _is_loopback
+from airflow_provider_pioneer.exceptions import PioneerConfigurationError, PioneerError
+from airflow_provider_pioneer.pacing import Pacer
+
+__all__ = ["PioneerHook", "parse_stored_key"]
+
+_TRUE = {"true", "1", "yes", "on"}
+
+
+def parse_stored_key(value: Any) -> str | None:
+    """The API key inside a Variable's value: a plain key, or the rotation JSON ``{"api_key": ...}``."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        key = value.get("api_key")
+        return key if isinstance(key, str) and key else None
+    text = str(value).strip()
+    if text.startswith("{"):
+        try:
+            return parse_stored_key(json.loads(text))
+        except ValueError:
+            return None
+    return text or None
+
+
+def _as_bool(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in _TRUE
+
+
+class PioneerHook(BaseHook):
+    """Interact with the Pioneer API (GLiNER entity extraction, docs.pioneer.ai).
+
+    The connection (type ``pioneer``) holds the base URL in *host* (empty means
+    ``https://api.pioneer.ai``) and the API key in *password*. Extras:
+    ``api_key_variable`` (a Variable holding the current key, written by
+    :class:`~airflow_provider_pioneer.operators.key_rotation.PioneerKeyRotationOperator`;
+    wins over the password), ``timeout`` (seconds per request, 60), ``max_retries`` (5),
+    ``deadline`` (seconds per call, retries included, 600), ``key_name`` (the key's
+    Pioneer-side name, for the first rotation) and ``allow_insecure_http``.
+
+    :param pioneer_conn_id: the connection to use.
+    :param requests_per_minute: pace requests client-side at this rate (``None``: only obey ``Retry-After``).
+    :param pool_size: pooled HTTP connections; size it to the threads that share the hook.
+    :param timeout: override the connection's per-request timeout, seconds.
+    :param max_retries: override the connection's retry budget.
+    """
+
+    conn_name_attr = "pioneer_conn_id"
+    default_conn_name = "pioneer_default"
+    conn_type = "pioneer"
+    hook_name = "Pioneer"
+
+    def __init__(
+        self,
+        pioneer_conn_id: str = default_conn_name,
+        *,
+        requests_per_minute: float | None = None,
+        pool_size: int = 10,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.pioneer_conn_id = pioneer_conn_id
+        self.requests_per_minute = requests_per_minute
+        self.pool_size = pool_size
+        self._timeout = timeout
+        self._max_retries = max_retries
+
+    def __repr__(self) -> str:
+        return f"PioneerHook(pioneer_conn_id={self.pioneer_conn_id!r})"
+
+    # -- UI form (Airflow 2 style; Airflow 3 reads conn-fields from get_provider_info) --------------
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Relabel the password as the API key and hide the fields Pioneer does not use."""
+        from airflow_provider_pioneer.get_provider_info import UI_FIELD_BEHAVIOUR
+
+        return UI_FIELD_BEHAVIOUR
+
+    # -- connection -> client ---------------------------------------------------------------------
+
+    @cached_property
+    def _extras(self) -> dict[str, Any]:
+        return self._connection.extra_dejson or {}
+
+    @cached_property
+    def _connection(self) -> Any:
+        return self.get_connection(self.pioneer_conn_id)
+
+    @property
+    def api_key_variable(self) -> str | None:
+        """Name of the Variable that holds the current (rotated) key, if the connection names one."""
+        name = self._extras.get("api_key_variable")
+        return str(name) if name else None
+
+    @property
+    def key_name(self) -> str | None:
+        """Pioneer-side name of the connection's own key (extra ``key_name``), used by the first rotation."""
+        name = self._extras.get("key_name")
+        return str(name) if name else None
+
+    @property
+    def base_url(self) -> str:
+        """The API root this connection points at."""
+        conn = self._connection
+        host = (conn.host or "").strip()
+        if not host:
+            return DEFAULT_BASE_URL
+        if "://" in host:
+            url = host
+        else:
+            # A URI-style connection (pioneer://:KEY@host:port) gives no scheme: loopback is the
+            # emulator (plain http); anything else is https unless the schema says otherwise.
+            scheme = (conn.schema or "").lower()
+            if scheme not in ("http", "https"):
+                scheme = "http" if _is_loopback(host) else "https"
+            url = f"{scheme}://{host}"
+        if conn.port and "://" in url and ":" not in url.split("://", 1)[1].split("/", 1)[0]:
+            url = f"{url.rstrip('/')}:{conn.port}"
+        return url
+
+    def read_variable_key(self) -> str | None:
+        """The key in the ``api_key_variable`` Variable now, or ``None`` (unset, missing or unreadable)."""
+        name = self.api_key_variable
+        if not name:
+            return None
+        from airflow.sdk import Variable
+
+        try:
+            value = Variable.get(name, default=None)
+        except Exception:  # a secrets backend outage must not hide the password fallback
+            self.log.warning(
+                "Could not read Variable %r for the Pioneer API key; using the connection's.", name
+            )
+            return None
+        key = parse_stored_key(value)
+        if key:
+            mask_secret(key)
+        return key
+
+    def get_api_key(self) -> str:
+        """The key to use now: the Variable's (when ``api_key_variable`` names one that exists), else the password."""
+        key = self.read_variable_key() or (self._connection.password or "")
+        if not key:
+            raise PioneerConfigurationError(
+                f"Connection {self.pioneer_conn_id!r} has no API key: set its 'API key' field "
+                "(or extra api_key_variable to a Variable holding one)."
+            )
+        mask_secret(key)
+        return key
+
+    @cached_property
+    def client(self) -> PioneerClient:
+        """The authenticated client, built once per hook."""
+        extras = self._extras
+        try:
+            timeout = float(self._timeout if self._timeout is not None else extras.get("timeout", 60))
+            max_retries = int(
+                self._max_retries if self._max_retries is not None else extras.get("max_retries", 5)
+            )
+            deadline = float(extras.get("deadline", 600))
+        except (TypeError, ValueError) as exc:
+            raise PioneerConfigurationError(
+                f"Connection {self.pioneer_conn_id!r}: extras timeout, max_retries and deadline must be numbers."
+            ) from exc
+        return PioneerClient(
+            self.base_url,
+            self.get_api_key(),
+            timeout=timeout,
+            max_retries=max_retries,
+            deadline=deadline,
+            pool_size=self.pool_size,
+            allow_insecure_http=_as_bool(extras.get("allow_insecure_http", False)),
+            pacer=Pacer(self.requests_per_minute),
+            refresh_key=self.read_variable_key if self.api_key_variable else None,
+        )
+
+    def get_conn(self) -> PioneerClient:
+        """The authenticated :class:`PioneerClient`."""
+        return self.client
+
+    # -- API methods (thin: the client does the work) -----------------------------------------------
+
+    def infer(
+        self,
+        texts: str | list[str],
+        schema: dict[str, Any] | list[Any] | None = None,
+        model_id: str = "",
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Run entity extraction; see :meth:`PioneerClient.infer`."""
+        return self.client.infer(texts, schema=schema, model_id=model_id, **options)
+
+    def create_api_key(self, name: str) -> dict[str, Any]:
+        """Create a key called ``name``; its value is masked in logs from this moment on."""
+        record = self.client.create_api_key(name)
+        mask_secret(record["key"])
+        return record
+
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        """The account's key records (never the key values)."""
+        return self.client.list_api_keys()
+
+    def delete_api_key(self, name: str) -> dict[str, Any]:
+        """Revoke the key called ``name`` (immediate and permanent)."""
+        return self.client.delete_api_key(name)
+
+    def list_base_models(self) -> list[dict[str, Any]]:
+        """The model catalogue (``GET /v1/models``, every page)."""
+        return self.client.list_base_models()
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Back the UI's Test button: list the account's keys (free, no side effects)."""
+        try:
+            keys = self.list_api_keys()
+        except PioneerError as exc:
+            return False, exc.message
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: could not test the Pioneer connection."
+        return True, f"Connected to {self.base_url}; the key is valid ({len(keys)} keys on the account)."
