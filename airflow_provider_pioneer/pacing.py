@@ -51,8 +51,8 @@ class Pacer:
         self._rate = self._configured
         self._burst = max(1, burst)
         self._gate_until = 0.0
-        # The earliest time the next request may leave (a virtual schedule,
-        # "GCRA"): each reservation pushes it one interval further.
+        # The theoretical arrival time of the next request (GCRA): each
+        # reservation pushes it one interval further.
         self._next_slot = 0.0
 
     @property
@@ -71,14 +71,15 @@ class Pacer:
             now = self._clock()
             start = max(now, self._gate_until)
             if self._rate is not None:
+                # GCRA: `tat` is when this request would leave at a perfectly steady rate;
+                # it may leave up to `burst - 1` intervals early.
                 interval = 1.0 / self._rate
-                # Let up to `burst` requests through at once after an idle spell.
-                earliest = max(self._next_slot, now - (self._burst - 1) * interval)
-                start = max(start, earliest)
+                tat = max(self._next_slot, start)
+                start = max(start, tat - (self._burst - 1) * interval)
             if deadline is not None and start > deadline:
                 return False
             if self._rate is not None:
-                self._next_slot = start + 1.0 / self._rate
+                self._next_slot = tat + interval
         wait = start - self._clock()
         if wait > 0:
             self._sleep(wait)

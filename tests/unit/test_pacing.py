@@ -1,0 +1,87 @@
+"""Pacer: steady spacing, the shared Retry-After gate, and slowing down on 429 (fake clock)."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_pioneer.pacing import Pacer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make(rpm: float | None, **kw: object) -> tuple[Pacer, FakeClock]:
+    clock = FakeClock()
+    return Pacer(rpm, clock=clock, sleep=clock.sleep, **kw), clock  # type: ignore[arg-type]
+
+
+def test_steady_rate_spaces_requests_evenly() -> None:
+    pacer, clock = make(1200)  # one every 50 ms
+    start = clock.now
+    for _ in range(21):
+        assert pacer.acquire()
+    assert clock.now - start == pytest.approx(1.0)  # 21 requests: first at 0, last at 1.0 s
+
+
+def test_burst_lets_a_few_through_after_idle() -> None:
+    pacer, clock = make(60, burst=3)  # one a second
+    clock.now += 10
+    for _ in range(3):
+        pacer.acquire()
+    assert clock.sleeps == []
+    pacer.acquire()
+    assert clock.sleeps and clock.sleeps[-1] == pytest.approx(1.0)
+
+
+def test_no_rate_means_no_wait() -> None:
+    pacer, clock = make(None)
+    for _ in range(100):
+        pacer.acquire()
+    assert clock.sleeps == []
+
+
+def test_retry_after_gate_holds_every_caller() -> None:
+    pacer, clock = make(None)
+    pacer.on_rate_limited(2.0)
+    pacer.acquire()
+    assert clock.sleeps == [pytest.approx(2.0)]
+    pacer.acquire()  # gate already passed
+    assert len(clock.sleeps) == 1
+
+
+def test_429_slows_the_rate_and_success_restores_it() -> None:
+    pacer, _ = make(1200)
+    pacer.on_rate_limited(None)
+    assert pacer.rate_per_minute == pytest.approx(1080)
+    for _ in range(50):
+        pacer.on_success()
+    assert pacer.rate_per_minute == pytest.approx(1200)
+
+
+def test_repeated_429s_never_go_below_the_floor() -> None:
+    pacer, _ = make(1200)
+    for _ in range(200):
+        pacer.on_rate_limited(None)
+    assert pacer.rate_per_minute == pytest.approx(1200 * Pacer.MIN_RATE_FRACTION)
+
+
+def test_acquire_refuses_a_wait_past_the_deadline() -> None:
+    pacer, clock = make(None)
+    pacer.hold(30)
+    assert pacer.acquire(deadline=clock.now + 5) is False
+    assert clock.sleeps == []
+
+
+def test_rejects_nonpositive_rate() -> None:
+    with pytest.raises(ValueError, match="requests_per_minute"):
+        Pacer(0)
