@@ -8,6 +8,7 @@ the client's; batching is the operators'.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -170,12 +171,30 @@ class PioneerHook(BaseHook):
     @cached_property
     def client(self) -> PioneerClient:
         """The authenticated client, built once per hook."""
+        return self.client_for_key(
+            self.get_api_key(), refresh_key=self.read_variable_key if self.api_key_variable else None
+        )
+
+    def client_for_key(
+        self,
+        api_key: str,
+        *,
+        max_retries: int | None = None,
+        refresh_key: Callable[[], str | None] | None = None,
+    ) -> PioneerClient:
+        """A new client with this connection's settings but the given key (key rotation tests a fresh key).
+
+        :param api_key: the key to send; masked from logs here.
+        :param max_retries: override the retry budget (0 for a call that must never be repeated).
+        :param refresh_key: see :class:`PioneerClient`.
+        """
+        mask_secret(api_key)
         extras = self._extras
         try:
             timeout = float(self._timeout if self._timeout is not None else extras.get("timeout", 60))
-            max_retries = int(
-                self._max_retries if self._max_retries is not None else extras.get("max_retries", 5)
-            )
+            if max_retries is None:
+                max_retries = self._max_retries
+            max_retries = int(max_retries if max_retries is not None else extras.get("max_retries", 5))
             deadline = float(extras.get("deadline", 600))
         except (TypeError, ValueError) as exc:
             raise PioneerConfigurationError(
@@ -183,14 +202,14 @@ class PioneerHook(BaseHook):
             ) from exc
         return PioneerClient(
             self.base_url,
-            self.get_api_key(),
+            api_key,
             timeout=timeout,
             max_retries=max_retries,
             deadline=deadline,
             pool_size=self.pool_size,
             allow_insecure_http=_as_bool(extras.get("allow_insecure_http", False)),
             pacer=Pacer(self.requests_per_minute),
-            refresh_key=self.read_variable_key if self.api_key_variable else None,
+            refresh_key=refresh_key,
         )
 
     def get_conn(self) -> PioneerClient:
