@@ -41,7 +41,7 @@ _REASONS = {
 class InferenceBody(BaseModel):
     """EncoderInferenceRequest; ``text`` and ``schema`` are checked by hand for precise ``loc``s."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow")
 
     model_id: str
     text: Any

@@ -258,6 +258,7 @@ class PioneerEmulator(EmulatorControl):
         """Start serving and wait until ``/health`` answers."""
         if self.running:
             return self
+        self._info = None  # a restarted emulator has a new state and bootstrap key
         try:
             if self.subprocess:
                 self._start_subprocess()
@@ -287,7 +288,7 @@ class PioneerEmulator(EmulatorControl):
             create_app(self.state),
             log_level="warning",
             access_log=False,
-            http="httptools",
+            http="auto",  # httptools when installed, else h11; "drop" works with both
             lifespan="off",
             timeout_graceful_shutdown=1,
             backlog=2048,

@@ -445,8 +445,12 @@ class EmulatorState:
         before processing; ``"lose_response"``: process fully, then close without answering;
         ``"redirect"``: 307 with ``headers["Location"]``). ``rate`` is the probability per matching
         request (seeded), ``times`` caps how often it fires, ``after`` skips the first N matching
-        requests. ``path`` None matches every path but ``/health``. Faults are tried in order; the
-        first that fires wins and the later ones do not see that request.
+        requests. ``path`` None matches every path but ``/health`` (the admin API is never faulted).
+        Faults are tried in order; the first that fires wins and the later ones do not see that
+        request. Request faults are evaluated before authentication; a ``lose_response`` fault only
+        sees successful (2xx) answers, so its ``after`` counts successes. ``headers`` are added to
+        the answer; ``body`` replaces the default ``{"detail": ...}`` (with ``content_type``
+        "text/html" and no body, a proxy-style HTML page is sent).
         """
         if (status is None) == (fault is None):
             raise ValueError("give exactly one of status= or fault=")
