@@ -437,9 +437,10 @@ class PioneerClient:
     def _before_sleep(self, retry_state: RetryCallState, state: _CallState) -> None:
         self.stats.record(retry=True)
         exc = retry_state.outcome.exception() if retry_state.outcome else None
-        reason = (
-            exc.message if isinstance(exc, PioneerError) else type(exc).__name__ if exc else "unknown error"
-        )
+        if isinstance(exc, PioneerError):
+            reason = f"HTTP {exc.status}" if exc.status else type(exc).__name__
+        else:
+            reason = type(exc).__name__ if exc else "unknown error"
         log.warning(
             "Pioneer %s: %s; retry %d of %d in %.1f s.",
             state.what,

@@ -125,6 +125,8 @@ def error_for_response(
     status = response.status_code
     summary, detail = summarize_body(response)
     summary = redact(summary)
+    if detail is not None:  # the detail travels with the exception (and into logs): scrub it too
+        detail = json.loads(redact(json.dumps(detail, default=str)))
     message = f"Pioneer {what} failed with HTTP {status}: {summary}"
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     kwargs: dict[str, Any] = {"status": status, "detail": detail, "retry_after": retry_after}

@@ -20,3 +20,53 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_DAGS)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME / 'airflow.db'}"
 os.environ.pop("AIRFLOW_CONN_PIONEER_DEFAULT", None)
+
+
+# --- Leak guard -------------------------------------------------------------------------------
+# Every key any in-process emulator issues is recorded; a test whose captured output (stdout,
+# stderr, log records) or failure report contains one of them fails, whatever it asserted.
+
+import pytest  # noqa: E402
+
+_ISSUED_KEYS: set[str] = set()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _record_issued_keys():  # type: ignore[no-untyped-def]
+    from airflow_provider_pioneer.testing import state
+
+    original = state.EmulatorState._create_key
+
+    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        key = original(self, *args, **kwargs)
+        _ISSUED_KEYS.add(key.value)
+        return key
+
+    state.EmulatorState._create_key = recording  # type: ignore[method-assign]
+    yield _ISSUED_KEYS
+    state.EmulatorState._create_key = original  # type: ignore[method-assign]
+
+
+def leaked_in(text: str) -> bool:
+    return any(key in text for key in _ISSUED_KEYS)
+
+
+def _scrub(text: str) -> str:
+    for key in _ISSUED_KEYS:
+        text = text.replace(key, "<LEAKED KEY>")
+    return text
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    # Sections accumulate over setup/call/teardown: judge only this phase's own.
+    places = [name for name, content in report.sections if name.endswith(report.when) and leaked_in(content)]
+    if report.failed and leaked_in(report.longreprtext):
+        places.append("the failure report")
+    if places:
+        report.outcome = "failed"
+        report.longrepr = f"An API key issued by the emulator appeared in: {', '.join(places)}."
+    # Never echo a key into the terminal or CI log either.
+    report.sections = [(name, _scrub(content)) for name, content in report.sections]

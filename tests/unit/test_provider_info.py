@@ -24,7 +24,11 @@ def test_package_name_is_the_distribution_and_entry_point_is_registered() -> Non
     info = get_provider_info()
     assert info["package-name"] == "airflow-provider-pioneer"
     assert info["versions"] == [__version__]
-    eps = [ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("airflow_provider_pioneer")]
+    eps = [
+        ep
+        for ep in entry_points(group="apache_airflow_provider")
+        if ep.value.startswith("airflow_provider_pioneer")
+    ]
     assert len(eps) == 1 and eps[0].load() is get_provider_info
 
 

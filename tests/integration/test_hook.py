@@ -1,0 +1,169 @@
+"""PioneerHook: connection and Variable resolution, the Test button, masking, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_provider_pioneer import exceptions as ex
+from airflow_provider_pioneer.client import DEFAULT_BASE_URL
+from airflow_provider_pioneer.hooks.pioneer import PioneerHook, parse_stored_key
+from airflow_provider_pioneer.testing import PioneerEmulator
+
+MODEL = "fastino/gliner2-base-v1"
+
+
+def set_conn(monkeypatch: pytest.MonkeyPatch, value: str | dict, conn_id: str = "pioneer_default") -> None:
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}", value if isinstance(value, str) else json.dumps(value)
+    )
+
+
+def json_conn(emu: PioneerEmulator, password: str | None = None, **extra: object) -> dict:
+    return {"conn_type": "pioneer", "host": emu.url, "password": password or emu.api_key, "extra": extra}
+
+
+def test_json_connection_from_env(pioneer_emulator: PioneerEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, json_conn(pioneer_emulator, timeout=5, max_retries=2))
+    hook = PioneerHook()
+    doc = hook.infer(["Apple announced the MacBook Pro."], schema={"entities": ["product"]}, model_id=MODEL)
+    assert doc["result"][0]["entities"]["product"][0]["text"] == "MacBook Pro"
+    assert (hook.client.timeout, hook.client.max_retries) == (5.0, 2)
+    assert hook.get_conn() is hook.client  # built once
+
+
+def test_uri_connection_to_loopback_defaults_to_http(pioneer_emulator: PioneerEmulator, monkeypatch) -> None:
+    host_port = pioneer_emulator.url.removeprefix("http://")
+    set_conn(monkeypatch, f"pioneer://:{pioneer_emulator.api_key}@{host_port}")
+    hook = PioneerHook()
+    assert hook.base_url == pioneer_emulator.url
+    assert hook.test_connection()[0] is True
+
+
+def test_empty_host_is_production_and_other_hosts_default_to_https(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, {"conn_type": "pioneer", "password": "pio_sk_x"})
+    assert PioneerHook().base_url == DEFAULT_BASE_URL
+    set_conn(monkeypatch, "pioneer://:pio_sk_x@api.example.com:8443")
+    assert PioneerHook().base_url == "https://api.example.com:8443"
+
+
+def test_plain_http_to_a_remote_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, {"conn_type": "pioneer", "host": "http://api.example.com", "password": "pio_sk_x"})
+    with pytest.raises(ex.PioneerConfigurationError, match="plain http"):
+        PioneerHook().client  # noqa: B018
+
+
+def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, {"conn_type": "pioneer", "host": "https://api.pioneer.ai"})
+    with pytest.raises(ex.PioneerConfigurationError, match="has no API key"):
+        PioneerHook().client  # noqa: B018
+
+
+def test_bad_extras_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, {"conn_type": "pioneer", "password": "pio_sk_x", "extra": {"timeout": "soon"}})
+    with pytest.raises(ex.PioneerConfigurationError, match="must be numbers"):
+        PioneerHook().client  # noqa: B018
+
+
+@pytest.mark.parametrize("stored", ["plain", "rotation-json"])
+def test_api_key_variable_wins_over_password(
+    pioneer_emulator: PioneerEmulator, monkeypatch: pytest.MonkeyPatch, stored: str
+) -> None:
+    key = pioneer_emulator.create_key("rotated-1")
+    value = key if stored == "plain" else json.dumps({"api_key": key, "name": "rotated-1", "created_at": "x"})
+    monkeypatch.setenv("AIRFLOW_VAR_PIONEER_API_KEY", value)
+    set_conn(
+        monkeypatch, json_conn(pioneer_emulator, password="pio_sk_stale", api_key_variable="pioneer_api_key")
+    )
+    hook = PioneerHook()
+    assert hook.get_api_key() == key
+    assert hook.test_connection()[0] is True
+
+
+def test_missing_variable_falls_back_to_password(pioneer_emulator: PioneerEmulator, monkeypatch) -> None:
+    set_conn(monkeypatch, json_conn(pioneer_emulator, api_key_variable="pioneer_api_key_absent"))
+    assert PioneerHook().list_api_keys()
+
+
+def test_401_rereads_the_variable_after_a_rotation(pioneer_emulator: PioneerEmulator, monkeypatch) -> None:
+    first = pioneer_emulator.create_key("gen-1")
+    monkeypatch.setenv("AIRFLOW_VAR_PIONEER_API_KEY", json.dumps({"api_key": first, "name": "gen-1"}))
+    set_conn(
+        monkeypatch, json_conn(pioneer_emulator, password="pio_sk_stale", api_key_variable="pioneer_api_key")
+    )
+    hook = PioneerHook()
+    hook.list_api_keys()
+    # Another DAG rotates: new key stored, old one revoked.
+    second = pioneer_emulator.create_key("gen-2")
+    monkeypatch.setenv("AIRFLOW_VAR_PIONEER_API_KEY", json.dumps({"api_key": second, "name": "gen-2"}))
+    hook.delete_api_key("gen-1")
+    assert not pioneer_emulator.key_is_alive(first)
+    assert hook.infer("Apple.", schema={"entities": ["organization"]}, model_id=MODEL)["result"]
+    assert hook.get_api_key() == second
+
+
+def test_test_connection_reports_failure_without_the_key(
+    pioneer_emulator: PioneerEmulator, monkeypatch
+) -> None:
+    bad = "pio_sk_" + "0" * 32
+    set_conn(monkeypatch, json_conn(pioneer_emulator, password=bad))
+    ok, message = PioneerHook().test_connection()
+    assert ok is False and "401" in message and bad not in message
+    set_conn(monkeypatch, json_conn(pioneer_emulator))
+    ok, message = PioneerHook().test_connection()
+    assert ok is True and pioneer_emulator.api_key not in message
+    assert pioneer_emulator.counters()["requests"].get("POST /inference", 0) == 0  # free: never an inference
+
+
+def test_test_connection_costs_nothing(pioneer_emulator: PioneerEmulator, monkeypatch) -> None:
+    pioneer_emulator.set_credits(0)  # even a drained account answers 402, not a charge
+    set_conn(monkeypatch, json_conn(pioneer_emulator))
+    ok, message = PioneerHook().test_connection()
+    assert ok is False and "402" in message and "Top up" in message
+    assert pioneer_emulator.counters()["tokens_billed"] == 0
+
+
+def test_every_resolved_key_is_masked(pioneer_emulator: PioneerEmulator, monkeypatch) -> None:
+    from airflow.sdk.log import redact
+
+    rotated = pioneer_emulator.create_key("masked-1")
+    monkeypatch.setenv("AIRFLOW_VAR_PIONEER_SECRET_HOLDER", rotated)  # a name Airflow would not mask itself
+    set_conn(monkeypatch, json_conn(pioneer_emulator, api_key_variable="pioneer_secret_holder"))
+    hook = PioneerHook()
+    hook.list_api_keys()
+    created = hook.create_api_key("masked-2")["key"]
+    for key in (rotated, created):
+        assert key not in redact(f"leak {key} here")
+
+
+def test_parse_stored_key_forms() -> None:
+    assert parse_stored_key("pio_sk_a") == "pio_sk_a"
+    assert parse_stored_key(' {"api_key": "pio_sk_b", "name": "n"} ') == "pio_sk_b"
+    assert parse_stored_key({"api_key": "pio_sk_c"}) == "pio_sk_c"
+    assert parse_stored_key('{"name": "no key"}') is None
+    assert parse_stored_key("{not json") is None
+    assert parse_stored_key("") is None and parse_stored_key(None) is None
+
+
+def test_hook_attributes_follow_airflow_conventions() -> None:
+    assert PioneerHook.conn_name_attr == "pioneer_conn_id"
+    assert PioneerHook.default_conn_name == "pioneer_default"
+    assert PioneerHook.conn_type == "pioneer" and PioneerHook.hook_name == "Pioneer"
+    behaviour = PioneerHook.get_ui_field_behaviour()
+    assert behaviour["relabeling"]["password"] == "API key"
+
+
+def test_warning_when_the_variable_cannot_be_read(monkeypatch, capfd, pioneer_emulator) -> None:
+    set_conn(monkeypatch, json_conn(pioneer_emulator, api_key_variable="pioneer_api_key"))
+    hook = PioneerHook()
+
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("backend down")
+
+    import airflow.sdk
+
+    monkeypatch.setattr(airflow.sdk.Variable, "get", boom)
+    assert hook.get_api_key() == pioneer_emulator.api_key
+    out, err = capfd.readouterr()
+    assert "Could not read Variable 'pioneer_api_key'" in out + err
