@@ -1,0 +1,271 @@
+"""Send batches concurrently, isolate rejected texts, hand results back in input order.
+
+A bounded window of batches is outstanding at any time (``window``, at most
+``max_concurrency`` of them on the wire); results come back strictly in input order, so
+memory stays flat and the output can be written as it arrives. A 422 on a batch is
+split until the offending texts stand alone (the server's ``loc`` indices are used as a
+shortcut); they become error records and their neighbours get results. A failure that
+no retry can fix (402, spend cap, 401 after the key re-read, unknown model, options the
+API rejects) stops every worker before its next request and is raised to the caller.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from airflow_provider_pioneer.batching.inputs import Item
+from airflow_provider_pioneer.exceptions import (
+    PioneerAuthError,
+    PioneerConfigurationError,
+    PioneerError,
+    PioneerNotFoundError,
+    PioneerPaymentRequiredError,
+    PioneerSpendCapError,
+    PioneerValidationError,
+)
+from airflow_provider_pioneer.pacing import Pacer
+
+__all__ = ["BatchResult", "BatchRunner", "FatalStop", "RunStopped", "StoppablePacer", "batches"]
+
+#: Errors that stop the whole run: retrying (or sending more) cannot help and may cost money.
+FATAL_ERRORS = (
+    PioneerPaymentRequiredError,
+    PioneerSpendCapError,
+    PioneerAuthError,
+    PioneerNotFoundError,
+    PioneerConfigurationError,
+)
+
+#: ``infer(texts) -> (one result per text, token_usage)``.
+InferFn = Callable[[list[str]], tuple[list[Any], int]]
+
+
+class RunStopped(Exception):
+    """Raised in a worker that was about to send after the run was stopped."""
+
+
+class FatalStop(Exception):
+    """The run stopped on an error no retry fixes; ``error`` is the first such error."""
+
+    def __init__(self, error: PioneerError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class StoppablePacer(Pacer):
+    """A :class:`Pacer` that refuses to let any request leave once ``stop`` is set.
+
+    Installed as the client's pacer, it is checked right before every HTTP attempt
+    (retries included), which is what makes "no request after the first 402" hold.
+    Its waits return early when the run stops.
+    """
+
+    def __init__(self, requests_per_minute: float | None, stop: threading.Event) -> None:
+        super().__init__(requests_per_minute, sleep=self._wait)
+        self._stop = stop
+
+    def _wait(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    def acquire(self, deadline: float | None = None) -> bool:
+        if self._stop.is_set():
+            raise RunStopped
+        ok = super().acquire(deadline)
+        if self._stop.is_set():
+            raise RunStopped
+        return ok
+
+
+@dataclass
+class BatchResult:
+    """The records of one batch, in the batch's order, with what they cost."""
+
+    items: list[Item]
+    records: list[dict[str, Any]]
+    tokens: int
+    requests: int
+
+
+def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """Consecutive batches of ``size`` items (the last may be shorter)."""
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def _error(item: Item, status: int | None, message: str) -> dict[str, Any]:
+    return {"id": item.id, "error": {"status": status, "message": message}}
+
+
+def _text_messages(detail: Any) -> dict[int, str]:
+    """``{index: msg}`` from FastAPI validation entries whose loc is ``[..., "text", index]``."""
+    found: dict[int, str] = {}
+    if isinstance(detail, list):
+        for entry in detail:
+            loc = entry.get("loc", []) if isinstance(entry, dict) else []
+            for i, part in enumerate(loc[:-1]):
+                if part == "text" and isinstance(loc[i + 1], int):
+                    found.setdefault(loc[i + 1], str(entry.get("msg", "invalid text")))
+    return found
+
+
+def _is_request_level(exc: PioneerValidationError) -> bool:
+    """A 422 that blames only request fields other than the texts (model_id, schema, threshold...)."""
+    detail = exc.detail
+    if not isinstance(detail, list) or not detail:
+        return False
+    locs = [entry.get("loc") for entry in detail if isinstance(entry, dict)]
+    return bool(locs) and all(isinstance(loc, list) and len(loc) > 1 and "text" not in loc for loc in locs)
+
+
+class BatchRunner:
+    """Runs batches through ``infer`` on ``max_concurrency`` threads; see the module docstring.
+
+    :param infer: sends one request for a list of texts.
+    :param max_concurrency: worker threads (requests on the wire at most).
+    :param window: batches outstanding at most (on the wire, queued, or done but waiting for
+        an earlier batch); bounds memory and what a killed run has to re-send.
+    :param stop: set to stop the run; shared with the client's :class:`StoppablePacer`.
+    :param tick: seconds between ``on_tick`` calls while waiting.
+    :param on_tick: called from the caller's thread at least every ``tick`` seconds.
+    """
+
+    def __init__(
+        self,
+        infer: InferFn,
+        *,
+        max_concurrency: int,
+        window: int,
+        stop: threading.Event,
+        tick: float = 1.0,
+        on_tick: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._infer = infer
+        self._max_concurrency = max_concurrency
+        self._window = max(window, max_concurrency)
+        self._stop = stop
+        self._tick = tick
+        self._on_tick = on_tick
+        self._fatal: PioneerError | None = None
+        self._fatal_lock = threading.Lock()
+
+    # -- worker side ---------------------------------------------------------------------------
+
+    def _fail(self, exc: PioneerError) -> None:
+        with self._fatal_lock:
+            if self._fatal is None:
+                self._fatal = exc
+        self._stop.set()
+
+    def _send(self, items: list[Item], records: dict[int, dict[str, Any]]) -> tuple[int, int]:
+        """Results (or error records) for ``items`` into ``records``; returns (tokens, requests)."""
+        if self._stop.is_set():
+            raise RunStopped
+        try:
+            results, tokens = self._infer([it.text or "" for it in items])
+        except PioneerValidationError as exc:
+            if _is_request_level(exc):
+                self._fail(exc)
+                raise RunStopped from None
+            return self._isolate(items, records, exc)
+        except FATAL_ERRORS as exc:
+            self._fail(exc)
+            raise RunStopped from None
+        except PioneerError as exc:
+            # Retries are spent (5xx, connection, 429 storm): these items fail, the run goes on.
+            for it in items:
+                records[it.index] = _error(it, exc.status, exc.message)
+            return 0, 1
+        for it, result in zip(items, results, strict=True):
+            records[it.index] = {"id": it.id, "result": result}
+        return tokens, 1
+
+    def _isolate(
+        self, items: list[Item], records: dict[int, dict[str, Any]], exc: PioneerValidationError
+    ) -> tuple[int, int]:
+        """A 422 on ``items``: find the texts it is about; everything else still gets a result."""
+        if len(items) == 1:
+            msg = _text_messages(exc.detail).get(0)
+            text = f"Pioneer rejected this text (HTTP {exc.status}): {msg}" if msg else exc.message
+            records[items[0].index] = _error(items[0], exc.status, text)
+            return 0, 1
+        blamed = {i for i in exc.invalid_indices if 0 <= i < len(items)}
+        if blamed and len(blamed) < len(items):
+            # Shortcut: the server named the bad texts; the others are re-sent (and split again
+            # should the server have named too few).
+            messages = _text_messages(exc.detail)
+            for i in sorted(blamed):
+                msg = messages.get(i, "invalid text")
+                records[items[i].index] = _error(
+                    items[i], exc.status, f"Pioneer rejected this text (HTTP {exc.status}): {msg}"
+                )
+            parts = [[it for i, it in enumerate(items) if i not in blamed]]
+        else:
+            mid = len(items) // 2
+            parts = [items[:mid], items[mid:]]
+        tokens, requests = 0, 1
+        for part in parts:
+            t, r = self._send(part, records)
+            tokens, requests = tokens + t, requests + r
+        return tokens, requests
+
+    def _process(self, batch: list[Item]) -> BatchResult:
+        records: dict[int, dict[str, Any]] = {}
+        sendable = []
+        for it in batch:
+            if it.problem is not None:
+                records[it.index] = _error(it, None, f"not sent: {it.problem}")
+            else:
+                sendable.append(it)
+        tokens = requests = 0
+        if sendable:
+            tokens, requests = self._send(sendable, records)
+        return BatchResult(batch, [records[it.index] for it in batch], tokens, requests)
+
+    # -- caller side ---------------------------------------------------------------------------
+
+    def run(self, work: Iterable[list[Item]]) -> Iterator[BatchResult]:
+        """Yield each batch's :class:`BatchResult` in input order.
+
+        :raises FatalStop: after the last batch that completed in order, when the run stopped
+            on an error no retry fixes.
+        """
+        pending: deque[Future[BatchResult]] = deque()
+        source = iter(work)
+        executor = ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="pioneer-batch")
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < self._window and not self._stop.is_set():
+                    batch = next(source, None)
+                    if batch is None:
+                        exhausted = True
+                    else:
+                        pending.append(executor.submit(self._process, batch))
+                if not pending:
+                    break
+                head = pending[0]
+                while not wait([head], timeout=self._tick, return_when=FIRST_COMPLETED).done:
+                    self._on_tick()
+                self._on_tick()
+                try:
+                    result = head.result()
+                except RunStopped:
+                    break
+                pending.popleft()
+                # After a stop, batches that still complete in order are kept: what was done is saved.
+                yield result
+        finally:
+            self._stop.set()  # also when the caller abandons the iteration: no worker sends again
+            # Queued batches are dropped; a worker mid-request finishes it (or stops at its next send).
+            executor.shutdown(wait=False, cancel_futures=True)
+        if self._fatal is not None:
+            raise FatalStop(self._fatal)
+        if self._stop.is_set() and pending:
+            raise RunStopped
