@@ -15,7 +15,6 @@ retry policy:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import threading
@@ -43,46 +42,14 @@ from airflow_provider_pioneer.exceptions import (
 )
 from airflow_provider_pioneer.pacing import Pacer
 from airflow_provider_pioneer.responses import error_for_response
+from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, validate_base_url
 
 __all__ = ["DEFAULT_BASE_URL", "ClientStats", "PioneerClient", "validate_base_url"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.pioneer.ai"
 RETRIED_SERVER_STATUSES = frozenset({500, 502, 503, 504})
 INFERENCE_PATH = "/inference"
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def validate_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
-    """Check and normalise a base URL; plain ``http`` only for loopback unless explicitly allowed.
-
-    :raises PioneerConfigurationError: when the URL cannot be used safely.
-    """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PioneerConfigurationError(
-            f"Pioneer base URL {url!r} is not an http(s) URL. Set the connection host to e.g. {DEFAULT_BASE_URL}."
-        )
-    if parts.username or parts.password:
-        raise PioneerConfigurationError(
-            "Pioneer base URL must not carry credentials; put the API key in the connection's API key field."
-        )
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
-        raise PioneerConfigurationError(
-            f"Refusing to send the API key over plain http to {parts.hostname}: use https://, "
-            "or set the connection extra allow_insecure_http to true if that host is trusted."
-        )
-    return url.strip().rstrip("/")
 
 
 @dataclass

@@ -19,7 +19,7 @@ import requests
 from airflow_provider_pioneer.client import PioneerClient
 from airflow_provider_pioneer.testing import BASE_MODELS, PioneerEmulator
 
-WORDS = "Apple Google announced MacBook Pro in Paris on March 3, 2025 for $3 billion said Tim Cook".split()
+WORDS = ["Apple", "Google", "announced", "MacBook", "Pro", "in", "Paris", "on", "March", "3,", "2025"]
 LABELS = ["organization", "product", "location", "person", "date", "money"]
 
 

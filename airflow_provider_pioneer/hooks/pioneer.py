@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from airflow_provider_pioneer.client import DEFAULT_BASE_URL, PioneerClient, _is_loopback
 from airflow_provider_pioneer.exceptions import PioneerConfigurationError, PioneerError
-from airflow_provider_pioneer.pacing import Pacer
+from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, is_loopback
+
+if TYPE_CHECKING:
+    from airflow_provider_pioneer.client import PioneerClient
 
 __all__ = ["PioneerHook", "parse_stored_key"]
 
@@ -132,7 +134,7 @@ class PioneerHook(BaseHook):
             # emulator (plain http); anything else is https unless the schema says otherwise.
             scheme = (conn.schema or "").lower()
             if scheme not in ("http", "https"):
-                scheme = "http" if _is_loopback(host) else "https"
+                scheme = "http" if is_loopback(host) else "https"
             url = f"{scheme}://{host}"
         if conn.port and "://" in url and ":" not in url.split("://", 1)[1].split("/", 1)[0]:
             url = f"{url.rstrip('/')}:{conn.port}"
@@ -188,6 +190,10 @@ class PioneerHook(BaseHook):
         :param max_retries: override the retry budget (0 for a call that must never be repeated).
         :param refresh_key: see :class:`PioneerClient`.
         """
+        # requests and tenacity load here, in the task, never when a DAG file is parsed.
+        from airflow_provider_pioneer.client import PioneerClient
+        from airflow_provider_pioneer.pacing import Pacer
+
         mask_secret(api_key)
         extras = self._extras
         try:

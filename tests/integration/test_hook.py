@@ -7,9 +7,9 @@ import json
 import pytest
 
 from airflow_provider_pioneer import exceptions as ex
-from airflow_provider_pioneer.client import DEFAULT_BASE_URL
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook, parse_stored_key
 from airflow_provider_pioneer.testing import PioneerEmulator
+from airflow_provider_pioneer.urls import DEFAULT_BASE_URL
 
 MODEL = "fastino/gliner2-base-v1"
 
