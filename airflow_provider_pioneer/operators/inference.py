@@ -113,7 +113,7 @@ class PioneerInferenceOperator(BaseOperator):
         store: bool | None = None,
         project_id: str | None = None,
         output_path: str | None = None,
-        batch_size: int = 32,
+        batch_size: int = 64,
         max_concurrency: int = 8,
         requests_per_minute: float = 1200,
         max_failed_ratio: float = 0.0,

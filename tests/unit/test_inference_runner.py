@@ -1,0 +1,161 @@
+"""Unit tests of the batch runner: ordering, 422 isolation, fatal stops (pure logic, fake infer)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_pioneer.batching.inputs import Item
+from airflow_provider_pioneer.batching.runner import (
+    BatchRunner,
+    FatalStop,
+    RunStopped,
+    StoppablePacer,
+    batches,
+)
+from airflow_provider_pioneer.exceptions import (
+    PioneerPaymentRequiredError,
+    PioneerServerError,
+    PioneerValidationError,
+)
+
+
+def _items(texts: list[str]) -> list[Item]:
+    return [Item(i, f"id-{i}", t) for i, t in enumerate(texts)]
+
+
+class FakeApi:
+    """Answers ``{"echo": text}``; texts starting with "BAD" get a 422 (naming them if ``name_indices``)."""
+
+    def __init__(self, name_indices: bool = True, jitter: float = 0.0) -> None:
+        self.name_indices = name_indices
+        self.jitter = jitter
+        self.calls: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, texts: list[str]) -> tuple[list[Any], int]:
+        with self.lock:
+            self.calls.append(list(texts))
+        if self.jitter:
+            time.sleep(random.uniform(0, self.jitter))
+        bad = [i for i, t in enumerate(texts) if t.startswith("BAD")]
+        if bad:
+            detail = [{"loc": ["body", "text", i], "msg": "bad text", "type": "value_error"} for i in bad]
+            raise PioneerValidationError(
+                "422", status=422, detail=detail, invalid_indices=tuple(bad) if self.name_indices else ()
+            )
+        return [{"echo": t} for t in texts], len(texts)
+
+
+def _run(api: Any, items: list[Item], batch_size: int = 8, concurrency: int = 3) -> list[dict[str, Any]]:
+    runner = BatchRunner(api, max_concurrency=concurrency, window=2 * concurrency, stop=threading.Event())
+    out: list[dict[str, Any]] = []
+    for result in runner.run(batches(items, batch_size)):
+        out.extend(result.records)
+    return out
+
+
+def test_results_come_back_in_input_order_despite_random_completion() -> None:
+    texts = [f"text {i}" for i in range(200)]
+    out = _run(FakeApi(jitter=0.01), _items(texts), batch_size=7, concurrency=4)
+    assert [r["id"] for r in out] == [f"id-{i}" for i in range(200)]
+    assert [r["result"]["echo"] for r in out] == texts
+
+
+@pytest.mark.parametrize("name_indices", [True, False])
+def test_a_poisoned_text_fails_alone(name_indices: bool) -> None:
+    texts = [f"t{i}" for i in range(64)]
+    texts[37] = "BAD one"
+    api = FakeApi(name_indices=name_indices)
+    out = _run(api, _items(texts), batch_size=64, concurrency=1)
+    errors = [r for r in out if "error" in r]
+    assert [e["id"] for e in errors] == ["id-37"]
+    assert errors[0]["error"]["status"] == 422
+    assert "bad text" in errors[0]["error"]["message"]
+    assert sum(1 for r in out if "result" in r) == 63
+    # Named indices: one failed call and one re-send. Bisection: about 2 log2(64) calls.
+    assert len(api.calls) == (2 if name_indices else 13)
+
+
+def test_bisection_isolates_several_bad_texts_without_indices() -> None:
+    texts = [f"t{i}" for i in range(20)]
+    for i in (0, 9, 10, 19):
+        texts[i] = f"BAD {i}"
+    out = _run(FakeApi(name_indices=False), _items(texts), batch_size=20, concurrency=2)
+    assert [r["id"] for r in out if "error" in r] == ["id-0", "id-9", "id-10", "id-19"]
+    assert [r["result"]["echo"] for r in out if "result" in r] == [
+        t for t in texts if not t.startswith("BAD")
+    ]
+
+
+def test_invalid_records_become_errors_without_a_request() -> None:
+    items = [Item(0, "a", "fine"), Item(1, "b", None, "record has no string field 'text'")]
+    api = FakeApi()
+    out = _run(api, items)
+    assert out[1] == {
+        "id": "b",
+        "error": {"status": None, "message": "not sent: record has no string field 'text'"},
+    }
+    assert api.calls == [["fine"]]
+
+
+def test_request_level_422_stops_the_run() -> None:
+    def infer(texts: list[str]) -> tuple[list[Any], int]:
+        detail = [{"loc": ["body", "threshold"], "msg": "must be <= 1", "type": "value_error"}]
+        raise PioneerValidationError("bad threshold", status=422, detail=detail)
+
+    with pytest.raises(FatalStop, match="bad threshold"):
+        _run(infer, _items(["a", "b", "c"]), batch_size=1)
+
+
+def test_transient_failure_after_retries_becomes_error_records_and_the_run_goes_on() -> None:
+    def infer(texts: list[str]) -> tuple[list[Any], int]:
+        if "boom" in texts:
+            raise PioneerServerError("Pioneer POST /inference failed with HTTP 500", status=500)
+        return [{"ok": True} for _ in texts], 1
+
+    out = _run(infer, _items(["a", "boom", "c", "d"]), batch_size=2, concurrency=1)
+    assert [("error" in r) for r in out] == [True, True, False, False]
+    assert out[0]["error"]["status"] == 500
+
+
+def test_payment_required_stops_every_worker_and_keeps_what_completed_in_order() -> None:
+    sent: list[int] = []
+    lock = threading.Lock()
+
+    def infer(texts: list[str]) -> tuple[list[Any], int]:
+        n = int(texts[0])
+        with lock:
+            sent.append(n)
+        if n >= 10:
+            raise PioneerPaymentRequiredError("402", status=402)
+        return [{"n": n}], 1
+
+    stop = threading.Event()
+    runner = BatchRunner(infer, max_concurrency=1, window=4, stop=stop)
+    got = []
+    with pytest.raises(FatalStop) as info:
+        for result in runner.run(batches(_items([str(i) for i in range(100)]), 1)):
+            got.extend(result.records)
+    assert isinstance(info.value.error, PioneerPaymentRequiredError)
+    assert [r["result"]["n"] for r in got] == list(range(10))
+    assert sent == list(range(11))  # nothing after the first 402
+    assert stop.is_set()
+
+
+def test_stoppable_pacer_refuses_to_release_after_stop() -> None:
+    stop = threading.Event()
+    pacer = StoppablePacer(60_000, stop)
+    assert pacer.acquire() is True
+    stop.set()
+    with pytest.raises(RunStopped):
+        pacer.acquire()
+
+
+def test_batches_are_consecutive_and_bounded() -> None:
+    chunks = list(batches(_items([str(i) for i in range(10)]), 4))
+    assert [[it.index for it in c] for c in chunks] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
