@@ -1,0 +1,70 @@
+"""Nightly rotation of the Pioneer API key (03:00 UTC).
+
+    rotate_api_key  ->  check_connection
+
+``rotate_api_key`` creates a new key, proves it works, stores it in the Variable
+``pioneer_api_key`` as JSON (``{"api_key", "name", "created_at"}``), then revokes the old key.
+Every step is idempotent and any crash leaves a working key stored, so Airflow retries are safe.
+``check_connection`` then proves that ``pioneer_default`` resolves the new key: the connection must
+carry the extra ``{"api_key_variable": "pioneer_api_key"}`` (otherwise it would keep sending the
+revoked key) and, for the very first rotation, ``{"key_name": "<name of the key in password>"}``.
+
+Safety settings: one run at a time (``max_active_runs=1``), one rotation task at a time across
+runs (``max_active_tis_per_dag=1``), no catch-up (a missed night needs one rotation, not many).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_pioneer.hooks.pioneer import PioneerHook
+from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOperator
+
+log = logging.getLogger(__name__)
+
+VARIABLE_KEY = "pioneer_api_key"
+
+with DAG(
+    dag_id="pioneer_key_rotation",
+    description="Rotate the Pioneer API key nightly and prove the connection uses the new one",
+    schedule="0 3 * * *",
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["pioneer", "example", "security"],
+    default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=5)},
+    doc_md=__doc__,
+):
+    rotate = PioneerKeyRotationOperator(
+        task_id="rotate_api_key",
+        pioneer_conn_id="pioneer_default",
+        variable_key=VARIABLE_KEY,
+        key_name_prefix="airflow-pioneer",
+        revoke_old=True,
+        max_active_tis_per_dag=1,
+    )
+
+    @task
+    def check_connection(rotation: dict[str, Any]) -> dict[str, Any]:
+        """Fail loudly if ``pioneer_default`` does not pick up the key the rotation just stored."""
+        hook = PioneerHook(pioneer_conn_id="pioneer_default")
+        if hook.api_key_variable != VARIABLE_KEY:
+            raise AirflowFailException(
+                f"Connection pioneer_default has extra api_key_variable={hook.api_key_variable!r}: tasks "
+                f"using it still send the old, revoked key. Set the extra "
+                f'{{"api_key_variable": "{VARIABLE_KEY}"}} on the connection.'
+            )
+        ok, message = hook.test_connection()
+        if not ok:
+            raise AirflowFailException(f"pioneer_default does not work with the rotated key: {message}")
+        log.info(
+            "pioneer_default now uses key %r (revoked: %s)", rotation.get("name"), rotation.get("revoked")
+        )
+        return {"key_name": rotation.get("name"), "revoked": rotation.get("revoked", []), "check": message}
+
+    check_connection(rotate.output)

@@ -1,0 +1,202 @@
+"""Shared plumbing of ``make demo`` and ``make airflow``: a throwaway Airflow home and the Pioneer emulator.
+
+Nothing here imports Airflow: the scripts set the environment first, then run the ``airflow`` CLI
+in child processes, so every child sees one consistent configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DAGS_FOLDER = REPO / "example_dags"
+# Name of the emulator's built-in key: the first rotation needs it to revoke that key.
+BOOTSTRAP_KEY_NAME = "bootstrap"
+ROTATED_KEY_VARIABLE = "pioneer_api_key"
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def fresh_dir(path: Path) -> Path:
+    """Wipe and recreate ``path`` (only ever a directory under ``.demo/``)."""
+    if REPO / ".demo" not in path.parents:
+        raise ValueError(f"refusing to wipe {path}: not under .demo/")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+class Emulator:
+    """The Pioneer emulator CLI as a child process on loopback, stopped with SIGTERM on exit.
+
+    It runs in its own session so a Ctrl-C in the terminal reaches only the script, which then
+    stops the children in order.
+
+    :param port: port to bind; 0 picks a free one.
+    """
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self.url = ""
+        self.api_key = ""
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "airflow_provider_pioneer.testing",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+
+        def pump() -> None:
+            assert self._proc is not None and self._proc.stdout is not None
+            for line in self._proc.stdout:
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not (self.url and self.api_key):
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                line = ""
+            if line.startswith("Pioneer emulator on "):
+                self.url = line.split(" on ", 1)[1].strip()
+            elif line.startswith("Bootstrap API key: "):
+                self.api_key = line.split(": ", 1)[1].strip()
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                err = self._proc.stderr.read() if self._proc.stderr else ""
+                self.stop()
+                raise RuntimeError(f"the Pioneer emulator did not start: {err.strip()[-800:]}")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def alive_key_names(self) -> list[str]:
+        """Names of the keys the default account still has (admin API: names only, never values)."""
+        from airflow_provider_pioneer.testing import EmulatorControl
+
+        control = EmulatorControl(self.url)
+        try:
+            return sorted(control.alive_key_names())
+        finally:
+            control.close()
+
+
+def airflow_env(home: Path, output: Path, emulator: Emulator) -> dict[str, str]:
+    """Environment for every ``airflow`` child: SQLite in ``home``, the example DAGs, ``pioneer_default``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))
+    }
+    connection = {
+        "conn_type": "pioneer",
+        "host": emulator.url,
+        "password": emulator.api_key,
+        # key_name lets the first rotation revoke the bootstrap key; api_key_variable makes every
+        # task pick up the key the rotation stores.
+        "extra": {"key_name": BOOTSTRAP_KEY_NAME, "api_key_variable": ROTATED_KEY_VARIABLE},
+    }
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW_CONN_PIONEER_DEFAULT": json.dumps(connection),
+            "PIONEER_EXAMPLE_OUTPUT": str(output),
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def run_logged(
+    cmd: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    timeout: float,
+    echo: Callable[[str], str | None] | None = None,
+) -> int:
+    """Run ``cmd`` with its output to ``log_path``; ``echo`` turns a line into what to print (or None).
+
+    Returns the exit code, or 124 when ``timeout`` seconds passed and the process group was killed.
+    """
+    timed_out = threading.Event()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+
+        def kill() -> None:
+            timed_out.set()
+            os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                shown = echo(line) if echo is not None else None
+                if shown is not None:
+                    print(shown, flush=True)
+            code = proc.wait()
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        finally:
+            timer.cancel()
+    return 124 if timed_out.is_set() else code
