@@ -1,29 +1,36 @@
-"""Test DAGs for PioneerKeyRotationOperator (run by tests/dags/test_rotation_dags.py and the kill tests)."""
+"""Test DAGs for PioneerKeyRotationOperator (run by tests/dags/test_rotation_dags.py and tests/rotation_crash.py).
+
+``pioneer_test_rotation`` retries once at once, so one dag.test() shows both a failed attempt and
+the rerun that must converge; ``pioneer_test_rotation_once`` never retries, so a failure stays
+visible; ``pioneer_test_rotation_keep_old`` keeps the replaced key alive.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
 from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOperator
 
-with DAG(
-    "pioneer_test_rotation",
-    schedule=None,
-    start_date=datetime(2025, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["test"],
+for dag_id, retries, revoke_old in (
+    ("pioneer_test_rotation", 1, True),
+    ("pioneer_test_rotation_once", 0, True),
+    ("pioneer_test_rotation_keep_old", 0, False),
 ):
-    PioneerKeyRotationOperator(task_id="rotate", max_active_tis_per_dag=1, retries=0)
-
-with DAG(
-    "pioneer_test_rotation_keep_old",
-    schedule=None,
-    start_date=datetime(2025, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["test"],
-):
-    PioneerKeyRotationOperator(task_id="rotate", revoke_old=False, max_active_tis_per_dag=1, retries=0)
+    with DAG(
+        dag_id,
+        schedule=None,
+        start_date=datetime(2025, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["test"],
+    ):
+        PioneerKeyRotationOperator(
+            task_id="rotate",
+            revoke_old=revoke_old,
+            # Two rotations must never race: one task instance at a time.
+            max_active_tis_per_dag=1,
+            retries=retries,
+            retry_delay=timedelta(seconds=0),
+        )

@@ -1,0 +1,365 @@
+"""PioneerKeyRotationOperator end to end: real DAG runs (dag.test, SQLite) against the emulator.
+
+Crashes are real: ``tests/rotation_crash.py`` runs the DAG in a child process and SIGKILLs it at a
+chosen step; then the DAG is rerun here and must converge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_pioneer.client import PioneerClient
+from airflow_provider_pioneer.exceptions import PioneerAuthError
+from airflow_provider_pioneer.operators._rotation import DEFAULT_KEY_NAME_PREFIX, build_document, is_managed
+from tests.dags.support import load_dag
+
+pytestmark = pytest.mark.dags
+
+REPO = Path(__file__).resolve().parents[2]
+VAR = "pioneer_api_key"
+ROTATE = "pioneer_test_rotation"
+ROTATE_ONCE = "pioneer_test_rotation_once"
+KEEP_OLD = "pioneer_test_rotation_keep_old"
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def connect(monkeypatch: pytest.MonkeyPatch, emu: Any, **extra: Any) -> None:
+    """Point pioneer_default at the emulator; extras default to api_key_variable + key_name."""
+    extras = {"api_key_variable": VAR, "key_name": emu.api_key_name, **extra}
+    conn = {
+        "conn_type": "pioneer",
+        "host": emu.url,
+        "password": emu.api_key,
+        "extra": {k: v for k, v in extras.items() if v is not None},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_PIONEER_DEFAULT", json.dumps(conn))
+
+
+def metastore_value() -> str | None:
+    """The Variable as stored in the metadata DB (not what a shadowing backend says)."""
+    from airflow.models.variable import Variable as VariableModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(VariableModel).filter_by(key=VAR).one_or_none()
+        return None if row is None else row.val
+
+
+def set_metastore(value: str | None) -> None:
+    from airflow.models.variable import Variable as VariableModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(VariableModel).filter_by(key=VAR).delete()
+        if value is not None:
+            session.add(VariableModel(key=VAR, val=value))
+
+
+def stored_doc() -> dict[str, Any]:
+    value = metastore_value()
+    assert value is not None, f"Variable {VAR!r} is not stored"
+    doc = json.loads(value) if value.startswith("{") else value
+    assert isinstance(doc, dict), f"Variable {VAR!r} holds no rotation document: {value[:12]!r}..."
+    return doc
+
+
+def works(emu: Any, key: str) -> bool:
+    """A real authenticated call with ``key``: True on 200, False on 401."""
+    client = PioneerClient(emu.url, key, max_retries=0)
+    try:
+        client.list_api_keys()
+    except PioneerAuthError:
+        return False
+    finally:
+        client.close()
+    return True
+
+
+def managed_alive(emu: Any) -> list[str]:
+    return [n for n in emu.alive_key_names() if is_managed(n, DEFAULT_KEY_NAME_PREFIX)]
+
+
+def run(dag_id: str) -> dict[str, Any]:
+    """dag.test() the DAG; return its task's final state, try number and return value."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    dr = load_dag(dag_id).test()
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=dr.run_id).one()
+        xcom = (
+            session.query(XComModel)
+            .filter_by(dag_id=dag_id, run_id=dr.run_id, key="return_value")
+            .one_or_none()
+        )
+        return {
+            "state": str(getattr(ti.state, "value", ti.state)),
+            "try_number": ti.try_number,
+            "run_id": dr.run_id,
+            "value": None if xcom is None else xcom.value,
+        }
+
+
+def recorded_text(dag_id: str, run_id: str) -> str:
+    """Everything the run left in the metadata DB that a user can see: XComs and rendered fields."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        xcoms = session.query(XComModel).filter_by(dag_id=dag_id, run_id=run_id).all()
+        rendered = session.query(RenderedTaskInstanceFields).filter_by(dag_id=dag_id, run_id=run_id).all()
+        parts = [json.dumps(x.value, default=str) for x in xcoms]
+        parts += [json.dumps(r.rendered_fields, default=str) for r in rendered]
+    assert parts, "nothing recorded: the scan would prove nothing"
+    return "\n".join(parts)
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment, with its Fernet key: a child must read and write the Variable
+    the way this process does (``airflow db migrate`` may have written a key into airflow.cfg after
+    this process loaded its configuration)."""
+    from airflow.configuration import conf
+
+    return {**os.environ, "AIRFLOW__CORE__FERNET_KEY": conf.get("core", "fernet_key", fallback="") or ""}
+
+
+def crash(dag_id: str, target: str, when: str) -> subprocess.CompletedProcess[str]:
+    """Run ``dag_id`` in a child process that SIGKILLs itself at ``target``."""
+    return subprocess.run(
+        [sys.executable, "-m", "tests.rotation_crash", dag_id, target, when],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+@pytest.fixture
+def emu(airflow_db: Path, pioneer_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The emulator, pioneer_default pointing at it, and no Variable yet."""
+    connect(monkeypatch, pioneer_emulator)
+    set_metastore(None)
+    yield pioneer_emulator
+    set_metastore(None)
+
+
+def bootstrap_document(emu: Any) -> str:
+    return build_document(emu.api_key, emu.api_key_name, None, [])
+
+
+# -- the happy path -----------------------------------------------------------------------------
+
+
+def test_rotation_stores_a_working_key_revokes_the_old_and_leaks_nothing(
+    emu: Any, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    old_key = emu.api_key
+    first = run(ROTATE)
+    assert (first["state"], first["try_number"]) == ("success", 1)
+    doc = stored_doc()
+    new_key = doc["api_key"]
+    assert new_key != old_key
+    assert works(emu, new_key)
+    assert not works(emu, old_key)  # the old key answers 401
+    assert emu.alive_key_names() == [doc["name"]] == managed_alive(emu)
+    assert first["value"] == {"name": doc["name"], "created_at": doc["created_at"], "revoked": ["bootstrap"]}
+    assert doc["pending_revoke"] == []
+
+    # The next night: the old key's name now comes from the Variable's document.
+    second = run(ROTATE)
+    assert second["state"] == "success"
+    doc2 = stored_doc()
+    assert doc2["name"] != doc["name"] and doc2["name"] > doc["name"]  # names sort by time
+    assert works(emu, doc2["api_key"]) and not works(emu, new_key)
+    assert emu.alive_key_names() == [doc2["name"]]
+    assert second["value"]["revoked"] == [doc["name"]]
+
+    # The keys appear nowhere: logs, XComs, rendered fields, return values.
+    from airflow.sdk._shared.secrets_masker import redact
+
+    seen = capfd.readouterr()
+    text = "\n".join(
+        [
+            seen.out,
+            seen.err,
+            caplog.text,
+            recorded_text(ROTATE, first["run_id"]),
+            recorded_text(ROTATE, second["run_id"]),
+        ]
+    )
+    assert "Pioneer key rotated" in text  # the capture did see the runs
+    for key in (old_key, new_key, doc2["api_key"]):
+        assert key not in text
+        assert key not in str(redact(f"key={key}"))  # registered with Airflow's masker
+
+
+def test_revoke_old_false_keeps_the_replaced_key_alive(emu: Any) -> None:
+    result = run(KEEP_OLD)
+    assert result["state"] == "success"
+    doc = stored_doc()
+    assert works(emu, doc["api_key"]) and works(emu, emu.api_key)
+    assert sorted(emu.alive_key_names()) == sorted(["bootstrap", doc["name"]])
+    assert result["value"]["revoked"] == []
+    assert doc["pending_revoke"] == []
+
+
+# -- fail fast: nothing changes -----------------------------------------------------------------
+
+SPEND_CAP = {
+    "status": 429,
+    "headers": {"X-RateLimit-Reason": "daily_spend_cap_exceeded", "Retry-After": "60"},
+}
+
+
+@pytest.mark.parametrize(
+    "where, fault",
+    [
+        ("preflight", None),  # the account is out of credits: every call answers 402
+        ("preflight", SPEND_CAP),
+        ("create", {"status": 402}),
+        ("create", SPEND_CAP),
+    ],
+    ids=["402-preflight", "spend-cap-preflight", "402-create", "spend-cap-create"],
+)
+def test_budget_refusals_fail_fast_and_change_nothing(
+    emu: Any, where: str, fault: dict[str, Any] | None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    before = bootstrap_document(emu)
+    set_metastore(before)
+    created = emu.counters()["keys_created"]
+    if fault is None:
+        emu.set_credits(0)
+    else:
+        emu.inject(path="/list-api-keys" if where == "preflight" else "/create-api-key", **fault)
+
+    result = run(ROTATE)  # retries=1, yet a budget refusal must not be retried
+
+    assert (result["state"], result["try_number"]) == ("failed", 1)
+    assert emu.counters()["keys_created"] == created
+    assert emu.alive_key_names() == ["bootstrap"]
+    assert metastore_value() == before
+    out = capfd.readouterr().out
+    assert "AirflowFailException" in out and "nothing was changed" in out
+    assert emu.api_key not in out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"key_name": None}, "old_key_name, the connection extra key_name, or a Variable"),
+        ({"key_name": "no-such-key"}, "No live key named 'no-such-key'"),
+        ({"api_key_variable": None}, "set its extra api_key_variable to 'pioneer_api_key'"),
+    ],
+    ids=["old-name-unknown", "old-name-wrong", "connection-does-not-read-the-variable"],
+)
+def test_setup_errors_fail_before_anything_is_created(
+    emu: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    extra: dict[str, Any],
+    message: str,
+) -> None:
+    connect(monkeypatch, emu, **extra)
+    created = emu.counters()["keys_created"]
+    result = run(ROTATE)
+    assert (result["state"], result["try_number"]) == ("failed", 1)
+    assert emu.counters()["keys_created"] == created
+    assert metastore_value() is None
+    assert works(emu, emu.api_key)
+    assert message in capfd.readouterr().out
+
+
+def test_new_key_that_fails_its_check_is_deleted_and_nothing_changes(
+    emu: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    before = bootstrap_document(emu)
+    set_metastore(before)
+    # Preflight's listing passes; the three verification calls with the new key get 401.
+    emu.inject(status=401, path="/list-api-keys", after=1, times=3)
+    result = run(ROTATE_ONCE)
+    assert result["state"] == "failed"
+    counters = emu.counters()
+    assert (counters["keys_created"], counters["keys_revoked"]) == (2, 1)  # bootstrap + the new one
+    assert emu.alive_key_names() == ["bootstrap"]
+    assert metastore_value() == before
+    assert "failed its check" in capfd.readouterr().out
+
+
+def test_shadowed_variable_deletes_the_new_key_and_keeps_the_old(
+    emu: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The environment-variable secrets backend is read before the metastore: a write cannot win.
+    monkeypatch.setenv(f"AIRFLOW_VAR_{VAR.upper()}", emu.api_key)
+    set_metastore(bootstrap_document(emu))
+    result = run(ROTATE)
+    assert (result["state"], result["try_number"]) == ("failed", 1)
+    counters = emu.counters()
+    assert (counters["keys_created"], counters["keys_revoked"]) == (2, 1)
+    assert emu.alive_key_names() == ["bootstrap"] and works(emu, emu.api_key)
+    # The metastore is left holding a working key, never the deleted one.
+    value = metastore_value()
+    assert value is not None and emu.api_key in value
+    out = capfd.readouterr().out
+    assert "shadows it" in out and f"AIRFLOW_VAR_{VAR.upper()}" in out
+
+
+# -- recovery -----------------------------------------------------------------------------------
+
+
+def test_lost_create_response_leaves_no_orphan_after_the_rerun(emu: Any) -> None:
+    # The server creates the key and the answer never arrives; the task's retry is the rerun.
+    emu.inject(fault="lose_response", path="/create-api-key", times=1)
+    result = run(ROTATE)
+    assert (result["state"], result["try_number"]) == ("success", 2)
+    doc = stored_doc()
+    assert emu.counters()["keys_created"] == 3  # bootstrap, the orphan, the stored key
+    assert emu.alive_key_names() == [doc["name"]]  # the orphan is revoked
+    assert works(emu, doc["api_key"])
+
+
+@pytest.mark.parametrize(
+    "target, when",
+    [
+        ("PioneerKeyRotationOperator._create", "after"),
+        ("PioneerKeyRotationOperator._write_variable", "after"),
+        ("PioneerKeyRotationOperator._revoke", "before"),
+        ("PioneerClient.delete_api_key", "after"),
+    ],
+    ids=["after-create", "after-variable-write", "before-revoke", "mid-revoke"],
+)
+def test_rerun_after_a_kill_converges(emu: Any, target: str, when: str) -> None:
+    # Night one went fine; night two is killed at the step under test.
+    assert run(ROTATE)["state"] == "success"
+    night_one = stored_doc()
+
+    proc = crash(ROTATE, target, when)
+    assert proc.returncode == -9, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = stored_doc()
+    assert works(emu, doc["api_key"]), "the Variable holds a key that does not work"
+    leftovers = set(emu.alive_key_names()) - {doc["name"]}
+    if target.endswith("_create"):
+        assert doc == night_one and len(leftovers) == 1  # an orphan nobody holds
+    elif target.endswith("_write_variable") or target.endswith("_revoke"):
+        assert doc["name"] != night_one["name"] and doc["pending_revoke"] == [night_one["name"]]
+        assert leftovers == {night_one["name"]}
+
+    result = run(ROTATE)
+    assert result["state"] == "success"
+    final = stored_doc()
+    assert works(emu, final["api_key"])
+    assert emu.alive_key_names() == managed_alive(emu) == [final["name"]]
+    assert final["pending_revoke"] == []
