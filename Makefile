@@ -34,5 +34,13 @@ unit: $(STAMP)
 conformance: $(STAMP)
 	PIONEER_OPENAPI=$(OPENAPI) $(BIN)/pytest conformance -p no:randomly
 
+# Both example DAGs against the local Pioneer emulator: no account, no network (scripts/demo.py).
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+# The same setup under `airflow standalone` on http://127.0.0.1:8080, no login; Ctrl-C stops it all.
+airflow: $(STAMP)
+	$(BIN)/python scripts/airflow_local.py
+
 clean:
 	rm -rf $(VENV) .airflow .demo .mypy_cache .ruff_cache

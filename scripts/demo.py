@@ -157,6 +157,7 @@ def _print_summary(results: dict[str, Any], alive: list[str], elapsed: float) ->
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even if started ignored
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.monotonic()
     home = fresh_dir(DEMO)

@@ -1,0 +1,154 @@
+"""``make airflow``: the example DAGs under ``airflow standalone`` on http://127.0.0.1:8080, with the emulator.
+
+* a throwaway AIRFLOW_HOME on SQLite under ``.demo/airflow`` (wiped at each start: the emulator's
+  keys live in memory, so a kept Variable would hold a key the new emulator does not know);
+* the Pioneer emulator on 127.0.0.1:8090 (or a free port), ``pioneer_default`` pointed at it;
+* no login (SimpleAuthManager with every user admin), DAGs unpaused at creation, a pool
+  ``pioneer`` (4 slots) that the batch DAG's inference shards run in;
+* Ctrl-C (or SIGTERM) stops standalone and all its components, then the emulator.
+
+Set PIONEER_UI_PORT to serve on another port than 8080.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from local_env import REPO, Emulator, airflow_env, fresh_dir, port_is_free, run_logged
+
+HOME = REPO / ".demo" / "airflow"
+POOL, POOL_SLOTS = "pioneer", 4
+EMULATOR_PORT = 8090
+READY_TIMEOUT_S = 180
+
+
+class _Stop(Exception):
+    """SIGTERM, turned into an exception so the same shutdown path as Ctrl-C runs."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Stop
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            health = requests.get(f"{url}/api/v2/monitor/health", timeout=2).json()
+            if all(
+                (health.get(part) or {}).get("status") == "healthy"
+                for part in ("metadatabase", "scheduler", "dag_processor")
+            ):
+                return True
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(1)
+    return False
+
+
+def _stop_standalone(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT is standalone's own way to stop its components; escalate if it does not finish."""
+    if proc.poll() is None:
+        print("\nStopping airflow standalone ...", flush=True)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    # Whatever standalone started and did not reap (task processes, server workers) shares its group.
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        time.sleep(2)
+
+
+def main() -> int:
+    # Ctrl-C must work even when the shell started us with SIGINT ignored (a background job):
+    # an installed handler also means the children start with SIGINT at its default, not ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    ui_port = int(os.environ.get("PIONEER_UI_PORT", "8080"))
+    if not port_is_free(ui_port):
+        print(
+            f"Port {ui_port} on 127.0.0.1 is in use: stop what listens there, or run "
+            f"`PIONEER_UI_PORT=8081 make airflow`.",
+            file=sys.stderr,
+        )
+        return 1
+    home = fresh_dir(HOME)
+    logs = home / "setup-logs"
+    logs.mkdir()
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    proc: subprocess.Popen[bytes] | None = None
+    emulator = Emulator(port=EMULATOR_PORT if port_is_free(EMULATOR_PORT) else 0)
+    try:
+        emulator.start()
+        print(f"Pioneer emulator on {emulator.url}", flush=True)
+        base_url = f"http://127.0.0.1:{ui_port}"
+        env = airflow_env(home / "airflow_home", home / "output", emulator)
+        env.update(
+            {
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(ui_port),
+                "AIRFLOW__API__BASE_URL": base_url,
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+                "PIONEER_POOL": POOL,
+                # LocalExecutor forks one worker per slot: 32 by default is a lot for a laptop demo.
+                "AIRFLOW__CORE__PARALLELISM": "8",
+            }
+        )
+        print("airflow db migrate, pool 'pioneer' ...", flush=True)
+        for cmd, name in (
+            ([airflow, "db", "migrate"], "db-migrate"),
+            ([airflow, "pools", "set", POOL, str(POOL_SLOTS), "Pioneer account-wide concurrency"], "pool"),
+        ):
+            if run_logged(cmd, env, logs / f"{name}.log", timeout=180) != 0:
+                print(f"FAILED: {' '.join(cmd[1:3])} (see {logs / name}.log)", file=sys.stderr)
+                return 1
+
+        # Its own session: a terminal Ctrl-C reaches only this script, which stops things in order.
+        proc = subprocess.Popen([airflow, "standalone"], env=env, start_new_session=True)
+        if not _wait_healthy(base_url, proc, READY_TIMEOUT_S):
+            print(f"FAILED: Airflow did not become healthy on {base_url}", file=sys.stderr)
+            return 1
+        print(
+            "\n"
+            + "=" * 72
+            + f"\nAirflow UI      {base_url}  (no login)"
+            + "\nDAGs            pioneer_batch_inference, pioneer_key_rotation (unpaused)"
+            + f"\nPioneer         emulator on {emulator.url}; connection pioneer_default points at it"
+            + f"\nOutput          {home / 'output'}"
+            + "\nCtrl-C stops Airflow and the emulator.\n"
+            + "=" * 72,
+            flush=True,
+        )
+        return proc.wait()
+    except (KeyboardInterrupt, _Stop):
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if proc is not None:
+            _stop_standalone(proc)
+        emulator.stop()
+        print("Stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
