@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
@@ -127,18 +128,17 @@ class PioneerHook(BaseHook):
         host = (conn.host or "").strip()
         if not host:
             return DEFAULT_BASE_URL
-        if "://" in host:
-            url = host
-        else:
+        if "://" not in host:
             # A URI-style connection (pioneer://:KEY@host:port) gives no scheme: loopback is the
             # emulator (plain http); anything else is https unless the schema says otherwise.
             scheme = (conn.schema or "").lower()
             if scheme not in ("http", "https"):
                 scheme = "http" if is_loopback(host) else "https"
-            url = f"{scheme}://{host}"
-        if conn.port and "://" in url and ":" not in url.split("://", 1)[1].split("/", 1)[0]:
-            url = f"{url.rstrip('/')}:{conn.port}"
-        return url
+            host = f"{scheme}://{host}"
+        parts = urlsplit(host)
+        if conn.port and parts.port is None:
+            parts = parts._replace(netloc=f"{parts.netloc}:{conn.port}")
+        return urlunsplit(parts).rstrip("/")
 
     def read_variable_key(self) -> str | None:
         """The key in the ``api_key_variable`` Variable now, or ``None`` (unset, missing or unreadable)."""
