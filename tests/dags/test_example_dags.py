@@ -1,0 +1,229 @@
+"""The shipped example DAGs: every file parses cleanly, and both DAGs run end to end against the emulator.
+
+The end-to-end test is the demo's story through dag.test() on SQLite: the rotation replaces the
+emulator's bootstrap key, then the sharded batch DAG runs on the rotated key (the connection's
+own key is revoked by then). Entity counts are checked against the emulator's extractor called
+directly, text by text, so the test fails if a shard, a record or a label goes missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_pioneer.testing import PioneerEmulator
+from tests.dags.support import load_dag
+
+pytestmark = pytest.mark.dags
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "example_dags"
+SAMPLE = EXAMPLES / "data" / "news_sample.jsonl"
+VARIABLE = "pioneer_api_key"
+BATCH, ROTATION = "pioneer_batch_inference", "pioneer_key_rotation"
+
+
+def _set_variable(value: str | None) -> None:
+    from airflow.models.variable import Variable as VariableModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(VariableModel).filter_by(key=VARIABLE).delete()
+        if value is not None:
+            session.add(VariableModel(key=VARIABLE, val=value))
+
+
+def _stored_key() -> str:
+    from airflow.models.variable import Variable as VariableModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(VariableModel).filter_by(key=VARIABLE).one()
+        return str(json.loads(row.val)["api_key"])
+
+
+def _task_states(dag_run: Any) -> dict[str, str]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = dag_run.get_task_instances(session=session)
+        return {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in tis}
+
+
+def _return_value(dag_id: str, run_id: str, task_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, key="return_value", map_index=-1)
+            .one()
+        )
+        return XComModel.deserialize_value(row)
+
+
+def _stored_run_text(dag_id: str, run_id: str) -> str:
+    """Every XCom and rendered template field the metadata DB keeps of the run, as one text."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        xcoms = session.query(XComModel).filter_by(dag_id=dag_id, run_id=run_id).all()
+        rendered = session.query(RenderedTaskInstanceFields).filter_by(dag_id=dag_id, run_id=run_id).all()
+        return json.dumps(
+            {"xcoms": [x.value for x in xcoms], "rendered": [r.rendered_fields for r in rendered]},
+            default=str,
+        )
+
+
+def _asset_events(name: str) -> list[dict[str, Any]]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == name)
+            .all()
+        )
+        return [dict(e.extra or {}) for e in events]
+
+
+# -- parsing ------------------------------------------------------------------------------------------
+
+
+def test_every_example_file_parses_without_dagbag_errors(airflow_db: Path) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(EXAMPLES))
+    assert bag.import_errors == {}
+    files = sorted(p.resolve() for p in EXAMPLES.glob("*.py"))
+    assert files, "example_dags/ holds no DAG file"
+    files_with_dags = {Path(dag.fileloc).resolve() for dag in bag.dags.values()}
+    assert [f.name for f in files if f not in files_with_dags] == [], "a file in example_dags/ defines no DAG"
+    assert {BATCH, ROTATION} <= set(bag.dag_ids)
+
+
+def test_rotation_dag_carries_the_safety_settings(airflow_db: Path) -> None:
+    dag = load_dag(ROTATION)
+    assert dag.schedule == "0 3 * * *"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    rotate = dag.get_task("rotate_api_key")
+    assert type(rotate).__name__ == "PioneerKeyRotationOperator"
+    assert rotate.max_active_tis_per_dag == 1
+    assert rotate.retries >= 1, "each rotation step is idempotent, so Airflow retries are safe and wanted"
+    assert rotate.variable_key == VARIABLE
+    assert rotate.revoke_old is True
+
+
+def test_batch_dag_shards_with_mapping_and_publishes_an_asset(airflow_db: Path) -> None:
+    dag = load_dag(BATCH)
+    extract = dag.get_task("extract_entities")
+    assert type(extract).__name__ == "MappedOperator"
+    assert extract.operator_class.__name__ == "PioneerInferenceOperator"
+    # Shards of one run together stay within Pioneer's 1,200 requests a minute.
+    limit = extract.partial_kwargs["max_active_tis_per_dag"]
+    assert limit * extract.partial_kwargs["requests_per_minute"] <= 1200
+    outlets = dag.get_task("aggregate_entities").outlets
+    assert [o.name for o in outlets] == ["pioneer_news_entities"]
+
+
+# -- end to end ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def demo_setup(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[tuple[PioneerEmulator, Path]]:
+    """The demo's wiring: emulator, pioneer_default with key_name + api_key_variable, no Variable yet."""
+    with PioneerEmulator(latency_ms=2) as emu:
+        connection = {
+            "conn_type": "pioneer",
+            "host": emu.url,
+            "password": emu.api_key,
+            "extra": {"key_name": emu.api_key_name, "api_key_variable": VARIABLE},
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_PIONEER_DEFAULT", json.dumps(connection))
+        monkeypatch.setenv("PIONEER_EXAMPLE_OUTPUT", str(tmp_path / "out"))
+        monkeypatch.setenv("PIONEER_EXAMPLE_INPUT", str(SAMPLE))
+        _set_variable(None)
+        try:
+            yield emu, tmp_path / "out"
+        finally:
+            _set_variable(None)
+
+
+def test_rotation_then_sharded_batch_on_the_rotated_key(
+    demo_setup: tuple[PioneerEmulator, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    emu, out = demo_setup
+    bootstrap_key = emu.api_key
+
+    rotation_run = load_dag(ROTATION).test()
+    assert set(_task_states(rotation_run).values()) == {"success"}, _task_states(rotation_run)
+    rotated = _return_value(ROTATION, rotation_run.run_id, "rotate_api_key")
+    assert rotated["name"].startswith("airflow-pioneer-")
+    assert rotated["revoked"] == ["bootstrap"]
+    assert emu.alive_key_names() == [rotated["name"]]
+    assert not emu.key_is_alive(bootstrap_key)
+    checked = _return_value(ROTATION, rotation_run.run_id, "check_connection")
+    assert checked["key_name"] == rotated["name"]
+    new_key = _stored_key()
+    assert emu.key_is_alive(new_key)
+
+    emu.reset_counters()
+    batch_run = load_dag(BATCH).test(run_conf={"shards": 3})
+    states = _task_states(batch_run)
+    assert states == {
+        "split_input[-1]": "success",
+        "extract_entities[0]": "success",
+        "extract_entities[1]": "success",
+        "extract_entities[2]": "success",
+        "aggregate_entities[-1]": "success",
+    }
+    # Only the rotated key was used: the connection's password is revoked, so a 401 would show it.
+    assert "401" not in emu.counters()["statuses"]
+
+    inputs = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+    summary = _return_value(BATCH, batch_run.run_id, "aggregate_entities")
+    assert summary["items"] == summary["succeeded"] == len(inputs)
+    assert summary["failed"] == 0
+    assert summary["shards"] == 3
+
+    # Independent oracle: the emulator's extractor called text by text with the DAG's labels.
+    labels = list(summary["entities_per_label"])
+    expected: Counter[str] = Counter()
+    for record in inputs:
+        for label, found in emu.extract(record["text"], labels, threshold=0.5)["entities"].items():
+            expected[label] += len(found)
+    assert summary["entities_per_label"] == {label: expected[label] for label in labels}
+    assert all(expected[label] > 0 for label in labels), f"the sample should hit every label: {expected}"
+
+    # The shard files together hold every input once, in input order.
+    entities_dir = Path(summary["output_path"].removeprefix("file://"))
+    assert entities_dir.is_relative_to(out)
+    written = [
+        json.loads(line)["id"]
+        for shard in sorted(entities_dir.glob("shard-*.jsonl"))
+        for line in shard.read_text().splitlines()
+    ]
+    assert written == [record["id"] for record in inputs]
+
+    events = _asset_events("pioneer_news_entities")
+    assert {"output_path": summary["output_path"], "items": len(inputs), "failed": 0} in events
+
+    # No key in anything kept of either run, nor in what the runs printed.
+    captured = capfd.readouterr()
+    kept = _stored_run_text(ROTATION, rotation_run.run_id) + _stored_run_text(BATCH, batch_run.run_id)
+    for secret in (bootstrap_key, new_key):
+        assert secret not in kept
+        assert secret not in captured.out + captured.err
