@@ -1,11 +1,12 @@
-"""Run a rotation DAG in this process and SIGKILL the process at one step (for the crash tests).
+"""Run a DAG in this process, optionally SIGKILLing the process at one step (for the crash tests).
 
-    python -m tests.rotation_crash DAG_ID CLASS.METHOD {before,after}
+    python -m tests.rotation_crash DAG_ID [CLASS.METHOD {before,after}]
 
 ``CLASS`` is ``PioneerKeyRotationOperator`` or ``PioneerClient``. ``after`` kills right after the
 first call of the method returns, ``before`` right as it is entered: no test-only code in the
 product, the crash is the real thing. Run with the test suite's environment (AIRFLOW_HOME, the
-connection); exits 3 if the step was never reached.
+connection); exits 3 if the step was never reached. Without a step it just runs the DAG (exit 0),
+so a test can run one DAG in a child while it runs another itself.
 """
 
 from __future__ import annotations
@@ -48,14 +49,16 @@ def arm(target: str, when: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    dag_id, target, when = argv
-    if when not in ("before", "after"):
-        raise SystemExit("when must be 'before' or 'after'")
-    arm(target, when)
+    dag_id, *step = argv
+    if step:
+        target, when = step
+        if when not in ("before", "after"):
+            raise SystemExit("when must be 'before' or 'after'")
+        arm(target, when)
     from tests.dags.support import load_dag
 
     load_dag(dag_id).test()
-    return 3
+    return 3 if step else 0
 
 
 if __name__ == "__main__":

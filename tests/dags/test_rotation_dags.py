@@ -363,3 +363,78 @@ def test_rerun_after_a_kill_converges(emu: Any, target: str, when: str) -> None:
     assert works(emu, final["api_key"])
     assert emu.alive_key_names() == managed_alive(emu) == [final["name"]]
     assert final["pending_revoke"] == []
+
+
+# -- a batch inference in flight survives the rotation ------------------------------------------
+
+INFERENCE = "pioneer_test_rotation_inference"
+
+
+def wait_for(condition: Any, what: str, child: subprocess.Popen[str], limit: float = 120.0) -> None:
+    """Poll ``condition`` (a synchronisation point, not a timing assertion)."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert child.poll() is None, f"the child exited ({child.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def summary_of_last_run(dag_id: str) -> dict[str, Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id=dag_id, key="pioneer_summary")
+            .order_by(XComModel.timestamp.desc())
+            .first()
+        )
+        assert row is not None, f"{dag_id} pushed no pioneer_summary"
+        value = row.value
+    return value if isinstance(value, dict) else json.loads(value)
+
+
+def test_batch_inference_in_flight_survives_the_rotation(
+    emu: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Enough retries to sit out the rate-limit gate below.
+    connect(monkeypatch, emu, max_retries=40)
+    set_metastore(bootstrap_document(emu))
+    old_key = emu.api_key
+    # Hold the inference back from the start: 3 requests at once, then one per 2 s (429 +
+    # Retry-After), so it is still running with the old key when the rotation revokes that key.
+    emu.set_rate_limit(30, burst=3)
+    log = (tmp_path / "inference.log").open("w")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.rotation_crash", INFERENCE],
+        cwd=REPO,
+        env=child_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: emu.counters()["inference_requests_committed"] >= 2, "inference started", child)
+        rotation = run(ROTATE)
+        assert rotation["state"] == "success"
+        assert not works(emu, old_key)
+        in_flight = emu.counters()["inference_requests_committed"]
+        emu.set_rate_limit(None)  # lift the gate: the inference meets the revoked key now
+        assert child.wait(timeout=180) == 0, (tmp_path / "inference.log").read_text()[-4000:]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        log.close()
+
+    summary = summary_of_last_run(INFERENCE)
+    assert (summary["total"], summary["succeeded"], summary["failed"]) == (120, 120, 0)
+    counters = emu.counters()
+    assert in_flight < 30  # the rotation happened mid-run: batches were still to come
+    assert counters["statuses"].get("401", 0) >= 1  # the old key was refused and the new one picked up
+    assert counters["texts_committed"] == 120
+    output = (tmp_path / "inference.log").read_text()
+    assert old_key not in output and stored_doc()["api_key"] not in output
