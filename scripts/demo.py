@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -128,7 +129,7 @@ def _leaks(secrets: list[str], roots: list[Path]) -> list[Path]:
     return found
 
 
-def _print_summary(results: dict[str, Any], alive: list[str], elapsed: float) -> None:
+def _print_summary(results: dict[str, Any], alive: list[str], elapsed: float, logs: Path) -> None:
     rotation, batch = results["rotation"] or {}, results["batch"] or {}
     output = batch.get("output_path", "")
     _say()
@@ -152,19 +153,22 @@ def _print_summary(results: dict[str, Any], alive: list[str], elapsed: float) ->
         record = json.loads(first[0].read_text().splitlines()[0])
         ents = {k: [e["text"] for e in v] for k, v in record["result"]["entities"].items() if v}
         _say(f"First record    {record['id']}: {ents}")
-    _say("Logs            " + str(DEMO / "logs"))
+    _say(f"Logs            {logs}")
     _say("No API key appears in any log or output file.")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", type=Path, default=DEMO, help=f"wiped and reused (default {DEMO})")
+    args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even if started ignored
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.monotonic()
-    home = fresh_dir(DEMO)
+    home = fresh_dir(args.workdir.resolve())
     logs = home / "logs"
     logs.mkdir()
     output = home / "output"
-    _say(f"Pioneer demo: throwaway Airflow home in {home.relative_to(REPO)} (SQLite)")
+    _say(f"Pioneer demo: throwaway Airflow home in {home} (SQLite)")
 
     with Emulator(port=0) as emulator:
         _say(f"Pioneer emulator on {emulator.url} (stopped when the demo ends)")
@@ -204,7 +208,7 @@ def main() -> int:
         if not results["rotation"] or not results["batch"]:
             _say("FAILED: a run finished without its return value (see the logs in " + str(logs) + ")")
             return 1
-    _print_summary(results, alive, time.monotonic() - started)
+    _print_summary(results, alive, time.monotonic() - started, logs)
     return 0
 
 

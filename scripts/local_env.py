@@ -37,12 +37,16 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+_MARKER = ".pioneer-demo"
+
+
 def fresh_dir(path: Path) -> Path:
-    """Wipe and recreate ``path`` (only ever a directory under ``.demo/``)."""
-    if REPO / ".demo" not in path.parents:
-        raise ValueError(f"refusing to wipe {path}: not under .demo/")
+    """Wipe and recreate ``path``: only a directory this tooling made (it carries a marker file)."""
+    if path.exists() and any(path.iterdir()) and not (path / _MARKER).exists():
+        raise SystemExit(f"Refusing to wipe {path}: it is not empty and was not made by this script.")
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
+    (path / _MARKER).touch()
     return path
 
 
