@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,13 +102,17 @@ def test_output_path_streams_jsonl_and_returns_the_summary(emu: PioneerEmulator,
     assert records[5]["result"] == emu.extract(texts[5], LABELS)
 
 
-def test_faults_every_item_exactly_once_and_the_counts_add_up(emu: PioneerEmulator, tmp_path: Path) -> None:
+def test_faults_every_item_exactly_once_and_the_counts_add_up(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     emu.inject(status=500, rate=0.10)
     emu.inject(fault="drop", rate=0.05)
     emu.inject(status=429, times=6, after=10, headers={"Retry-After": "1"})
     texts = texts_with_ids(1000, prefix="faulty")
     out = tmp_path / "out.jsonl"
-    summary, _ = run(texts=texts, output_path=str(out), batch_size=10, max_concurrency=4)
+    summary, _ = run(
+        texts=texts, output_path=str(out), batch_size=10, max_concurrency=4, progress_interval=0.5
+    )
     records = read_jsonl(out)
     assert [r["id"] for r in records] == [t["id"] for t in texts]  # once each, in order
     assert all("result" in r for r in records), [r for r in records if "error" in r][:3]
@@ -121,6 +126,11 @@ def test_faults_every_item_exactly_once_and_the_counts_add_up(emu: PioneerEmulat
     drops = sum(v for k, v in c["faults_fired"].items() if "drop" in k)
     assert summary["requests"] == c["requests"]["POST /inference"] == sum(statuses.values()) + drops
     assert c["inference_requests_committed"] == 100  # dropped/failed attempts were not billed
+    logged = "".join(capfd.readouterr())
+    # Progress at a steady cadence while the retries slow the run down.
+    assert re.search(
+        r"Pioneer inference: \d+/1000 items \(.*%\), .* items/s, ETA \S+, \d+ requests, \d+ retries", logged
+    )
     assert set(c["text_counts"].values()) == {1}
 
 
