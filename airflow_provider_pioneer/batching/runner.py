@@ -6,7 +6,11 @@ memory stays flat and the output can be written as it arrives. A 422 on a batch 
 split until the offending texts stand alone (the server's ``loc`` indices are used as a
 shortcut); they become error records and their neighbours get results. A failure that
 no retry can fix (402, spend cap, 401 after the key re-read, unknown model, options the
-API rejects) stops every worker before its next request and is raised to the caller.
+API rejects) stops every worker before its next request and is raised to the caller as
+:class:`FatalStop`. A batch that still fails after the client's retries (5xx, connection
+errors, a 429 storm) stops the run the same way, as :class:`TransientStop`: its items get
+no record, so a later attempt (an Airflow retry resuming from the checkpoint) sends them
+again, instead of a passing outage being written down as permanent per-item failures.
 """
 
 from __future__ import annotations
@@ -31,7 +35,15 @@ from airflow_provider_pioneer.exceptions import (
 )
 from airflow_provider_pioneer.pacing import Pacer
 
-__all__ = ["BatchResult", "BatchRunner", "FatalStop", "RunStopped", "StoppablePacer", "batches"]
+__all__ = [
+    "BatchResult",
+    "BatchRunner",
+    "FatalStop",
+    "RunStopped",
+    "StoppablePacer",
+    "TransientStop",
+    "batches",
+]
 
 #: Errors that stop the whole run: retrying (or sending more) cannot help and may cost money.
 FATAL_ERRORS = (
@@ -56,6 +68,10 @@ class FatalStop(Exception):
     def __init__(self, error: PioneerError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+class TransientStop(FatalStop):
+    """The run stopped because a batch kept failing after every client retry; a later attempt may succeed."""
 
 
 class StoppablePacer(Pacer):
@@ -153,14 +169,16 @@ class BatchRunner:
         self._tick = tick
         self._on_tick = on_tick
         self._fatal: PioneerError | None = None
+        self._fatal_is_transient = False
         self._fatal_lock = threading.Lock()
 
     # -- worker side ---------------------------------------------------------------------------
 
-    def _fail(self, exc: PioneerError) -> None:
+    def _fail(self, exc: PioneerError, transient: bool = False) -> None:
         with self._fatal_lock:
             if self._fatal is None:
                 self._fatal = exc
+                self._fatal_is_transient = transient
         self._stop.set()
 
     def _send(self, items: list[Item], records: dict[int, dict[str, Any]]) -> tuple[int, int]:
@@ -178,10 +196,9 @@ class BatchRunner:
             self._fail(exc)
             raise RunStopped from None
         except PioneerError as exc:
-            # Retries are spent (5xx, connection, 429 storm): these items fail, the run goes on.
-            for it in items:
-                records[it.index] = _error(it, exc.status, exc.message)
-            return 0, 1
+            # Retries are spent (5xx, connection, 429 storm): stop; the items stay unsent, not failed.
+            self._fail(exc, transient=True)
+            raise RunStopped from None
         for it, result in zip(items, results, strict=True):
             records[it.index] = {"id": it.id, "result": result}
         return tokens, 1
@@ -235,6 +252,7 @@ class BatchRunner:
 
         :raises FatalStop: after the last batch that completed in order, when the run stopped
             on an error no retry fixes.
+        :raises TransientStop: likewise, when a batch kept failing after the client's retries.
         """
         pending: deque[Future[BatchResult]] = deque()
         source = iter(work)
@@ -266,6 +284,6 @@ class BatchRunner:
             # Queued batches are dropped; a worker mid-request finishes it (or stops at its next send).
             executor.shutdown(wait=False, cancel_futures=True)
         if self._fatal is not None:
-            raise FatalStop(self._fatal)
+            raise (TransientStop if self._fatal_is_transient else FatalStop)(self._fatal)
         if self._stop.is_set() and pending:
             raise RunStopped

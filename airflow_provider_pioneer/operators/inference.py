@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_pioneer.batching.inputs import (
     FileSource,
@@ -24,7 +24,13 @@ from airflow_provider_pioneer.batching.inputs import (
 )
 from airflow_provider_pioneer.batching.output import FileSink, ListSink, Sink
 from airflow_provider_pioneer.batching.progress import Progress
-from airflow_provider_pioneer.batching.runner import BatchRunner, FatalStop, StoppablePacer, batches
+from airflow_provider_pioneer.batching.runner import (
+    BatchRunner,
+    FatalStop,
+    StoppablePacer,
+    TransientStop,
+    batches,
+)
 from airflow_provider_pioneer.exceptions import (
     PioneerAuthError,
     PioneerNotFoundError,
@@ -291,6 +297,9 @@ class PioneerInferenceOperator(BaseOperator):
             self._finish(
                 context, sink, source.total, skipped, client.stats.snapshot(), progress.elapsed, progress.rate
             )
+            if isinstance(stopped, TransientStop):
+                # An outage, not a verdict on the items: Airflow's retry resumes from the checkpoint.
+                raise AirflowException(self._transient_message(stopped, sink, source.total)) from None
             raise AirflowFailException(self._fatal_message(stopped, sink, source.total)) from None
         except BaseException:
             sink.close(complete=False)
@@ -349,6 +358,21 @@ class PioneerInferenceOperator(BaseOperator):
         )
         return summary
 
+    def _saved(self, sink: Sink, total: int, resumes: str) -> str:
+        done = sink.counts.records
+        if self.output_path:
+            return (
+                f"{done} of {total} records are saved and checkpointed beside {self.output_path} "
+                f"and {resumes} resumes there"
+            )
+        return f"{done} of {total} items were done (set output_path to keep partial work)"
+
+    def _transient_message(self, stopped: TransientStop, sink: Sink, total: int) -> str:
+        return (
+            f"Stopped sending: {stopped.error.message} (still failing after the connection's retries). "
+            f"{self._saved(sink, total, 'an Airflow retry')}; items not yet answered are sent again then."
+        )
+
     def _fatal_message(self, stopped: FatalStop, sink: Sink, total: int) -> str:
         err = stopped.error
         if isinstance(err, PioneerPaymentRequiredError):
@@ -363,15 +387,8 @@ class PioneerInferenceOperator(BaseOperator):
             todo = "Fix the request options (model_id, schema/entities, threshold...), then clear this task"
         else:
             todo = "Fix the cause, then clear this task"
-        done = sink.counts.records
-        if self.output_path:
-            where = (
-                f"; {done} of {total} records are saved and checkpointed beside {self.output_path} "
-                "and the next attempt resumes there"
-            )
-        else:
-            where = f"; {done} of {total} items were done (set output_path to keep partial work)"
-        return f"Stopped sending: {err.message} {todo}{where}. No Airflow retry was attempted."
+        where = self._saved(sink, total, "the next attempt")
+        return f"Stopped sending: {err.message} {todo}; {where}. No Airflow retry was attempted."
 
     def _check_failures(self, sink: Sink, total: int) -> None:
         counts = sink.counts

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 from airflow_provider_pioneer.testing import PioneerEmulator
@@ -60,6 +60,17 @@ def run(ti: FakeTI | None = None, **kwargs: Any) -> tuple[Any, FakeTI]:
     params.update(kwargs)
     op = PioneerInferenceOperator(**params)
     return op.execute({"ti": ti}), ti  # type: ignore[arg-type]
+
+
+def set_fast_retries(emu: PioneerEmulator, monkeypatch: pytest.MonkeyPatch, max_retries: int) -> None:
+    """Same connection, a small retry budget and short waits, so an outage is declared quickly."""
+    conn = {
+        "conn_type": "pioneer",
+        "host": emu.url,
+        "password": emu.api_key,
+        "extra": {"max_retries": max_retries, "deadline": 5},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_PIONEER_DEFAULT", json.dumps(conn))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -184,6 +195,33 @@ def test_402_stops_at_once_and_keeps_what_was_done(emu: PioneerEmulator, tmp_pat
     assert summary["skipped_from_checkpoint"] == 50 and summary["succeeded"] == 400
     assert emu.counters()["texts_committed"] == 350
     assert [r["id"] for r in read_jsonl(out)] == [t["id"] for t in texts]
+
+
+def test_an_outage_that_outlasts_the_retries_is_left_to_airflows_retry(
+    emu: PioneerEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """5xx past the client's retries: no error records, a retryable failure, and the retry resumes."""
+    emu.inject(status=503, after=4)  # the API goes down after 4 good requests and stays down
+    out = tmp_path / "out.jsonl"
+    texts = texts_with_ids(200, prefix="outage")
+    set_fast_retries(emu, monkeypatch, max_retries=2)
+    ti = FakeTI()
+    with pytest.raises(AirflowException) as info:
+        run(ti, texts=texts, output_path=str(out), batch_size=10, max_concurrency=1)
+    assert not isinstance(info.value, AirflowFailException)  # Airflow may retry this one
+    message = str(info.value)
+    assert (
+        "HTTP 503" in message and "40 of 200 records are saved" in message and "an Airflow retry" in message
+    )
+    assert ti.xcoms["pioneer_summary"]["failed"] == 0  # an outage is not a verdict on the items
+    assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl.partial")] == [t["id"] for t in texts[:40]]
+    assert emu.counters()["statuses"] == {"200": 4, "503": 3}  # one batch, its 2 retries, then stop
+
+    emu.clear_faults()  # the outage ends; the Airflow retry finishes the job, paying for nothing twice
+    summary, _ = run(texts=texts, output_path=str(out), batch_size=10, max_concurrency=1)
+    assert summary["skipped_from_checkpoint"] == 40 and summary["succeeded"] == 200 and summary["failed"] == 0
+    assert [r["id"] for r in read_jsonl(out)] == [t["id"] for t in texts]
+    assert set(emu.counters()["text_counts"].values()) == {1}
 
 
 def test_402_with_concurrency_sends_nothing_after_the_first_402(emu: PioneerEmulator, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from airflow_provider_pioneer.batching.runner import (
     BatchRunner,
     FatalStop,
     RunStopped,
+    TransientStop,
     StoppablePacer,
     batches,
 )
@@ -112,15 +113,26 @@ def test_request_level_422_stops_the_run() -> None:
         _run(infer, _items(["a", "b", "c"]), batch_size=1)
 
 
-def test_transient_failure_after_retries_becomes_error_records_and_the_run_goes_on() -> None:
+def test_transient_failure_after_retries_stops_without_recording_the_items_as_failed() -> None:
+    sent: list[str] = []
+
     def infer(texts: list[str]) -> tuple[list[Any], int]:
+        sent.extend(texts)
         if "boom" in texts:
             raise PioneerServerError("Pioneer POST /inference failed with HTTP 500", status=500)
         return [{"ok": True} for _ in texts], 1
 
-    out = _run(infer, _items(["a", "boom", "c", "d"]), batch_size=2, concurrency=1)
-    assert [("error" in r) for r in out] == [True, True, False, False]
-    assert out[0]["error"]["status"] == 500
+    stop = threading.Event()
+    runner = BatchRunner(infer, max_concurrency=1, window=2, stop=stop)
+    got = []
+    with pytest.raises(TransientStop) as info:
+        for result in runner.run(batches(_items(["a", "b", "c", "boom", "e", "f", "g", "h"]), 2)):
+            got.extend(result.records)
+    assert info.value.error.status == 500
+    assert got == [
+        {"id": f"id-{i}", "result": {"ok": True}} for i in range(2)
+    ]  # only what completed in order
+    assert "g" not in sent and stop.is_set()  # nothing sent after the stop
 
 
 def test_payment_required_stops_every_worker_and_keeps_what_completed_in_order() -> None:
