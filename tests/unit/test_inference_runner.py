@@ -14,8 +14,8 @@ from airflow_provider_pioneer.batching.runner import (
     BatchRunner,
     FatalStop,
     RunStopped,
-    TransientStop,
     StoppablePacer,
+    TransientStop,
     batches,
 )
 from airflow_provider_pioneer.exceptions import (
