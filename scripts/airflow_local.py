@@ -131,7 +131,8 @@ def main() -> int:
             "\n"
             + "=" * 72
             + f"\nAirflow UI      {base_url}  (no login)"
-            + "\nDAGs            pioneer_batch_inference, pioneer_key_rotation (unpaused)"
+            + "\nDAGs            pioneer_batch_inference, pioneer_key_rotation (unpaused);"
+            + "\n                pioneer_entity_report runs after each batch run (asset-triggered)"
             + f"\nPioneer         emulator on {emulator.url}; connection pioneer_default points at it"
             + f"\nOutput          {home / 'output'}"
             + "\nCtrl-C stops Airflow and the emulator.\n"

@@ -12,6 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "example_dags"
 SAMPLE = EXAMPLES / "data" / "news_sample.jsonl"
 VARIABLE = "pioneer_api_key"
-BATCH, ROTATION = "pioneer_batch_inference", "pioneer_key_rotation"
+BATCH, ROTATION, REPORT = "pioneer_batch_inference", "pioneer_key_rotation", "pioneer_entity_report"
 
 
 def _set_variable(value: str | None) -> None:
@@ -109,7 +110,7 @@ def test_every_example_file_parses_without_dagbag_errors(airflow_db: Path) -> No
     assert files, "example_dags/ holds no DAG file"
     files_with_dags = {Path(dag.fileloc).resolve() for dag in bag.dags.values()}
     assert [f.name for f in files if f not in files_with_dags] == [], "a file in example_dags/ defines no DAG"
-    assert {BATCH, ROTATION} <= set(bag.dag_ids)
+    assert {BATCH, ROTATION, REPORT} <= set(bag.dag_ids)
 
 
 def test_rotation_dag_carries_the_safety_settings(airflow_db: Path) -> None:
@@ -135,6 +136,9 @@ def test_batch_dag_shards_with_mapping_and_publishes_an_asset(airflow_db: Path) 
     assert limit * extract.partial_kwargs["requests_per_minute"] <= 1200
     outlets = dag.get_task("aggregate_entities").outlets
     assert [o.name for o in outlets] == ["pioneer_news_entities"]
+    # The downstream DAG is scheduled on that very asset (name and URI: a mere name ref gets
+    # its runs started but without their triggering events in Airflow 3.3).
+    assert load_dag(REPORT).schedule == outlets[0]
 
 
 # -- end to end ---------------------------------------------------------------------------------------
@@ -220,6 +224,20 @@ def test_rotation_then_sharded_batch_on_the_rotated_key(
 
     events = _asset_events("pioneer_news_entities")
     assert {"output_path": summary["output_path"], "items": len(inputs), "failed": 0} in events
+
+    # The asset-triggered report reads the directory the event names (called directly: dag.test()
+    # has no scheduler to turn the event into a run).
+    asset = load_dag(BATCH).get_task("aggregate_entities").outlets[0]
+    event = SimpleNamespace(extra={"output_path": summary["output_path"], "items": len(inputs)})
+    report = (
+        load_dag(REPORT).get_task("top_entities").python_callable(triggering_asset_events={asset: [event]})
+    )
+    organizations: Counter[str] = Counter()
+    for shard in sorted(entities_dir.glob("shard-*.jsonl")):
+        for line in shard.read_text().splitlines():
+            organizations.update(e["text"] for e in json.loads(line)["result"]["entities"]["organization"])
+    assert report["organization"] == dict(organizations.most_common(5))
+    assert len(report["person"]) == 5
 
     # No key in anything kept of either run, nor in what the runs printed.
     captured = capfd.readouterr()
