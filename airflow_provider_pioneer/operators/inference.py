@@ -15,22 +15,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_pioneer.batching.inputs import (
-    FileSource,
-    InputError,
-    ListSource,
-    Source,
-    request_fingerprint,
-)
-from airflow_provider_pioneer.batching.output import FileSink, ListSink, Sink
-from airflow_provider_pioneer.batching.progress import Progress
-from airflow_provider_pioneer.batching.runner import (
-    BatchRunner,
-    FatalStop,
-    StoppablePacer,
-    TransientStop,
-    batches,
-)
 from airflow_provider_pioneer.exceptions import (
     PioneerAuthError,
     PioneerNotFoundError,
@@ -42,7 +26,13 @@ from airflow_provider_pioneer.hooks.pioneer import PioneerHook
 from airflow_provider_pioneer.links import PioneerModelLink
 
 if TYPE_CHECKING:
+    # The batching machinery is imported in execute(): a DAG file that only builds the
+    # operator (every parse) does not pay for it.
     from airflow.sdk import Context
+
+    from airflow_provider_pioneer.batching.inputs import Source
+    from airflow_provider_pioneer.batching.output import Sink
+    from airflow_provider_pioneer.batching.runner import FatalStop, TransientStop
 
 __all__ = ["SUMMARY_XCOM_KEY", "PioneerInferenceOperator"]
 
@@ -212,6 +202,8 @@ class PioneerInferenceOperator(BaseOperator):
         return {k: v for k, v in options.items() if v is not None}
 
     def _source(self) -> Source:
+        from airflow_provider_pioneer.batching.inputs import FileSource, InputError, ListSource
+
         has_texts = self.texts is not None
         has_path = bool(self.input_path)
         if has_texts == has_path:
@@ -228,6 +220,17 @@ class PioneerInferenceOperator(BaseOperator):
     # -- the run ------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_pioneer.batching.inputs import request_fingerprint
+        from airflow_provider_pioneer.batching.output import FileSink, ListSink
+        from airflow_provider_pioneer.batching.progress import Progress
+        from airflow_provider_pioneer.batching.runner import (
+            BatchRunner,
+            FatalStop,
+            StoppablePacer,
+            TransientStop,
+            batches,
+        )
+
         model_id = str(self.model_id or "").strip()
         if not model_id:
             raise AirflowFailException("model_id is required, e.g. 'fastino/gliner2-base-v1' or a job id.")
