@@ -131,6 +131,7 @@ def pioneer_batch_inference() -> None:
         max_active_tis_per_dag=PARALLEL_SHARDS,
         requests_per_minute=1200 / PARALLEL_SHARDS,
         pool=POOL,
+        progress_interval=5.0,  # a progress line every 5 s in the task log (default 15)
     ).expand_kwargs(shards)
 
     @task(outlets=[NEWS_ENTITIES])

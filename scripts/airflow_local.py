@@ -7,7 +7,8 @@
   ``pioneer`` (4 slots) that the batch DAG's inference shards run in;
 * Ctrl-C (or SIGTERM) stops standalone and all its components, then the emulator.
 
-Set PIONEER_UI_PORT to serve on another port than 8080.
+Set PIONEER_UI_PORT to serve on another port than 8080, PIONEER_EMULATOR_PER_TEXT_MS to change the
+emulator's simulated model time per text (default 250 ms, so a run lasts long enough to watch).
 """
 
 from __future__ import annotations
@@ -94,7 +95,13 @@ def main() -> int:
     logs.mkdir()
     airflow = str(Path(sys.executable).with_name("airflow"))
     proc: subprocess.Popen[bytes] | None = None
-    emulator = Emulator(port=EMULATOR_PORT if port_is_free(EMULATOR_PORT) else 0)
+    # The emulator answers at once; a model-like delay per text makes a run last long enough to
+    # watch its mapped tasks and progress lines in the UI. PIONEER_EMULATOR_PER_TEXT_MS=0: full speed.
+    per_text_ms = os.environ.get("PIONEER_EMULATOR_PER_TEXT_MS", "250")
+    emulator = Emulator(
+        port=EMULATOR_PORT if port_is_free(EMULATOR_PORT) else 0,
+        options=["--latency-ms", "100", "--per-text-latency-ms", per_text_ms],
+    )
     try:
         emulator.start()
         print(f"Pioneer emulator on {emulator.url}", flush=True)
@@ -133,7 +140,8 @@ def main() -> int:
             + f"\nAirflow UI      {base_url}  (no login)"
             + "\nDAGs            pioneer_batch_inference, pioneer_key_rotation (unpaused);"
             + "\n                pioneer_entity_report runs after each batch run (asset-triggered)"
-            + f"\nPioneer         emulator on {emulator.url}; connection pioneer_default points at it"
+            + f"\nPioneer         emulator on {emulator.url} ({per_text_ms} ms per text);"
+            + " connection pioneer_default points at it"
             + f"\nOutput          {home / 'output'}"
             + "\nCtrl-C stops Airflow and the emulator.\n"
             + "=" * 72,

@@ -57,10 +57,12 @@ class Emulator:
     stops the children in order.
 
     :param port: port to bind; 0 picks a free one.
+    :param options: more CLI options, e.g. ``["--per-text-latency-ms", "250"]``.
     """
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, options: list[str] | None = None) -> None:
         self.port = port
+        self.options = list(options or [])
         self.url = ""
         self.api_key = ""
         self._proc: subprocess.Popen[str] | None = None
@@ -84,6 +86,7 @@ class Emulator:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *self.options,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
