@@ -151,6 +151,7 @@ class PioneerClient:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._key_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._api_key = api_key
         self._known_keys: list[str] = [api_key]
         self._session = requests.Session()
@@ -332,10 +333,17 @@ class PioneerClient:
         if self._refresh_key is None or state.key_refreshed:
             return False
         state.key_refreshed = True
-        fresh = self._refresh_key()
-        if not fresh or fresh == used_key:
-            return False
-        self.set_api_key(fresh)
+        # One re-read at a time: when many threads meet the revoked key together, the first one
+        # reads the new key and the others just use it (the store is read once, not per thread).
+        with self._refresh_lock:
+            with self._key_lock:
+                current = self._api_key
+            if current != used_key:
+                return True  # another thread already switched to the rotated key
+            fresh = self._refresh_key()
+            if not fresh or fresh == used_key:
+                return False
+            self.set_api_key(fresh)
         log.info("Pioneer %s: key rejected; retrying once with the newly rotated key.", state.what)
         return True
 
