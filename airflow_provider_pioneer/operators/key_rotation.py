@@ -147,6 +147,8 @@ class PioneerKeyRotationOperator(BaseOperator):
             check_key_name_prefix(self.key_name_prefix)
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from None
+        # A retry in the same process must not reuse a client holding the key of an earlier try.
+        self.__dict__.pop("hook", None)
         pre = self._preflight()
         new = self._create(pre)
         verified_names = self._verify(new, pre)
@@ -178,7 +180,8 @@ class PioneerKeyRotationOperator(BaseOperator):
             )
         stored = self._read_variable()
         try:
-            current = hook.get_api_key()
+            # One read decides: the key in the Variable is the one every DAG uses now.
+            current = stored.api_key or hook.get_api_key()
         except PioneerConfigurationError as exc:
             raise AirflowFailException(f"{exc.message} Nothing was changed.") from None
         mask_secret(current)
