@@ -430,11 +430,11 @@ def test_batch_inference_in_flight_survives_the_rotation(
             child.wait()
         log.close()
 
+    output = (tmp_path / "inference.log").read_text()
     summary = summary_of_last_run(INFERENCE)
-    assert (summary["total"], summary["succeeded"], summary["failed"]) == (120, 120, 0)
+    assert (summary["total"], summary["succeeded"], summary["failed"]) == (120, 120, 0), output[-6000:]
     counters = emu.counters()
     assert in_flight < 30  # the rotation happened mid-run: batches were still to come
     assert counters["statuses"].get("401", 0) >= 1  # the old key was refused and the new one picked up
     assert counters["texts_committed"] == 120
-    output = (tmp_path / "inference.log").read_text()
     assert old_key not in output and stored_doc()["api_key"] not in output
