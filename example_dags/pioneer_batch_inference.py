@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, ObjectStoragePath, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 
@@ -93,7 +94,8 @@ def pioneer_batch_inference() -> None:
         with source.open("r") as f:
             total = sum(1 for line in f if line.strip())
         if total == 0:
-            raise ValueError(
+            # Retrying cannot fix the input: fail without Airflow retries.
+            raise AirflowFailException(
                 f"{INPUT_URL} has no records: give PIONEER_EXAMPLE_INPUT a non-empty JSONL file."
             )
         shards = min(shards, total)

@@ -18,19 +18,33 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "example_dags" / "data" / "news_sample.jsonl"
 
 
-def test_demo_runs_both_dags_and_prints_the_summary(tmp_path: Path) -> None:
-    workdir = tmp_path / "demo"
+def run_demo(workdir: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
     # The user's shell, not the suite's: no Airflow settings of the test session leak in.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PIONEER_"))}
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "demo.py"), "--workdir", str(workdir)],
         capture_output=True,
         text=True,
-        env=env,
+        env={**env, **extra_env},
         cwd=REPO,
         timeout=280,
         check=False,
     )
+
+
+def assert_emulator_stopped(out: str) -> None:
+    url = re.search(r"Pioneer emulator on (http://127\.0\.0\.1:\d+)", out)
+    assert url is not None, out[-3000:]
+    try:
+        requests.get(f"{url.group(1)}/health", timeout=1)
+    except requests.ConnectionError:
+        return
+    raise AssertionError(f"the emulator at {url.group(1)} still answers after the demo ended")
+
+
+def test_demo_runs_both_dags_and_prints_the_summary(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    result = run_demo(workdir)
     out = result.stdout
     assert result.returncode == 0, out[-4000:] + result.stderr[-2000:]
 
@@ -54,11 +68,15 @@ def test_demo_runs_both_dags_and_prints_the_summary(tmp_path: Path) -> None:
     ]
     assert ids == [json.loads(line)["id"] for line in SAMPLE.read_text().splitlines() if line.strip()]
     # The emulator is stopped when the demo ends: nothing listens on its port any more.
-    url = re.search(r"Pioneer emulator on (http://127\.0\.0\.1:\d+)", out)
-    assert url is not None
-    try:
-        requests.get(f"{url.group(1)}/health", timeout=1)
-    except requests.ConnectionError:
-        pass
-    else:
-        raise AssertionError(f"the emulator at {url.group(1)} still answers after the demo ended")
+    assert_emulator_stopped(out)
+
+
+def test_demo_exits_non_zero_and_names_the_failed_dag(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = run_demo(tmp_path / "demo", PIONEER_EXAMPLE_INPUT=str(empty))
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "FAILED: pioneer_batch_inference" in result.stdout
+    assert "has no records" in result.stdout  # the cause is shown, not only the log's path
+    assert "Pioneer demo: both DAGs succeeded" not in result.stdout
+    assert_emulator_stopped(result.stdout)
