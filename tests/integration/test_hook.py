@@ -46,9 +46,14 @@ def test_empty_host_is_production_and_other_hosts_default_to_https(monkeypatch: 
     assert PioneerHook().base_url == DEFAULT_BASE_URL
     set_conn(monkeypatch, "pioneer://:pio_sk_x@api.example.com:8443")
     assert PioneerHook().base_url == "https://api.example.com:8443"
-    set_conn(monkeypatch, {"conn_type": "pioneer", "host": "http://127.0.0.1/", "port": 8090, "password": "k"})
+    set_conn(
+        monkeypatch, {"conn_type": "pioneer", "host": "http://127.0.0.1/", "port": 8090, "password": "k"}
+    )
     assert PioneerHook().base_url == "http://127.0.0.1:8090"
-    set_conn(monkeypatch, {"conn_type": "pioneer", "host": "https://eu.pioneer.ai:9443", "port": 1, "password": "k"})
+    set_conn(
+        monkeypatch,
+        {"conn_type": "pioneer", "host": "https://eu.pioneer.ai:9443", "port": 1, "password": "k"},
+    )
     assert PioneerHook().base_url == "https://eu.pioneer.ai:9443"  # a port in the URL wins
 
 
