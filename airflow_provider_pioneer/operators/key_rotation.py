@@ -54,8 +54,6 @@ from airflow_provider_pioneer.operators._rotation import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_pioneer.client import PioneerClient
-
 __all__ = ["PioneerKeyRotationOperator"]
 
 # A key Pioneer has just created may take a moment to be accepted everywhere: a 401 on the
@@ -190,8 +188,9 @@ class PioneerKeyRotationOperator(BaseOperator):
             if stored.api_key and stored.api_key == current
             else f"connection {self.pioneer_conn_id!r}"
         )
+        checker = hook.client_for_key(current)  # this exact key, no re-read: it must work itself
         try:
-            records = hook.list_api_keys()
+            records = checker.list_api_keys()
         except _BUDGET_ERRORS as exc:
             raise AirflowFailException(
                 f"Pioneer key rotation stopped at preflight, nothing was changed: {exc.message}"
@@ -202,6 +201,8 @@ class PioneerKeyRotationOperator(BaseOperator):
                 f"cannot create its successor. Put a working key in Variable {self.variable_key!r} "
                 "(or the connection's API key field) and rerun. Nothing was changed."
             ) from exc
+        finally:
+            checker.close()
         live_names = tuple(str(r["name"]) for r in records if isinstance(r, dict) and r.get("name"))
 
         old_name, source = self._old_key_name(stored, current)
@@ -254,7 +255,7 @@ class PioneerKeyRotationOperator(BaseOperator):
         except PioneerError as exc:
             # The server may have created the key anyway; its name is unique to this attempt,
             # so revoking by name cannot hit anything else.
-            outcome = self._discard(name, self.hook.client)
+            outcome = self._discard(name, pre.current_key)
             raise AirflowException(
                 f"Creating Pioneer key {name!r} failed: {exc.message} {outcome} The stored key is "
                 "unchanged; rerun the task."
@@ -277,20 +278,20 @@ class PioneerKeyRotationOperator(BaseOperator):
                     break
                 except PioneerAuthError as exc:
                     if attempt == _VERIFY_ATTEMPTS:
-                        self._fail_verification(new, exc.message, budget=False)
+                        self._fail_verification(new, pre, exc.message, budget=False)
                     time.sleep(attempt)
                 except PioneerError as exc:
-                    self._fail_verification(new, exc.message, budget=isinstance(exc, _BUDGET_ERRORS))
+                    self._fail_verification(new, pre, exc.message, budget=isinstance(exc, _BUDGET_ERRORS))
         finally:
             client.close()
         names = [str(r["name"]) for r in records if isinstance(r, dict) and r.get("name")]
         if new.name not in names:
-            self._fail_verification(new, "it works but does not list itself (another account?).", False)
+            self._fail_verification(new, pre, "it works but does not list itself (another account?).", False)
         self.log.info("Verified the new key %s.", new.name)
         return names
 
-    def _fail_verification(self, new: _NewKey, reason: str, budget: bool) -> NoReturn:
-        outcome = self._discard(new.name, self.hook.client)
+    def _fail_verification(self, new: _NewKey, pre: _Preflight, reason: str, budget: bool) -> NoReturn:
+        outcome = self._discard(new.name, pre.current_key)
         cls = AirflowFailException if budget else AirflowException
         raise cls(
             f"The new Pioneer key {new.name!r} failed its check: {reason} {outcome} The stored key "
@@ -323,7 +324,7 @@ class PioneerKeyRotationOperator(BaseOperator):
             self.log.info("Stored the new key in Variable %r and read it back.", self.variable_key)
             return
         restored = self._restore_variable(pre.stored)
-        outcome = self._discard(new.name, self.hook.client)
+        outcome = self._discard(new.name, pre.current_key)
         env = f"AIRFLOW_VAR_{self.variable_key.upper()}"
         raise AirflowFailException(
             f"Wrote Variable {self.variable_key!r} but a different value reads back: a secrets backend "
@@ -412,8 +413,9 @@ class PioneerKeyRotationOperator(BaseOperator):
             mask_secret(stored.api_key)
         return stored
 
-    def _discard(self, name: str, client: PioneerClient) -> str:
-        """Revoke a key this run created and will not use; say how that went."""
+    def _discard(self, name: str, current_key: str) -> str:
+        """Revoke a key this run created and will not use (with the current key); say how that went."""
+        client = self.hook.client_for_key(current_key)
         try:
             client.delete_api_key(name)
         except PioneerNotFoundError:
@@ -421,5 +423,7 @@ class PioneerKeyRotationOperator(BaseOperator):
         except PioneerError as exc:
             self.log.warning("Could not delete Pioneer key %s: %s", name, exc.message)
             return f"Deleting key {name!r} failed too; the next rotation revokes it as an orphan."
+        finally:
+            client.close()
         self.log.info("Deleted the unused Pioneer key %s.", name)
         return f"Key {name!r} was deleted."
