@@ -331,6 +331,25 @@ def test_lost_create_response_leaves_no_orphan_after_the_rerun(emu: Any) -> None
     assert works(emu, doc["api_key"])
 
 
+def test_failed_revocation_stays_pending_and_the_next_run_finishes_it(
+    emu: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect(monkeypatch, emu, max_retries=0)  # one 500 is final
+    emu.inject(status=500, path="/delete-api-key", times=1)
+    result = run(ROTATE_ONCE)
+    assert result["state"] == "failed"  # loudly: a key that should be dead is alive
+    doc = stored_doc()
+    assert works(emu, doc["api_key"])
+    assert doc["pending_revoke"] == ["bootstrap"]
+    assert sorted(emu.alive_key_names()) == sorted(["bootstrap", doc["name"]])
+
+    again = run(ROTATE_ONCE)
+    assert again["state"] == "success"
+    final = stored_doc()
+    assert sorted(again["value"]["revoked"]) == sorted([doc["name"], "bootstrap"])
+    assert emu.alive_key_names() == [final["name"]] and final["pending_revoke"] == []
+
+
 @pytest.mark.parametrize(
     "target, when",
     [
