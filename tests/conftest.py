@@ -20,6 +20,13 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_DAGS)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME / 'airflow.db'}"
 os.environ.pop("AIRFLOW_CONN_PIONEER_DEFAULT", None)
+# One Fernet key for this process and every child it starts (`airflow db migrate`, killed-task
+# children): otherwise migrate writes a new key to airflow.cfg after this process read its config,
+# and Variables encrypted by one cannot be read by the other.
+if "AIRFLOW__CORE__FERNET_KEY" not in os.environ:
+    from cryptography.fernet import Fernet
+
+    os.environ["AIRFLOW__CORE__FERNET_KEY"] = Fernet.generate_key().decode()
 
 
 # --- Leak guard -------------------------------------------------------------------------------

@@ -127,12 +127,10 @@ def recorded_text(dag_id: str, run_id: str) -> str:
 
 
 def child_env() -> dict[str, str]:
-    """This process's environment, with its Fernet key: a child must read and write the Variable
-    the way this process does (``airflow db migrate`` may have written a key into airflow.cfg after
-    this process loaded its configuration)."""
-    from airflow.configuration import conf
-
-    return {**os.environ, "AIRFLOW__CORE__FERNET_KEY": conf.get("core", "fernet_key", fallback="") or ""}
+    """This process's environment: tests/conftest.py pins the Fernet key there, so a child reads and
+    writes Variables the way this process does."""
+    assert os.environ.get("AIRFLOW__CORE__FERNET_KEY")
+    return dict(os.environ)
 
 
 def crash(dag_id: str, target: str, when: str) -> subprocess.CompletedProcess[str]:
