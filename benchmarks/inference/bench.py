@@ -246,6 +246,12 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=None, help="operator runs per throughput scenario")
     p.add_argument("--big", type=int, default=None, help="texts of the large RSS run (default 1,000,000)")
     p.add_argument("--skip-big", action="store_true", help="leave out the large RSS run")
+    p.add_argument(
+        "--hand-texts",
+        type=int,
+        default=None,
+        help="texts the hand loop runs in B (default all 5,000; ~4.6 min)",
+    )
     p.add_argument("--child", nargs=2, metavar=("KIND", "ARGS"), help=argparse.SUPPRESS)
     ns = p.parse_args()
     if ns.child:
@@ -268,7 +274,7 @@ def main() -> int:
         print("2. versus the hand-written loop: 50 ms latency, 5,000 texts", flush=True)
         rows.append(scenario(
             "B: vs hand loop", workdir=work, n_texts=5_000, latency_ms=50, emulator_rpm=1200, rpm=1200,
-            batch_size=64, max_concurrency=8, repeats=repeats, hand_texts=200 if quick else 1_000,
+            batch_size=64, max_concurrency=8, repeats=repeats, hand_texts=ns.hand_texts or (200 if quick else 5_000),
         ))  # fmt: skip
         print(
             "3. memory: 10k and 1M texts from a file (emulator limit off, client at 60,000 rpm)", flush=True
