@@ -20,6 +20,10 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_DAGS)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME / 'airflow.db'}"
 os.environ.pop("AIRFLOW_CONN_PIONEER_DEFAULT", None)
+# The example batch DAG derives its asset's URI from this at parse time. Any dag.test() in the
+# session serializes every DAG of the folder, so it must read the same value in every test, or the
+# asset a later test expects is found "inactive" (same name, other URI).
+os.environ["PIONEER_EXAMPLE_OUTPUT"] = str(_HOME / "example_output")
 # One Fernet key for this process and every child it starts (`airflow db migrate`, killed-task
 # children): otherwise migrate writes a new key to airflow.cfg after this process read its config,
 # and Variables encrypted by one cannot be read by the other.

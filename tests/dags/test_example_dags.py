@@ -9,6 +9,8 @@ directly, text by text, so the test fails if a shard, a record or a label goes m
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,9 +147,7 @@ def test_batch_dag_shards_with_mapping_and_publishes_an_asset(airflow_db: Path) 
 
 
 @pytest.fixture
-def demo_setup(
-    airflow_db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[tuple[PioneerEmulator, Path]]:
+def demo_setup(airflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[PioneerEmulator, Path]]:
     """The demo's wiring: emulator, pioneer_default with key_name + api_key_variable, no Variable yet."""
     with PioneerEmulator(latency_ms=2) as emu:
         connection = {
@@ -157,11 +157,13 @@ def demo_setup(
             "extra": {"key_name": emu.api_key_name, "api_key_variable": VARIABLE},
         }
         monkeypatch.setenv("AIRFLOW_CONN_PIONEER_DEFAULT", json.dumps(connection))
-        monkeypatch.setenv("PIONEER_EXAMPLE_OUTPUT", str(tmp_path / "out"))
+        # The output root is fixed for the whole session (tests/conftest.py): start it empty.
+        out = Path(os.environ["PIONEER_EXAMPLE_OUTPUT"])
+        shutil.rmtree(out, ignore_errors=True)
         monkeypatch.setenv("PIONEER_EXAMPLE_INPUT", str(SAMPLE))
         _set_variable(None)
         try:
-            yield emu, tmp_path / "out"
+            yield emu, out
         finally:
             _set_variable(None)
 
