@@ -83,7 +83,16 @@ class Pacer:
         wait = start - self._clock()
         if wait > 0:
             self._sleep(wait)
-        return True
+        # A 429 may have closed the gate while this thread slept on its reserved slot: one
+        # Retry-After must hold back every thread, including those already waiting.
+        while True:
+            with self._lock:
+                gate_wait = self._gate_until - self._clock()
+            if gate_wait <= 0:
+                return True
+            if deadline is not None and self._clock() + gate_wait > deadline:
+                return False
+            self._sleep(gate_wait)
 
     def on_success(self) -> None:
         """Creep the rate back toward the configured rate after a 429 slowed it."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["PioneerHook", "parse_stored_key"]
 
 _TRUE = {"true", "1", "yes", "on"}
+_N = TypeVar("_N", int, float)
 
 
 def parse_stored_key(value: Any) -> str | None:
@@ -159,6 +160,20 @@ class PioneerHook(BaseHook):
             mask_secret(key)
         return key
 
+    def _reread_variable_key(self) -> str | None:
+        """After a 401: the Variable's key as stored now, past Airflow's secrets cache."""
+        name = self.api_key_variable
+        if name:
+            # With [secrets] use_cache on, Variable.get may serve the pre-rotation key for the
+            # cache's whole TTL, and the one re-read would be wasted on it.
+            try:
+                from airflow.sdk.execution_time.cache import SecretCache
+
+                SecretCache.invalidate_variable(name)
+            except Exception:  # the cache is an optimisation; never fail the call over it
+                self.log.debug("Could not invalidate the cached Variable %r.", name)
+        return self.read_variable_key()
+
     def get_api_key(self) -> str:
         """The key to use now: the Variable's (when ``api_key_variable`` names one that exists), else the password."""
         key = self.read_variable_key() or (self._connection.password or "")
@@ -174,7 +189,7 @@ class PioneerHook(BaseHook):
     def client(self) -> PioneerClient:
         """The authenticated client, built once per hook."""
         return self.client_for_key(
-            self.get_api_key(), refresh_key=self.read_variable_key if self.api_key_variable else None
+            self.get_api_key(), refresh_key=self._reread_variable_key if self.api_key_variable else None
         )
 
     def client_for_key(
@@ -195,28 +210,34 @@ class PioneerHook(BaseHook):
         from airflow_provider_pioneer.pacing import Pacer
 
         mask_secret(api_key)
-        extras = self._extras
-        try:
-            timeout = float(self._timeout if self._timeout is not None else extras.get("timeout", 60))
-            if max_retries is None:
-                max_retries = self._max_retries
-            max_retries = int(max_retries if max_retries is not None else extras.get("max_retries", 5))
-            deadline = float(extras.get("deadline", 600))
-        except (TypeError, ValueError) as exc:
-            raise PioneerConfigurationError(
-                f"Connection {self.pioneer_conn_id!r}: extras timeout, max_retries and deadline must be numbers."
-            ) from exc
+        timeout = self._timeout if self._timeout is not None else self._extra_number("timeout", 60.0, float)
+        if max_retries is None:
+            max_retries = self._max_retries
+        if max_retries is None:
+            max_retries = self._extra_number("max_retries", 5, int)
         return PioneerClient(
             self.base_url,
             api_key,
             timeout=timeout,
             max_retries=max_retries,
-            deadline=deadline,
+            deadline=self._extra_number("deadline", 600.0, float),
             pool_size=self.pool_size,
-            allow_insecure_http=_as_bool(extras.get("allow_insecure_http", False)),
+            allow_insecure_http=_as_bool(self._extras.get("allow_insecure_http", False)),
             pacer=Pacer(self.requests_per_minute),
             refresh_key=refresh_key,
         )
+
+    def _extra_number(self, name: str, default: _N, kind: Callable[[Any], _N]) -> _N:
+        """A numeric extra; absent, null or empty (a cleared form field) means the default."""
+        value = self._extras.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise PioneerConfigurationError(
+                f"Connection {self.pioneer_conn_id!r}: extra {name!r} must be a number, not {value!r}."
+            ) from None
 
     def get_conn(self) -> PioneerClient:
         """The authenticated :class:`PioneerClient`."""

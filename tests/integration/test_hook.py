@@ -71,8 +71,17 @@ def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_bad_extras_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     set_conn(monkeypatch, {"conn_type": "pioneer", "password": "pio_sk_x", "extra": {"timeout": "soon"}})
-    with pytest.raises(ex.PioneerConfigurationError, match="must be numbers"):
+    with pytest.raises(ex.PioneerConfigurationError, match="extra 'timeout' must be a number, not 'soon'"):
         PioneerHook().client  # noqa: B018
+
+
+def test_cleared_form_fields_mean_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = {"timeout": None, "max_retries": "", "deadline": None, "allow_insecure_http": None}
+    set_conn(monkeypatch, {"conn_type": "pioneer", "password": "pio_sk_x", "extra": extra})
+    client = PioneerHook().client
+    assert (client.timeout, client.max_retries, client.deadline) == (60.0, 5, 600.0)
+    set_conn(monkeypatch, {"conn_type": "pioneer", "password": "pio_sk_x", "extra": {"max_retries": "2"}})
+    assert PioneerHook().client.max_retries == 2
 
 
 @pytest.mark.parametrize("stored", ["plain", "rotation-json"])
@@ -176,3 +185,28 @@ def test_warning_when_the_variable_cannot_be_read(monkeypatch, capfd, pioneer_em
     assert hook.get_api_key() == pioneer_emulator.api_key
     out, err = capfd.readouterr()
     assert "Could not read Variable 'pioneer_api_key'" in out + err
+
+
+def test_401_reread_goes_past_airflows_secrets_cache(pioneer_emulator: PioneerEmulator, monkeypatch) -> None:
+    from airflow.sdk.execution_time.cache import SecretCache
+
+    monkeypatch.setenv("AIRFLOW__SECRETS__USE_CACHE", "True")
+    SecretCache.reset()
+    SecretCache.init()
+    try:
+        first = pioneer_emulator.create_key("cached-1")
+        monkeypatch.setenv("AIRFLOW_VAR_PIONEER_API_KEY", json.dumps({"api_key": first, "name": "cached-1"}))
+        set_conn(
+            monkeypatch,
+            json_conn(pioneer_emulator, password="pio_sk_stale", api_key_variable="pioneer_api_key"),
+        )
+        hook = PioneerHook()
+        hook.list_api_keys()  # the Variable is now in the cache
+        second = pioneer_emulator.create_key("cached-2")
+        monkeypatch.setenv("AIRFLOW_VAR_PIONEER_API_KEY", json.dumps({"api_key": second, "name": "cached-2"}))
+        assert hook.read_variable_key() == first  # a plain read is served from the cache
+        hook.delete_api_key("cached-1")
+        assert hook.list_api_keys()  # 401, then the re-read skips the cache and finds the rotated key
+        assert hook.client.stats.snapshot()["statuses"][401] == 1
+    finally:
+        SecretCache.reset()

@@ -85,3 +85,19 @@ def test_acquire_refuses_a_wait_past_the_deadline() -> None:
 def test_rejects_nonpositive_rate() -> None:
     with pytest.raises(ValueError, match="requests_per_minute"):
         Pacer(0)
+
+
+def test_a_gate_closed_while_waiting_on_a_slot_still_holds_that_caller() -> None:
+    clock = FakeClock()
+    pacer: Pacer
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:  # another thread's 429 arrives while this one waits
+            pacer.on_rate_limited(5.0)
+
+    pacer = Pacer(60, clock=clock, sleep=sleep)
+    pacer.acquire()  # slot at t=100
+    start = clock.now
+    pacer.acquire()  # slot at t=101; the 429 at t=101 closes the gate until t=106
+    assert clock.now - start == pytest.approx(6.0)
