@@ -47,7 +47,11 @@ class PioneerError(AirflowException):
         detail: Any = None,
         retry_after: float | None = None,
     ) -> None:
-        text = f"{message} {self.hint}".strip() if self.hint else message
+        text = message
+        if self.hint:
+            text = (
+                f"{message.rstrip()}{'' if message.rstrip().endswith(('.', '?', '!')) else '.'} {self.hint}"
+            )
         super().__init__(text)
         self.message = text
         self.status = status
@@ -84,7 +88,7 @@ class PioneerAuthError(PioneerError):
 class PioneerPaymentRequiredError(PioneerError):
     """402: the account is out of credits; every call fails until it is topped up."""
 
-    hint = "Top up the Pioneer account's credits, then clear the task."
+    hint = "Top up the Pioneer account's credits; every call fails until then."
 
 
 class PioneerNotFoundError(PioneerError):
@@ -94,13 +98,18 @@ class PioneerNotFoundError(PioneerError):
 class PioneerValidationError(PioneerError):
     """400/422: the request body failed validation.
 
-    :param invalid_indices: indices of ``text`` entries the server blamed, when
+    :param text_errors: ``{index: message}`` for the ``text`` entries the server blamed, when
         its FastAPI-style ``loc`` names them (``["body", "text", 3]``).
     """
 
-    def __init__(self, message: str, *, invalid_indices: tuple[int, ...] = (), **kwargs: Any) -> None:
+    def __init__(self, message: str, *, text_errors: dict[int, str] | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
-        self.invalid_indices = invalid_indices
+        self.text_errors = dict(text_errors or {})
+
+    @property
+    def invalid_indices(self) -> tuple[int, ...]:
+        """Indices of the blamed ``text`` entries, ascending."""
+        return tuple(sorted(self.text_errors))
 
 
 class PioneerRateLimitError(PioneerError):

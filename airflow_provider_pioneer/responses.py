@@ -101,16 +101,16 @@ def summarize_body(response: requests.Response) -> tuple[str, Any]:
     return (_one_line(text.splitlines()[0] if text.splitlines() else text), None)
 
 
-def _invalid_indices(detail: Any) -> tuple[int, ...]:
-    """Indices of ``text`` items named by FastAPI validation ``loc``s (``["body", "text", 3]``)."""
-    found: set[int] = set()
+def _text_errors(detail: Any) -> dict[int, str]:
+    """``{index: msg}`` for the ``text`` items named by FastAPI validation ``loc``s (``["body", "text", 3]``)."""
+    found: dict[int, str] = {}
     if isinstance(detail, list):
         for item in detail:
             loc = item.get("loc", []) if isinstance(item, dict) else []
             for i, part in enumerate(loc[:-1]):
                 if part == "text" and isinstance(loc[i + 1], int):
-                    found.add(loc[i + 1])
-    return tuple(sorted(found))
+                    found.setdefault(loc[i + 1], str(item.get("msg") or "invalid text"))
+    return found
 
 
 def error_for_response(
@@ -135,9 +135,11 @@ def error_for_response(
     if status == 402:
         return PioneerPaymentRequiredError(message, **kwargs)
     if status == 404:
-        return PioneerNotFoundError(message + " Check the model_id (is the model deployed?).", **kwargs)
+        if what.endswith("/inference"):
+            message += " Check the model_id (is the model deployed?)."
+        return PioneerNotFoundError(message, **kwargs)
     if status in (400, 422):
-        return PioneerValidationError(message, invalid_indices=_invalid_indices(detail), **kwargs)
+        return PioneerValidationError(message, text_errors=_text_errors(detail), **kwargs)
     if status == 429:
         if response.headers.get("X-RateLimit-Reason", "").strip().lower() == SPEND_CAP_REASON:
             return PioneerSpendCapError(message, **kwargs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -69,10 +69,17 @@ class ListSource(Source):
     """
 
     def __init__(self, texts: Sequence[Any], id_field: str = "id", text_field: str = "text") -> None:
+        if isinstance(texts, Mapping):
+            raise InputError("texts is one record (a dict); pass a list of records: texts=[record].")
         if isinstance(texts, str | bytes) or not isinstance(texts, Sequence | Iterable):
+            hint = (
+                " If it came from a template, pass the XComArg itself (task.output) or set "
+                "render_template_as_native_obj=True on the DAG."
+                if isinstance(texts, str) and texts.lstrip()[:1] in ("[", "{")
+                else " For a single text pass [text]."
+            )
             raise InputError(
-                f"texts must be a list of strings or of records, not {type(texts).__name__}; "
-                "for a single text pass [text]."
+                f"texts must be a list of strings or of records, not {type(texts).__name__}.{hint}"
             )
         self._texts = texts if isinstance(texts, Sequence) else list(texts)
         self._id_field = id_field

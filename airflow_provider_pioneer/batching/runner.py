@@ -6,8 +6,8 @@ memory stays flat and the output can be written as it arrives. A 422 on a batch 
 split until the offending texts stand alone (the server's ``loc`` indices are used as a
 shortcut); they become error records and their neighbours get results. A failure that
 no retry can fix (402, spend cap, 401 after the key re-read, unknown model, options the
-API rejects) stops every worker before its next request and is raised to the caller as
-:class:`FatalStop`. A batch that still fails after the client's retries (5xx, connection
+API rejects, an answer that is not what the API promises) stops every worker before its
+next request and is raised to the caller as :class:`FatalStop`. A batch that still fails after the client's retries (5xx, connection
 errors, a 429 storm) stops the run the same way, as :class:`TransientStop`: its items get
 no record, so a later attempt (an Airflow retry resuming from the checkpoint) sends them
 again, instead of a passing outage being written down as permanent per-item failures.
@@ -25,11 +25,10 @@ from typing import Any
 
 from airflow_provider_pioneer.batching.inputs import Item
 from airflow_provider_pioneer.exceptions import (
-    PioneerAuthError,
-    PioneerConfigurationError,
+    PioneerConnectionError,
     PioneerError,
-    PioneerNotFoundError,
-    PioneerPaymentRequiredError,
+    PioneerRateLimitError,
+    PioneerServerError,
     PioneerSpendCapError,
     PioneerValidationError,
 )
@@ -45,14 +44,13 @@ __all__ = [
     "batches",
 ]
 
-#: Errors that stop the whole run: retrying (or sending more) cannot help and may cost money.
-FATAL_ERRORS = (
-    PioneerPaymentRequiredError,
-    PioneerSpendCapError,
-    PioneerAuthError,
-    PioneerNotFoundError,
-    PioneerConfigurationError,
-)
+#: Errors that outlasted the client's retries but say nothing about the items: an outage. Every
+#: other error (402, spend cap, 401 after the key re-read, 404, an unexpected answer) is fatal.
+TRANSIENT_ERRORS = (PioneerServerError, PioneerConnectionError, PioneerRateLimitError)
+
+#: Sent once, only when a 422 names no text and nothing has succeeded yet: if even this is
+#: rejected, the request's options (model, schema, threshold...) are at fault, not the texts.
+PROBE_TEXT = "Pioneer"
 
 #: ``infer(texts) -> (one result per text, token_usage)``.
 InferFn = Callable[[list[str]], tuple[list[Any], int]]
@@ -119,18 +117,6 @@ def _error(item: Item, status: int | None, message: str) -> dict[str, Any]:
     return {"id": item.id, "error": {"status": status, "message": message}}
 
 
-def _text_messages(detail: Any) -> dict[int, str]:
-    """``{index: msg}`` from FastAPI validation entries whose loc is ``[..., "text", index]``."""
-    found: dict[int, str] = {}
-    if isinstance(detail, list):
-        for entry in detail:
-            loc = entry.get("loc", []) if isinstance(entry, dict) else []
-            for i, part in enumerate(loc[:-1]):
-                if part == "text" and isinstance(loc[i + 1], int):
-                    found.setdefault(loc[i + 1], str(entry.get("msg", "invalid text")))
-    return found
-
-
 def _is_request_level(exc: PioneerValidationError) -> bool:
     """A 422 that blames only request fields other than the texts (model_id, schema, threshold...)."""
     detail = exc.detail
@@ -171,6 +157,8 @@ class BatchRunner:
         self._fatal: PioneerError | None = None
         self._fatal_is_transient = False
         self._fatal_lock = threading.Lock()
+        self._options_accepted = False  # a request with these options has succeeded
+        self._probe_lock = threading.Lock()
 
     # -- worker side ---------------------------------------------------------------------------
 
@@ -181,6 +169,11 @@ class BatchRunner:
                 self._fatal_is_transient = transient
         self._stop.set()
 
+    def _stop_for(self, exc: PioneerError) -> RunStopped:
+        transient = isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, PioneerSpendCapError)
+        self._fail(exc, transient=transient)
+        return RunStopped()
+
     def _send(self, items: list[Item], records: dict[int, dict[str, Any]]) -> tuple[int, int]:
         """Results (or error records) for ``items`` into ``records``; returns (tokens, requests)."""
         if self._stop.is_set():
@@ -188,27 +181,46 @@ class BatchRunner:
         try:
             results, tokens = self._infer([it.text or "" for it in items])
         except PioneerValidationError as exc:
-            if _is_request_level(exc):
-                self._fail(exc)
-                raise RunStopped from None
-            return self._isolate(items, records, exc)
-        except FATAL_ERRORS as exc:
-            self._fail(exc)
-            raise RunStopped from None
+            rejected = exc
         except PioneerError as exc:
-            # Retries are spent (5xx, connection, 429 storm): stop; the items stay unsent, not failed.
-            self._fail(exc, transient=True)
-            raise RunStopped from None
-        for it, result in zip(items, results, strict=True):
-            records[it.index] = {"id": it.id, "result": result}
-        return tokens, 1
+            # Retries are spent or pointless: stop. Unanswered items stay unsent, not failed.
+            raise self._stop_for(exc) from None
+        else:
+            self._options_accepted = True
+            for it, result in zip(items, results, strict=True):
+                records[it.index] = {"id": it.id, "result": result}
+            return tokens, 1
+        if self._blames_the_request(rejected):
+            raise self._stop_for(rejected) from None
+        return self._isolate(items, records, rejected)
+
+    def _blames_the_request(self, exc: PioneerValidationError) -> bool:
+        """Is this 422 about the request's options rather than some of its texts?"""
+        if _is_request_level(exc):
+            return True
+        if exc.text_errors or self._options_accepted:
+            return False
+        # A 422 that names no text (a plain-string detail, the legacy envelope, a bare 400) before
+        # anything succeeded: one tiny probe tells a bad option from a bad text, instead of
+        # bisecting every batch down to single texts that all fail the same way.
+        with self._probe_lock:
+            if self._options_accepted:
+                return False
+            try:
+                self._infer([PROBE_TEXT])
+            except PioneerValidationError:
+                return True
+            except PioneerError as probe_error:
+                raise self._stop_for(probe_error) from None
+            self._options_accepted = True
+            return False
 
     def _isolate(
         self, items: list[Item], records: dict[int, dict[str, Any]], exc: PioneerValidationError
     ) -> tuple[int, int]:
         """A 422 on ``items``: find the texts it is about; everything else still gets a result."""
         if len(items) == 1:
-            msg = _text_messages(exc.detail).get(0)
+            msg = exc.text_errors.get(0)
             text = f"Pioneer rejected this text (HTTP {exc.status}): {msg}" if msg else exc.message
             records[items[0].index] = _error(items[0], exc.status, text)
             return 0, 1
@@ -216,9 +228,8 @@ class BatchRunner:
         if blamed and len(blamed) < len(items):
             # Shortcut: the server named the bad texts; the others are re-sent (and split again
             # should the server have named too few).
-            messages = _text_messages(exc.detail)
             for i in sorted(blamed):
-                msg = messages.get(i, "invalid text")
+                msg = exc.text_errors.get(i, "invalid text")
                 records[items[i].index] = _error(
                     items[i], exc.status, f"Pioneer rejected this text (HTTP {exc.status}): {msg}"
                 )

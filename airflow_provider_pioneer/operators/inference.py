@@ -16,10 +16,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_pioneer.exceptions import (
-    PioneerAuthError,
     PioneerNotFoundError,
-    PioneerPaymentRequiredError,
-    PioneerSpendCapError,
     PioneerValidationError,
 )
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
@@ -378,16 +375,13 @@ class PioneerInferenceOperator(BaseOperator):
 
     def _fatal_message(self, stopped: FatalStop, sink: Sink, total: int) -> str:
         err = stopped.error
-        if isinstance(err, PioneerPaymentRequiredError):
-            todo = "Top up the Pioneer account's credits, then clear this task"
-        elif isinstance(err, PioneerSpendCapError):
-            todo = "The daily spend cap resets at 00:00 UTC (or raise it); then clear this task"
-        elif isinstance(err, PioneerAuthError):
-            todo = f"Fix the API key of connection {self.pioneer_conn_id!r} (or its api_key_variable), then clear this task"
-        elif isinstance(err, PioneerNotFoundError):
+        # 402, the spend cap and 401 carry their own advice in err.message (the exception's hint).
+        if isinstance(err, PioneerNotFoundError):
             todo = f"Check model_id {self.model_id!r} (is the model deployed?), then clear this task"
         elif isinstance(err, PioneerValidationError):
             todo = "Fix the request options (model_id, schema/entities, threshold...), then clear this task"
+        elif err.hint:
+            todo = "Then clear this task"
         else:
             todo = "Fix the cause, then clear this task"
         where = self._saved(sink, total, "the next attempt")

@@ -334,7 +334,7 @@ def test_latency_lets_requests_overlap(pioneer_emulator: PioneerEmulator) -> Non
         codes = list(pool.map(lambda i: infer(emu, [f"text {i}", "two"]).status_code, range(4)))
     elapsed = time.perf_counter() - started
     assert codes == [200] * 4
-    assert 0.17 <= elapsed < 0.6  # 170 ms each, overlapping
+    assert elapsed >= 0.17  # each waits 150 ms + 2 x 10 ms (an upper bound would be a timing assert)
     assert emu.counters()["max_concurrent_inference"] >= 2
 
 

@@ -177,7 +177,7 @@ def test_402_stops_at_once_and_keeps_what_was_done(emu: PioneerEmulator, tmp_pat
     with pytest.raises(AirflowFailException) as info:
         run(ti, texts=texts, output_path=str(out), batch_size=10, max_concurrency=1)
     message = str(info.value)
-    assert "Top up the Pioneer account's credits" in message
+    assert "Top up the Pioneer account's credits" in message and message.count("Top up") == 1
     c = emu.counters()
     assert c["statuses"] == {"200": 5, "402": 1}  # nothing after the first 402
     assert not out.exists()  # not complete, so not in place
@@ -239,7 +239,7 @@ def test_402_with_concurrency_sends_nothing_after_the_first_402(emu: PioneerEmul
 
 def test_spend_cap_and_revoked_key_fail_fast_with_what_to_do(emu: PioneerEmulator) -> None:
     emu.inject(status=429, headers={"X-RateLimit-Reason": "daily_spend_cap_exceeded", "Retry-After": "3600"})
-    with pytest.raises(AirflowFailException, match="spend cap resets at 00:00 UTC"):
+    with pytest.raises(AirflowFailException, match="spend cap is reached; it resets at 00:00 UTC"):
         run(texts=texts_with_ids(30), batch_size=10)
     assert emu.counters()["requests"]["POST /inference"] <= 4
     emu.clear_faults()
@@ -300,7 +300,7 @@ def test_input_path_jsonl_with_custom_fields_and_options(emu: PioneerEmulator, t
     [
         ({"texts": ["a"], "input_path": "/x.jsonl"}, "exactly one of texts"),
         ({}, "exactly one of texts"),
-        ({"texts": "just one"}, "for a single text pass"),
+        ({"texts": "just one"}, "For a single text pass"),
         ({"texts": ["a"], "entities": "person"}, "entities must be a non-empty list"),
         ({"texts": ["a"], "entities": None}, "Give entities"),
         ({"texts": ["a"], "threshold": "high"}, "threshold must be a number"),

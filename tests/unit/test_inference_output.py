@@ -48,6 +48,16 @@ def test_list_source_rejects_a_bare_string() -> None:
         ListSource("one text")  # type: ignore[arg-type]
 
 
+def test_list_source_rejects_a_single_record_instead_of_reading_its_keys() -> None:
+    with pytest.raises(InputError, match=r"one record \(a dict\); pass a list of records"):
+        ListSource({"id": 1, "text": "hello"})  # type: ignore[arg-type]
+
+
+def test_list_source_explains_a_list_rendered_to_a_string() -> None:
+    with pytest.raises(InputError, match="render_template_as_native_obj=True"):
+        ListSource("['a', 'b']")  # type: ignore[arg-type]
+
+
 def test_fingerprint_changes_with_inputs_and_options() -> None:
     a = ListSource(["x", "y"]).digest
     b = ListSource(["x", "z"]).digest

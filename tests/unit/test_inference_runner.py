@@ -19,8 +19,14 @@ from airflow_provider_pioneer.batching.runner import (
     batches,
 )
 from airflow_provider_pioneer.exceptions import (
+    PioneerConnectionError,
+    PioneerError,
+    PioneerNotFoundError,
     PioneerPaymentRequiredError,
+    PioneerRateLimitError,
+    PioneerResponseError,
     PioneerServerError,
+    PioneerSpendCapError,
     PioneerValidationError,
 )
 
@@ -44,11 +50,13 @@ class FakeApi:
         if self.jitter:
             time.sleep(random.uniform(0, self.jitter))
         bad = [i for i, t in enumerate(texts) if t.startswith("BAD")]
-        if bad:
+        if bad and self.name_indices:
             detail = [{"loc": ["body", "text", i], "msg": "bad text", "type": "value_error"} for i in bad]
             raise PioneerValidationError(
-                "422", status=422, detail=detail, invalid_indices=tuple(bad) if self.name_indices else ()
+                "422", status=422, detail=detail, text_errors={i: "bad text" for i in bad}
             )
+        if bad:  # a server that says only that something is wrong (plain-string detail)
+            raise PioneerValidationError("HTTP 422: a bad text somewhere", status=422, detail="a bad text")
         return [{"echo": t} for t in texts], len(texts)
 
 
@@ -78,8 +86,11 @@ def test_a_poisoned_text_fails_alone(name_indices: bool) -> None:
     assert errors[0]["error"]["status"] == 422
     assert "bad text" in errors[0]["error"]["message"]
     assert sum(1 for r in out if "result" in r) == 63
-    # Named indices: one failed call and one re-send. Bisection: about 2 log2(64) calls.
-    assert len(api.calls) == (2 if name_indices else 13)
+    if name_indices:  # one failed call and one re-send of the 63 others
+        assert len(api.calls) == 2
+    else:  # bisection: at most two calls per halving, plus one probe of the options
+        assert len(api.calls) <= 2 * 6 + 2
+        assert ["Pioneer"] in api.calls
 
 
 def test_bisection_isolates_several_bad_texts_without_indices() -> None:
@@ -171,3 +182,42 @@ def test_stoppable_pacer_refuses_to_release_after_stop() -> None:
 def test_batches_are_consecutive_and_bounded() -> None:
     chunks = list(batches(_items([str(i) for i in range(10)]), 4))
     assert [[it.index for it in c] for c in chunks] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_a_request_level_rejection_without_locs_stops_after_one_probe() -> None:
+    """A plain-string 400 (e.g. "schema is required") must not bisect every batch to single texts."""
+    calls: list[list[str]] = []
+    lock = threading.Lock()
+
+    def infer(texts: list[str]) -> tuple[list[Any], int]:
+        with lock:
+            calls.append(texts)
+        raise PioneerValidationError("HTTP 400: schema is required", status=400, detail="schema is required")
+
+    with pytest.raises(FatalStop, match="schema is required") as info:
+        _run(infer, _items([f"t{i}" for i in range(64)]), batch_size=16, concurrency=4)
+    assert not isinstance(info.value, TransientStop)
+    assert ["Pioneer"] in calls
+    assert len(calls) <= 4 + 1 + 4  # the first wave, the probe, and sends already under way
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (PioneerServerError("HTTP 503", status=503), True),
+        (PioneerConnectionError("could not reach"), True),
+        (PioneerRateLimitError("HTTP 429", status=429), True),
+        (PioneerSpendCapError("HTTP 429 cap", status=429), False),
+        (PioneerNotFoundError("HTTP 404", status=404), False),
+        (PioneerResponseError("not JSON", status=200), False),
+        (PioneerError("HTTP 413", status=413), False),
+    ],
+)
+def test_only_outages_are_transient(error: PioneerError, transient: bool) -> None:
+    def infer(texts: list[str]) -> tuple[list[Any], int]:
+        raise error
+
+    with pytest.raises(FatalStop) as info:
+        _run(infer, _items(["a", "b"]), batch_size=1, concurrency=1)
+    assert isinstance(info.value, TransientStop) is transient
+    assert info.value.error is error

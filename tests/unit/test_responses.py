@@ -42,6 +42,7 @@ def response(status: int, body: object = None, content_type: str = "application/
 )
 def test_every_status_maps_to_its_exception(status: int, cls: type[ex.PioneerError]) -> None:
     err = error_for_response(response(status, {"detail": "nope"}), "POST /inference")
+    assert ("Check the model_id" in str(err)) == (status == 404)
     assert type(err) is cls
     assert err.status == status
     assert f"HTTP {status}" in str(err) and "nope" in str(err)
@@ -63,6 +64,7 @@ def test_validation_envelope_is_summarised_with_indices() -> None:
     err = error_for_response(response(422, {"detail": detail}), "POST /inference")
     assert isinstance(err, ex.PioneerValidationError)
     assert err.invalid_indices == (3,)
+    assert err.text_errors == {3: "String should have at least 1 character"}
     assert "text.3: String should have at least 1 character" in str(err)
     assert "threshold: too big" in str(err)
 
@@ -107,7 +109,12 @@ def test_retry_after_seconds_and_http_date() -> None:
 def test_errors_survive_pickling() -> None:
     import pickle
 
-    err = ex.PioneerValidationError("bad", status=422, detail=[1], invalid_indices=(2,))
+    err = ex.PioneerValidationError("bad", status=422, detail=[1], text_errors={2: "empty"})
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is ex.PioneerValidationError
-    assert (back.status, back.detail, back.invalid_indices, str(back)) == (422, [1], (2,), "bad")
+    assert (back.status, back.detail, back.text_errors, str(back)) == (422, [1], {2: "empty"}, "bad")
+
+
+def test_a_404_on_key_management_does_not_blame_the_model() -> None:
+    err = error_for_response(response(404, {"detail": "no such key"}), "DELETE /delete-api-key")
+    assert isinstance(err, ex.PioneerNotFoundError) and "model_id" not in str(err)
