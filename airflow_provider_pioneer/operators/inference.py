@@ -380,6 +380,8 @@ class PioneerInferenceOperator(BaseOperator):
             todo = f"Check model_id {self.model_id!r} (is the model deployed?), then clear this task"
         elif isinstance(err, PioneerValidationError):
             todo = "Fix the request options (model_id, schema/entities, threshold...), then clear this task"
+        elif isinstance(err, PioneerAuthError):
+            todo = f"The connection is {self.pioneer_conn_id!r}; then clear this task"
         elif err.hint:
             todo = "Then clear this task"
         else:
