@@ -16,6 +16,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_pioneer.exceptions import (
+    PioneerAuthError,
     PioneerNotFoundError,
     PioneerValidationError,
 )

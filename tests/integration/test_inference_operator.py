@@ -245,7 +245,10 @@ def test_spend_cap_and_revoked_key_fail_fast_with_what_to_do(emu: PioneerEmulato
     emu.clear_faults()
     emu.reset_counters()
     emu.inject(status=401)
-    with pytest.raises(AirflowFailException, match="Check the connection's API key.*The connection is 'pioneer_default'; then clear this task") as info:
+    with pytest.raises(
+        AirflowFailException,
+        match=r"Check the connection's API key.*The connection is 'pioneer_default'; then clear this task",
+    ) as info:
         run(texts=texts_with_ids(30), batch_size=10)
     assert_no_key(emu, str(info.value))
 
