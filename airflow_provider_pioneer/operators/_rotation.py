@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
-    "DEFAULT_KEY_NAME_PREFIX",
     "StoredKey",
     "build_document",
     "check_key_name_prefix",
     "check_variable_key",
+    "default_key_name_prefix",
     "is_managed",
     "managed_name",
     "orphans",
@@ -25,11 +25,11 @@ __all__ = [
     "still_pending",
 ]
 
-DEFAULT_KEY_NAME_PREFIX = "airflow-pioneer"
 # Microseconds and a fixed width: names sort by creation time and two runs never collide.
 _TIMESTAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
 _TIMESTAMP_RE = r"\d{8}T\d{12}Z"
 _PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_NOT_PREFIX_CHARS_RE = re.compile(r"[^A-Za-z0-9.-]+")
 
 
 def check_variable_key(variable_key: str) -> None:
@@ -52,8 +52,19 @@ def check_key_name_prefix(prefix: str) -> None:
     if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
         raise ValueError(
             f"key_name_prefix {prefix!r} must be non-empty letters, digits, '-', '_' or '.', "
-            f"starting with a letter or digit (e.g. {DEFAULT_KEY_NAME_PREFIX!r})."
+            "starting with a letter or digit (e.g. 'airflow-pioneer-api-key')."
         )
+
+
+def default_key_name_prefix(variable_key: str) -> str:
+    """The prefix when none is given: one per Variable, e.g. ``airflow-pioneer-api-key``.
+
+    The orphan sweep revokes every live ``{prefix}-{timestamp}`` key that is not stored, so two
+    rotations sharing a prefix on one account (two Variables, or staging and prod) would revoke
+    each other's current key. Deriving it from the Variable keeps them apart; ``is_managed``
+    matches the whole name, so ``airflow-pioneer-api-key-staging-...`` is not ours either.
+    """
+    return "airflow-" + _NOT_PREFIX_CHARS_RE.sub("-", variable_key).strip("-")
 
 
 def managed_name(prefix: str, now: datetime | None = None) -> str:

@@ -40,11 +40,11 @@ from airflow_provider_pioneer.exceptions import (
 )
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
 from airflow_provider_pioneer.operators._rotation import (
-    DEFAULT_KEY_NAME_PREFIX,
     StoredKey,
     build_document,
     check_key_name_prefix,
     check_variable_key,
+    default_key_name_prefix,
     managed_name,
     orphans,
     parse_stored,
@@ -99,7 +99,9 @@ class PioneerKeyRotationOperator(BaseOperator):
     :param variable_key: the Variable to store the key in; its name must contain ``api_key`` so
         Airflow masks it. Must equal the connection's extra ``api_key_variable``. (templated)
     :param key_name_prefix: new keys are named ``{key_name_prefix}-{UTC timestamp}``; live keys
-        with such names that are neither stored nor new are revoked as orphans. (templated)
+        with such names that are neither stored nor new are revoked as orphans, so every rotation
+        sharing a Pioneer account needs its own prefix. Default: ``airflow-`` and the Variable's
+        name with ``_`` turned into ``-`` (``airflow-pioneer-api-key``). (templated)
     :param revoke_old: revoke the key being replaced. With ``False`` it stays alive (but older
         managed keys are still revoked).
     :param old_key_name: Pioneer-side name of the current key, for the first rotation when neither
@@ -114,7 +116,7 @@ class PioneerKeyRotationOperator(BaseOperator):
         self,
         *,
         variable_key: str = "pioneer_api_key",
-        key_name_prefix: str = DEFAULT_KEY_NAME_PREFIX,
+        key_name_prefix: str | None = None,
         revoke_old: bool = True,
         old_key_name: str | None = None,
         pioneer_conn_id: str = PioneerHook.default_conn_name,
@@ -124,13 +126,20 @@ class PioneerKeyRotationOperator(BaseOperator):
         # Catch a bad literal when the DAG is parsed; templated values are checked after rendering.
         if not _templated(variable_key):
             check_variable_key(variable_key)
-        if not _templated(key_name_prefix):
+        if key_name_prefix is not None and not _templated(key_name_prefix):
             check_key_name_prefix(key_name_prefix)
         self.variable_key = variable_key
         self.key_name_prefix = key_name_prefix
         self.revoke_old = revoke_old
         self.old_key_name = old_key_name
         self.pioneer_conn_id = pioneer_conn_id
+
+    @property
+    def _prefix(self) -> str:
+        """The managed-key prefix in force (read after rendering: variable_key may be templated)."""
+        if self.key_name_prefix is None:
+            return default_key_name_prefix(self.variable_key)
+        return self.key_name_prefix
 
     @cached_property
     def hook(self) -> PioneerHook:
@@ -142,7 +151,7 @@ class PioneerKeyRotationOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         try:
             check_variable_key(self.variable_key)
-            check_key_name_prefix(self.key_name_prefix)
+            check_key_name_prefix(self._prefix)
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from None
         # A retry in the same process must not reuse a client holding the key of an earlier try.
@@ -242,7 +251,7 @@ class PioneerKeyRotationOperator(BaseOperator):
 
     def _create(self, pre: _Preflight) -> _NewKey:
         """Step 2: create the new key (one attempt only) and mask it at once."""
-        name = managed_name(self.key_name_prefix)
+        name = managed_name(self._prefix)
         # No retries: if the server committed and the answer was lost, a retry would make a
         # second key under the same name, and revoking by name would then hit both.
         creator = self.hook.client_for_key(pre.current_key, max_retries=0)
@@ -360,9 +369,9 @@ class PioneerKeyRotationOperator(BaseOperator):
                 live = verified_names
             keep = {new.name, *pending}
             if self.revoke_old:
-                strays = orphans(live, self.key_name_prefix, keep)
+                strays = orphans(live, self._prefix, keep)
             elif pre.old_name:
-                strays = orphans(live, self.key_name_prefix, keep | {pre.old_name})
+                strays = orphans(live, self._prefix, keep | {pre.old_name})
             else:
                 # The kept old key has no known name: it could be any managed key, so touch none.
                 self.log.info("revoke_old=False and the old key's name is unknown: no orphan sweep.")

@@ -18,7 +18,7 @@ import pytest
 
 from airflow_provider_pioneer.client import PioneerClient
 from airflow_provider_pioneer.exceptions import PioneerAuthError
-from airflow_provider_pioneer.operators._rotation import DEFAULT_KEY_NAME_PREFIX, build_document, is_managed
+from airflow_provider_pioneer.operators._rotation import build_document, default_key_name_prefix, is_managed
 from tests.dags.support import load_dag
 
 pytestmark = pytest.mark.dags
@@ -28,48 +28,56 @@ VAR = "pioneer_api_key"
 ROTATE = "pioneer_test_rotation"
 ROTATE_ONCE = "pioneer_test_rotation_once"
 KEEP_OLD = "pioneer_test_rotation_keep_old"
+STAGING = "pioneer_test_rotation_staging"
+STAGING_VAR = "pioneer_api_key_staging"
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def connect(monkeypatch: pytest.MonkeyPatch, emu: Any, **extra: Any) -> None:
-    """Point pioneer_default at the emulator; extras default to api_key_variable + key_name."""
+def connect(
+    monkeypatch: pytest.MonkeyPatch,
+    emu: Any,
+    conn_id: str = "pioneer_default",
+    password: str | None = None,
+    **extra: Any,
+) -> None:
+    """Point ``conn_id`` at the emulator; extras default to api_key_variable + key_name."""
     extras = {"api_key_variable": VAR, "key_name": emu.api_key_name, **extra}
     conn = {
         "conn_type": "pioneer",
         "host": emu.url,
-        "password": emu.api_key,
+        "password": password or emu.api_key,
         "extra": {k: v for k, v in extras.items() if v is not None},
     }
-    monkeypatch.setenv("AIRFLOW_CONN_PIONEER_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
 
 
-def metastore_value() -> str | None:
+def metastore_value(key: str = VAR) -> str | None:
     """The Variable as stored in the metadata DB (not what a shadowing backend says)."""
     from airflow.models.variable import Variable as VariableModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        row = session.query(VariableModel).filter_by(key=VAR).one_or_none()
+        row = session.query(VariableModel).filter_by(key=key).one_or_none()
         return None if row is None else row.val
 
 
-def set_metastore(value: str | None) -> None:
+def set_metastore(value: str | None, key: str = VAR) -> None:
     from airflow.models.variable import Variable as VariableModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        session.query(VariableModel).filter_by(key=VAR).delete()
+        session.query(VariableModel).filter_by(key=key).delete()
         if value is not None:
-            session.add(VariableModel(key=VAR, val=value))
+            session.add(VariableModel(key=key, val=value))
 
 
-def stored_doc() -> dict[str, Any]:
-    value = metastore_value()
-    assert value is not None, f"Variable {VAR!r} is not stored"
+def stored_doc(key: str = VAR) -> dict[str, Any]:
+    value = metastore_value(key)
+    assert value is not None, f"Variable {key!r} is not stored"
     doc = json.loads(value) if value.startswith("{") else value
-    assert isinstance(doc, dict), f"Variable {VAR!r} holds no rotation document: {value[:12]!r}..."
+    assert isinstance(doc, dict), f"Variable {key!r} holds no rotation document: {value[:12]!r}..."
     return doc
 
 
@@ -86,7 +94,7 @@ def works(emu: Any, key: str) -> bool:
 
 
 def managed_alive(emu: Any) -> list[str]:
-    return [n for n in emu.alive_key_names() if is_managed(n, DEFAULT_KEY_NAME_PREFIX)]
+    return [n for n in emu.alive_key_names() if is_managed(n, default_key_name_prefix(VAR))]
 
 
 def run(dag_id: str) -> dict[str, Any]:
@@ -151,8 +159,10 @@ def emu(airflow_db: Path, pioneer_emulator: Any, monkeypatch: pytest.MonkeyPatch
     """The emulator, pioneer_default pointing at it, and no Variable yet."""
     connect(monkeypatch, pioneer_emulator)
     set_metastore(None)
+    set_metastore(None, STAGING_VAR)
     yield pioneer_emulator
     set_metastore(None)
+    set_metastore(None, STAGING_VAR)
 
 
 def bootstrap_document(emu: Any) -> str:
@@ -203,6 +213,40 @@ def test_rotation_stores_a_working_key_revokes_the_old_and_leaks_nothing(
     for key in (old_key, new_key, doc2["api_key"]):
         assert key not in text
         assert key not in str(redact(f"key={key}"))  # registered with Airflow's masker
+
+
+def test_two_rotations_on_one_account_leave_each_other_alone(
+    emu: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two Variables, two connections, one Pioneer account, default prefixes. The staging prefix
+    # (airflow-pioneer-api-key-staging) extends the prod one (airflow-pioneer-api-key): each orphan
+    # sweep must still see the other's stored key as not its own.
+    staging_key = emu.create_key("staging-bootstrap")
+    connect(
+        monkeypatch,
+        emu,
+        conn_id="pioneer_staging",
+        password=staging_key,
+        api_key_variable=STAGING_VAR,
+        key_name="staging-bootstrap",
+    )
+    results = []
+    for _night in range(2):
+        for dag_id in (ROTATE, STAGING):
+            result = run(dag_id)
+            assert result["state"] == "success", dag_id
+            results.append(result["value"])
+
+    prod, staging = stored_doc(), stored_doc(STAGING_VAR)
+    assert prod["name"].startswith("airflow-pioneer-api-key-2")
+    assert staging["name"].startswith("airflow-pioneer-api-key-staging-2")
+    assert works(emu, prod["api_key"]) and works(emu, staging["api_key"])
+    assert sorted(emu.alive_key_names()) == sorted([prod["name"], staging["name"]])
+    # Each run revoked exactly the key its own Variable held before.
+    assert results[0]["revoked"] == ["bootstrap"]
+    assert results[1]["revoked"] == ["staging-bootstrap"]
+    assert results[2]["revoked"] == [results[0]["name"]]
+    assert results[3]["revoked"] == [results[1]["name"]]
 
 
 def test_revoke_old_false_keeps_the_replaced_key_alive(emu: Any) -> None:

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from airflow_provider_pioneer.operators._rotation import (
-    DEFAULT_KEY_NAME_PREFIX,
     build_document,
     check_key_name_prefix,
     check_variable_key,
+    default_key_name_prefix,
     is_managed,
     managed_name,
     orphans,
@@ -131,7 +131,32 @@ def test_variable_names_airflow_would_not_mask_are_refused(name: str) -> None:
 def test_bad_prefixes_are_refused(prefix: str) -> None:
     with pytest.raises(ValueError, match="key_name_prefix"):
         check_key_name_prefix(prefix)
-    check_key_name_prefix(DEFAULT_KEY_NAME_PREFIX)
+    check_key_name_prefix("airflow-pioneer-api-key")
+
+
+@pytest.mark.parametrize(
+    "variable_key, prefix",
+    [
+        ("pioneer_api_key", "airflow-pioneer-api-key"),
+        ("pioneer_api_key_staging", "airflow-pioneer-api-key-staging"),
+        ("PROD_API_KEY", "airflow-PROD-API-KEY"),
+        ("team/a api_key", "airflow-team-a-api-key"),
+    ],
+)
+def test_default_prefix_is_one_per_variable(variable_key: str, prefix: str) -> None:
+    assert default_key_name_prefix(variable_key) == prefix
+    check_key_name_prefix(prefix)
+
+
+def test_two_variables_never_claim_each_others_keys() -> None:
+    # The staging prefix extends the prod one: only the full-name match keeps them apart.
+    prod = default_key_name_prefix("pioneer_api_key")
+    staging = default_key_name_prefix("pioneer_api_key_staging")
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    prod_key, staging_key = managed_name(prod, now), managed_name(staging, now)
+    live = ["bootstrap", prod_key, staging_key]
+    assert orphans(live, prod, keep=set()) == [prod_key]
+    assert orphans(live, staging, keep=set()) == [staging_key]
 
 
 def test_operator_refuses_a_variable_name_airflow_would_not_mask_at_parse_time() -> None:
@@ -148,7 +173,14 @@ def test_operator_defaults_and_templated_names_checked_later() -> None:
     default = PioneerKeyRotationOperator(task_id="rotate2")
     assert (default.variable_key, default.key_name_prefix, default.revoke_old, default.pioneer_conn_id) == (
         "pioneer_api_key",
-        DEFAULT_KEY_NAME_PREFIX,
+        None,
         True,
         "pioneer_default",
     )
+    assert default._prefix == "airflow-pioneer-api-key"
+    staging = PioneerKeyRotationOperator(task_id="rotate3", variable_key="pioneer_api_key_staging")
+    assert staging._prefix == "airflow-pioneer-api-key-staging"
+    explicit = PioneerKeyRotationOperator(task_id="rotate4", key_name_prefix="team-a")
+    assert explicit._prefix == "team-a"
+    with pytest.raises(ValueError, match="key_name_prefix"):
+        PioneerKeyRotationOperator(task_id="rotate5", key_name_prefix="")

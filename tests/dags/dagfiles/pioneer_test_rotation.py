@@ -2,7 +2,9 @@
 
 ``pioneer_test_rotation`` retries once at once, so one dag.test() shows both a failed attempt and
 the rerun that must converge; ``pioneer_test_rotation_once`` never retries, so a failure stays
-visible; ``pioneer_test_rotation_keep_old`` keeps the replaced key alive.
+visible; ``pioneer_test_rotation_keep_old`` keeps the replaced key alive;
+``pioneer_test_rotation_staging`` rotates a second Variable through a second connection
+(``pioneer_staging``), on the same Pioneer account.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from airflow.sdk import DAG
 
 from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOperator
 
-for dag_id, retries, revoke_old in (
-    ("pioneer_test_rotation", 1, True),
-    ("pioneer_test_rotation_once", 0, True),
-    ("pioneer_test_rotation_keep_old", 0, False),
+for dag_id, retries, revoke_old, variable_key, conn_id in (
+    ("pioneer_test_rotation", 1, True, "pioneer_api_key", "pioneer_default"),
+    ("pioneer_test_rotation_once", 0, True, "pioneer_api_key", "pioneer_default"),
+    ("pioneer_test_rotation_keep_old", 0, False, "pioneer_api_key", "pioneer_default"),
+    ("pioneer_test_rotation_staging", 0, True, "pioneer_api_key_staging", "pioneer_staging"),
 ):
     with DAG(
         dag_id,
@@ -29,6 +32,8 @@ for dag_id, retries, revoke_old in (
         PioneerKeyRotationOperator(
             task_id="rotate",
             revoke_old=revoke_old,
+            variable_key=variable_key,
+            pioneer_conn_id=conn_id,
             # Two rotations must never race: one task instance at a time.
             max_active_tis_per_dag=1,
             retries=retries,
