@@ -149,7 +149,8 @@ class PioneerClient:
         self._backoff_cap = backoff_cap
         self._max_retry_after = max_retry_after
         self._rng = rng or random.Random()
-        self._sleep = sleep
+        #: How to wait between attempts; replaceable (e.g. by a wait that a stop event ends early).
+        self.retry_sleep = sleep
         self._key_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._api_key = api_key
@@ -268,7 +269,7 @@ class PioneerClient:
             retry=retry_if_exception(lambda exc: self._retryable(exc, state)),
             stop=lambda rs: self._should_stop(rs, state),
             wait=self._wait,
-            sleep=self._sleep,
+            sleep=self.retry_sleep,
             before_sleep=lambda rs: self._before_sleep(rs, state),
             reraise=True,
         )

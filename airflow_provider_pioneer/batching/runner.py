@@ -81,10 +81,11 @@ class StoppablePacer(Pacer):
     """
 
     def __init__(self, requests_per_minute: float | None, stop: threading.Event) -> None:
-        super().__init__(requests_per_minute, sleep=self._wait)
+        super().__init__(requests_per_minute, sleep=self.wait)
         self._stop = stop
 
-    def _wait(self, seconds: float) -> None:
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when the run stops meanwhile."""
         self._stop.wait(seconds)
 
     def acquire(self, deadline: float | None = None) -> bool:

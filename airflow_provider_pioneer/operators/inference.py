@@ -271,7 +271,10 @@ class PioneerInferenceOperator(BaseOperator):
         stop = threading.Event()
         client = self.hook.client
         # Checked before every HTTP attempt: once the run stops, no request leaves.
-        client.pacer = StoppablePacer(self.requests_per_minute, stop)
+        client.pacer = pacer = StoppablePacer(self.requests_per_minute, stop)
+        # A worker in a retry backoff wakes up when the run stops (and its next send is refused),
+        # so the task does not wait out a 20 s backoff before it can report.
+        client.retry_sleep = pacer.wait
         progress = Progress(self.log, source.total, skipped, client.stats.snapshot, self.progress_interval)
 
         def infer(texts: list[str]) -> tuple[list[Any], int]:
