@@ -217,11 +217,17 @@ class PioneerKeyRotationOperator(BaseOperator):
         old_name, source = self._old_key_name(stored, current)
         if self.revoke_old:
             if not old_name:
+                hint = ""
+                if self.hook.key_name:
+                    hint = (
+                        f" (The connection extra key_name names the key in the connection's password, "
+                        f"but the current key comes from Variable {self.variable_key!r}.)"
+                    )
                 raise AirflowFailException(
                     "Cannot tell which key this rotation replaces, so it could not revoke it: give the "
                     "current key's Pioneer-side name in one of three ways: the operator argument "
                     "old_key_name, the connection extra key_name, or a Variable "
-                    f"{self.variable_key!r} holding the rotation JSON with its 'name'. "
+                    f"{self.variable_key!r} holding the rotation JSON with its 'name'.{hint} "
                     "(Or pass revoke_old=False to keep the old key.) Nothing was created."
                 )
             if old_name not in live_names:
@@ -245,9 +251,16 @@ class PioneerKeyRotationOperator(BaseOperator):
             return stored.name, f"Variable {self.variable_key!r}"
         if self.old_key_name:
             return self.old_key_name, "argument old_key_name"
-        if self.hook.key_name:
+        # key_name describes the key in the connection's password, nothing else: for a key set by
+        # hand in the Variable it would name (and revoke) the wrong key and leave this one unmanaged.
+        if self.hook.key_name and self._is_connection_password(current):
             return self.hook.key_name, f"connection {self.pioneer_conn_id!r} extra key_name"
         return None, "nowhere"
+
+    def _is_connection_password(self, key: str) -> bool:
+        # Compared, never logged.
+        password = self.hook.get_connection(self.pioneer_conn_id).password or ""
+        return bool(password) and password == key
 
     def _create(self, pre: _Preflight) -> _NewKey:
         """Step 2: create the new key (one attempt only) and mask it at once."""

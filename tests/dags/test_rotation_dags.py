@@ -325,6 +325,34 @@ def test_setup_errors_fail_before_anything_is_created(
     assert message in capfd.readouterr().out
 
 
+def test_connection_key_name_is_not_used_for_a_key_set_by_hand_in_the_variable(
+    emu: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The password holds the bootstrap key (extra key_name="bootstrap"); someone put another key
+    # in the Variable by hand. key_name does not describe that key: revoking "bootstrap" would
+    # leave the key in use alive and unmanaged.
+    by_hand = emu.create_key("by-hand")
+    set_metastore(by_hand)
+    created = emu.counters()["keys_created"]
+    result = run(ROTATE)
+    assert (result["state"], result["try_number"]) == ("failed", 1)
+    assert emu.counters()["keys_created"] == created
+    assert sorted(emu.alive_key_names()) == ["bootstrap", "by-hand"]
+    assert metastore_value() == by_hand
+    out = capfd.readouterr().out
+    assert "old_key_name, the connection extra key_name, or a Variable" in out
+    assert "names the key in the connection's password" in out
+    assert by_hand not in out and emu.api_key not in out
+
+
+def test_connection_key_name_is_used_when_the_variable_holds_the_password_key(emu: Any) -> None:
+    set_metastore(emu.api_key)  # a plain key, the same as the connection's password
+    result = run(ROTATE_ONCE)
+    assert result["state"] == "success"
+    assert result["value"]["revoked"] == ["bootstrap"]
+    assert emu.alive_key_names() == [stored_doc()["name"]]
+
+
 def test_new_key_that_fails_its_check_is_deleted_and_nothing_changes(
     emu: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
