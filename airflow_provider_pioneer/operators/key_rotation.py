@@ -8,7 +8,8 @@ Modelled on how AWS Secrets Manager rotates a secret (create, test, promote, ret
    answer was lost makes a second key under the same name);
 3. **verify** the new key answers an authenticated call; if not, delete it and change nothing;
 4. **store** it in the Variable and read it back; a value that does not read back (a secrets
-   backend shadows the Variable) restores the Variable, deletes the new key and fails;
+   backend shadows the Variable) writes back the value read before, then deletes the new key
+   (kept alive if that restore failed: the metastore may hold it) and fails;
 5. **revoke** the old key, names an earlier run left pending, and managed keys nobody holds
    (orphans of a crashed run), with the NEW key; 404 counts as done;
 6. return ``{name, created_at, revoked}``, never the key.
@@ -345,28 +346,46 @@ class PioneerKeyRotationOperator(BaseOperator):
         if stored.api_key == new.key:
             self.log.info("Stored the new key in Variable %r and read it back.", self.variable_key)
             return
-        restored = self._restore_variable(pre.stored)
-        outcome = self._discard(new.name, pre.current_key)
         env = f"AIRFLOW_VAR_{self.variable_key.upper()}"
-        raise AirflowFailException(
+        shadowed = (
             f"Wrote Variable {self.variable_key!r} but a different value reads back: a secrets backend "
             f"(an environment variable {env}, Vault, AWS Secrets Manager, ...) shadows it, so DAGs "
-            f"would never see the new key. {outcome} {restored} The old key is untouched. Remove the "
-            "shadowing entry, or point variable_key and the connection's api_key_variable at a Variable "
-            "the rotation can own."
+            "would never see the new key."
+        )
+        fix = (
+            "Remove the shadowing entry, or point variable_key and the connection's api_key_variable "
+            "at a Variable the rotation can own."
+        )
+        restored, how = self._restore_variable(pre.stored)
+        if not restored:
+            # The metastore may keep the new key: deleting it would leave a dead key there, to
+            # surface the day the shadowing entry is removed. Keep it alive instead.
+            raise AirflowFailException(
+                f"{shadowed} Restoring the Variable then failed too ({how}), so the metastore holds the "
+                f"new key {new.name!r}: it was kept alive and works. The old key is untouched. {fix}"
+            )
+        outcome = self._discard(new.name, pre.current_key)
+        raise AirflowFailException(
+            f"{shadowed} {outcome} Variable {self.variable_key!r} was restored. The old key is "
+            f"untouched. {fix}"
         )
 
-    def _restore_variable(self, before: StoredKey) -> str:
-        # Put back what readers saw before, so that the metastore never keeps a key that is
-        # about to be deleted (it would surface the day the shadowing entry is removed).
+    def _restore_variable(self, before: StoredKey) -> tuple[bool, str]:
+        """Put back what readers saw before the write; ``(done, how it went)``."""
+        # Ideally the metastore's own earlier value; but a task cannot read the metastore behind a
+        # shadowing backend: Variable.get asks the backends first, and so does the Execution API's
+        # variable endpoint on the server side. So this writes the value every reader saw, the
+        # shadow's: the key DAGs use now, working, so the metastore never keeps a deleted key (it
+        # would surface the day the shadowing entry is removed). The metastore's own earlier value
+        # is overwritten; the key it named stays alive, untouched.
         try:
             if before.present and before.raw is not None:
                 Variable.set(self.variable_key, before.raw)
             else:
                 Variable.delete(self.variable_key)
         except Exception as exc:
-            return f"Restoring Variable {self.variable_key!r} failed ({type(exc).__name__}); check it."
-        return f"Variable {self.variable_key!r} was restored."
+            return False, f"{type(exc).__name__}"
+        return True, "restored"
 
     def _revoke(
         self, new: _NewKey, pre: _Preflight, pending: list[str], verified_names: list[str]

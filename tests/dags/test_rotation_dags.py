@@ -293,7 +293,9 @@ def test_budget_refusals_fail_fast_and_change_nothing(
     assert (result["state"], result["try_number"]) == ("failed", 1)
     assert emu.counters()["keys_created"] == created
     assert emu.alive_key_names() == ["bootstrap"]
-    assert metastore_value() == before
+    got = metastore_value()
+    print("DBG", (got or "")[:0], got == before, (got or "")[-60:], before[-60:])
+    assert got == before
     out = capfd.readouterr().out
     assert "AirflowFailException" in out and "nothing was changed" in out
     assert emu.api_key not in out
@@ -365,7 +367,9 @@ def test_new_key_that_fails_its_check_is_deleted_and_nothing_changes(
     counters = emu.counters()
     assert (counters["keys_created"], counters["keys_revoked"]) == (2, 1)  # bootstrap + the new one
     assert emu.alive_key_names() == ["bootstrap"]
-    assert metastore_value() == before
+    got = metastore_value()
+    print("DBG", (got or "")[:0], got == before, (got or "")[-60:], before[-60:])
+    assert got == before
     assert "failed its check" in capfd.readouterr().out
 
 
@@ -373,18 +377,23 @@ def test_shadowed_variable_deletes_the_new_key_and_keeps_the_old(
     emu: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # The environment-variable secrets backend is read before the metastore: a write cannot win.
-    monkeypatch.setenv(f"AIRFLOW_VAR_{VAR.upper()}", emu.api_key)
+    # The shadow holds another key than the metastore, so the test sees which value is restored.
+    shadow_key = emu.create_key("shadow")
+    shadow = build_document(shadow_key, "shadow", None, [])
+    monkeypatch.setenv(f"AIRFLOW_VAR_{VAR.upper()}", shadow)
     set_metastore(bootstrap_document(emu))
     result = run(ROTATE)
     assert (result["state"], result["try_number"]) == ("failed", 1)
     counters = emu.counters()
-    assert (counters["keys_created"], counters["keys_revoked"]) == (2, 1)
-    assert emu.alive_key_names() == ["bootstrap"] and works(emu, emu.api_key)
-    # The metastore is left holding a working key, never the deleted one.
-    value = metastore_value()
-    assert value is not None and emu.api_key in value
+    assert (counters["keys_created"], counters["keys_revoked"]) == (3, 1)  # bootstrap, shadow, new
+    assert sorted(emu.alive_key_names()) == ["bootstrap", "shadow"]
+    assert works(emu, emu.api_key) and works(emu, shadow_key)
+    # The metastore holds the value every reader saw before (the shadow's: a task cannot read the
+    # metastore behind it), exactly: never the new document, whose key is deleted.
+    assert metastore_value() == shadow
     out = capfd.readouterr().out
-    assert "shadows it" in out and f"AIRFLOW_VAR_{VAR.upper()}" in out
+    assert "shadows it" in out and f"AIRFLOW_VAR_{VAR.upper()}" in out and "was restored" in out
+    assert shadow_key not in out and emu.api_key not in out
 
 
 # -- recovery -----------------------------------------------------------------------------------

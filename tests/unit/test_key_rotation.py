@@ -184,3 +184,54 @@ def test_operator_defaults_and_templated_names_checked_later() -> None:
     assert explicit._prefix == "team-a"
     with pytest.raises(ValueError, match="key_name_prefix"):
         PioneerKeyRotationOperator(task_id="rotate5", key_name_prefix="")
+
+
+class _ShadowedVariable:
+    """Stands in for airflow.sdk.Variable: a shadow always reads back; writes may fail."""
+
+    def __init__(self, writes_fail: bool) -> None:
+        self.writes_fail = writes_fail
+        self.written: list[tuple[str, str]] = []
+
+    def set(self, key: str, value: str, description: str | None = None) -> None:
+        if self.writes_fail:
+            raise RuntimeError("metastore unavailable")
+        self.written.append((key, value))
+
+    def delete(self, key: str) -> None:
+        if self.writes_fail:
+            raise RuntimeError("metastore unavailable")
+        self.written.append((key, "<deleted>"))
+
+
+@pytest.mark.parametrize("restore_fails", [False, True], ids=["restored", "restore-failed"])
+def test_shadowed_write_deletes_the_new_key_only_once_the_variable_is_restored(
+    monkeypatch: pytest.MonkeyPatch, restore_fails: bool
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_provider_pioneer.operators import key_rotation
+
+    new_key = "pio_sk_unit_test_new_key_value_9876543210"
+    before = parse_stored(build_document(KEY, "old", None, []))
+    pre = key_rotation._Preflight(KEY, "Variable", before, "old", "Variable", ("old",))
+    new = key_rotation._NewKey(new_key, "airflow-pioneer-api-key-20250101T000000000000Z", "t")
+    variable = _ShadowedVariable(writes_fail=restore_fails)
+    monkeypatch.setattr(key_rotation, "Variable", variable)
+    op = PioneerKeyRotationOperator(task_id="rotate")
+    monkeypatch.setattr(op, "_read_variable", lambda: before)  # the shadow wins the read-back
+    discarded: list[str] = []
+    monkeypatch.setattr(op, "_discard", lambda name, _key: discarded.append(name) or "Key was deleted.")
+
+    with pytest.raises(AirflowFailException, match="shadows it") as failure:
+        op._read_back(new, pre)
+
+    message = str(failure.value)
+    assert new_key not in message and KEY not in message
+    if restore_fails:
+        assert discarded == []  # the metastore may hold it: it must stay alive
+        assert f"the metastore holds the new key {new.name!r}: it was kept alive" in message
+    else:
+        assert discarded == [new.name]
+        assert variable.written == [("pioneer_api_key", before.raw)]
+        assert "was restored" in message
