@@ -19,6 +19,7 @@ __all__ = [
     "check_variable_key",
     "default_key_name_prefix",
     "is_managed",
+    "key_names",
     "managed_name",
     "orphans",
     "parse_stored",
@@ -99,6 +100,13 @@ class StoredKey:
     created_at: str | None = None
     pending_revoke: tuple[str, ...] = ()
     raw: str | None = field(default=None, repr=False)
+
+
+def key_names(records: Any) -> list[str]:
+    """The names in a ``GET /list-api-keys`` answer (records without one are skipped)."""
+    if not isinstance(records, list):
+        return []
+    return [str(r["name"]) for r in records if isinstance(r, dict) and r.get("name")]
 
 
 def _names(value: Any) -> tuple[str, ...]:

@@ -46,6 +46,7 @@ from airflow_provider_pioneer.operators._rotation import (
     check_key_name_prefix,
     check_variable_key,
     default_key_name_prefix,
+    key_names,
     managed_name,
     orphans,
     parse_stored,
@@ -213,7 +214,7 @@ class PioneerKeyRotationOperator(BaseOperator):
             ) from exc
         finally:
             checker.close()
-        live_names = tuple(str(r["name"]) for r in records if isinstance(r, dict) and r.get("name"))
+        live_names = tuple(key_names(records))
 
         old_name, source = self._old_key_name(stored, current)
         if self.revoke_old:
@@ -307,7 +308,7 @@ class PioneerKeyRotationOperator(BaseOperator):
                     self._fail_verification(new, pre, exc.message, budget=isinstance(exc, _BUDGET_ERRORS))
         finally:
             client.close()
-        names = [str(r["name"]) for r in records if isinstance(r, dict) and r.get("name")]
+        names = key_names(records)
         if new.name not in names:
             self._fail_verification(new, pre, "it works but does not list itself (another account?).", False)
         self.log.info("Verified the new key %s.", new.name)
@@ -394,9 +395,7 @@ class PioneerKeyRotationOperator(BaseOperator):
         client = self.hook.client_for_key(new.key)
         try:
             try:
-                live = [
-                    str(r["name"]) for r in client.list_api_keys() if isinstance(r, dict) and r.get("name")
-                ]
+                live = key_names(client.list_api_keys())
             except PioneerError:
                 live = verified_names
             keep = {new.name, *pending}

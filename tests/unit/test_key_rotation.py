@@ -13,6 +13,7 @@ from airflow_provider_pioneer.operators._rotation import (
     check_variable_key,
     default_key_name_prefix,
     is_managed,
+    key_names,
     managed_name,
     orphans,
     parse_stored,
@@ -87,6 +88,12 @@ def test_parse_stored_finds_no_key_in_garbage(value: str) -> None:
     stored = parse_stored(value)
     assert stored.present
     assert stored.api_key is None
+
+
+def test_key_names_reads_the_listing_and_skips_nameless_records() -> None:
+    records = [{"name": "a", "key_id": "1"}, {"key_id": "2"}, {"name": ""}, "junk", {"name": "b"}]
+    assert key_names(records) == ["a", "b"]
+    assert key_names(None) == []
 
 
 def test_build_document_keeps_extra_bookkeeping() -> None:
