@@ -498,13 +498,15 @@ def summary_of_last_run(dag_id: str) -> dict[str, Any]:
 def test_batch_inference_in_flight_survives_the_rotation(
     emu: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # Enough retries to sit out the rate-limit gate below.
-    connect(monkeypatch, emu, max_retries=40)
+    # Retries enough to sit out the hold below however long the rotation takes (each waits ~1 s).
+    connect(monkeypatch, emu, max_retries=100)
     set_metastore(bootstrap_document(emu))
     old_key = emu.api_key
-    # Hold the inference back from the start: 3 requests at once, then one per 2 s (429 +
-    # Retry-After), so it is still running with the old key when the rotation revokes that key.
-    emu.set_rate_limit(30, burst=3)
+    # Deterministic order: the first HELD_AFTER requests pass with the old key; every later one
+    # is answered 429 (Retry-After: 1 s) until the test clears the fault after the rotation, so
+    # the inference is mid-run, with batches to go, when its key is revoked.
+    held_after = 4
+    hold = emu.inject(status=429, path="/inference", after=held_after, headers={"Retry-After": "1"})
     log = (tmp_path / "inference.log").open("w")
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.rotation_crash", INFERENCE],
@@ -515,12 +517,19 @@ def test_batch_inference_in_flight_survives_the_rotation(
         text=True,
     )
     try:
-        wait_for(lambda: emu.counters()["inference_requests_committed"] >= 2, "inference started", child)
+        wait_for(
+            lambda: (
+                emu.counters()["faults_fired"].get(hold, 0) >= 1
+                and emu.counters()["inference_requests_committed"] >= held_after
+            ),
+            "the inference to be held",
+            child,
+        )
         rotation = run(ROTATE)
         assert rotation["state"] == "success"
-        assert not works(emu, old_key)
-        in_flight = emu.counters()["inference_requests_committed"]
-        emu.set_rate_limit(None)  # lift the gate: the inference meets the revoked key now
+        assert not emu.key_is_alive(old_key)  # (asked the emulator: no 401 of our own)
+        held = emu.counters()
+        emu.clear_faults()  # release: the inference meets the revoked key now
         assert child.wait(timeout=180) == 0, (tmp_path / "inference.log").read_text()[-4000:]
     finally:
         if child.poll() is None:
@@ -532,7 +541,10 @@ def test_batch_inference_in_flight_survives_the_rotation(
     summary = summary_of_last_run(INFERENCE)
     assert (summary["total"], summary["succeeded"], summary["failed"]) == (120, 120, 0), output[-6000:]
     counters = emu.counters()
-    assert in_flight < 30  # the rotation happened mid-run: batches were still to come
-    assert counters["statuses"].get("401", 0) >= 1  # the old key was refused and the new one picked up
+    # Only the first batches went out with the old key; the rest came after the rotation.
+    assert held["inference_requests_committed"] == held_after
+    assert held["statuses"].get("401", 0) == 0
+    # The old key was refused after the release and the new one picked up: no batch was lost.
+    assert counters["statuses"].get("401", 0) >= 1
     assert counters["texts_committed"] == 120
     assert old_key not in output and stored_doc()["api_key"] not in output
