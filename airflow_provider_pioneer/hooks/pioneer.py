@@ -7,7 +7,6 @@ the client's; batching is the operators'.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,6 +16,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from airflow_provider_pioneer.exceptions import PioneerConfigurationError, PioneerError
+from airflow_provider_pioneer.stored_key import parse_stored
 from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, is_loopback
 
 if TYPE_CHECKING:
@@ -30,18 +30,7 @@ _N = TypeVar("_N", int, float)
 
 def parse_stored_key(value: Any) -> str | None:
     """The API key inside a Variable's value: a plain key, or the rotation JSON ``{"api_key": ...}``."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        key = value.get("api_key")
-        return key if isinstance(key, str) and key else None
-    text = str(value).strip()
-    if text.startswith("{"):
-        try:
-            return parse_stored_key(json.loads(text))
-        except ValueError:
-            return None
-    return text or None
+    return parse_stored(value).api_key
 
 
 def _as_bool(value: Any) -> bool:
