@@ -51,7 +51,9 @@ def test_demo_runs_both_dags_and_prints_the_summary(tmp_path: Path) -> None:
     n = sum(1 for line in SAMPLE.read_text().splitlines() if line.strip())
     assert f"{n} items in 4 shards: {n} succeeded, 0 failed" in out
     assert "revoked: bootstrap" in out
-    rotated = re.search(r"new key '(airflow-pioneer-[^']+)' stored in Variable 'pioneer_api_key'", out)
+    rotated = re.search(
+        r"new key '(airflow-pioneer-api-key-[^']+)' stored in Variable 'pioneer_api_key'", out
+    )
     assert rotated is not None, out[-3000:]
     assert f"keys alive on the emulator: {rotated.group(1)}" in out
     counts = {m[0]: int(m[1]) for m in re.findall(r"^\s{4}(\w+)\s+(\d+)$", out, re.M)}
