@@ -67,32 +67,34 @@ class Pacer:
         :param deadline: monotonic time after which waiting is pointless.
         :return: ``False`` (without reserving) when the wait would pass ``deadline``.
         """
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._gate_until)
-            if self._rate is not None:
-                # GCRA: `tat` is when this request would leave at a perfectly steady rate;
-                # it may leave up to `burst - 1` intervals early.
-                interval = 1.0 / self._rate
-                tat = max(self._next_slot, start)
-                start = max(start, tat - (self._burst - 1) * interval)
-            if deadline is not None and start > deadline:
-                return False
-            if self._rate is not None:
-                self._next_slot = tat + interval
-        wait = start - self._clock()
-        if wait > 0:
-            self._sleep(wait)
-        # A 429 may have closed the gate while this thread slept on its reserved slot: one
-        # Retry-After must hold back every thread, including those already waiting.
         while True:
             with self._lock:
-                gate_wait = self._gate_until - self._clock()
-            if gate_wait <= 0:
-                return True
-            if deadline is not None and self._clock() + gate_wait > deadline:
-                return False
-            self._sleep(gate_wait)
+                now = self._clock()
+                reserve = self._gate_until <= now
+                if not reserve:
+                    # Closed by a Retry-After: wait for it to open and only then take a slot, so
+                    # the threads it held do not all leave at the instant it ends.
+                    start = self._gate_until
+                elif self._rate is not None:
+                    # GCRA: `tat` is when this request would leave at a perfectly steady rate;
+                    # it may leave up to `burst - 1` intervals early.
+                    interval = 1.0 / self._rate
+                    tat = max(self._next_slot, now)
+                    start = max(now, tat - (self._burst - 1) * interval)
+                else:
+                    start = now
+                if deadline is not None and start > deadline:
+                    return False
+                if reserve and self._rate is not None:
+                    self._next_slot = tat + interval
+            wait = start - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+            if reserve:
+                with self._lock:
+                    if self._gate_until <= self._clock():
+                        return True
+                # A 429 closed the gate while this thread waited for its slot: wait for the gate too.
 
     def on_success(self) -> None:
         """Creep the rate back toward the configured rate after a 429 slowed it."""

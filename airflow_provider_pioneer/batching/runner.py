@@ -47,6 +47,8 @@ __all__ = [
 #: Errors that outlasted the client's retries but say nothing about the items: an outage. Every
 #: other error (402, spend cap, 401 after the key re-read, 404, an unexpected answer) is fatal.
 TRANSIENT_ERRORS = (PioneerServerError, PioneerConnectionError, PioneerRateLimitError)
+#: Statuses a proxy may answer that are timing, not a verdict (request timeout, too early).
+TRANSIENT_STATUSES = frozenset({408, 425})
 
 #: Sent once, only when a 422 names no text and nothing has succeeded yet: if even this is
 #: rejected, the request's options (model, schema, threshold...) are at fault, not the texts.
@@ -85,8 +87,9 @@ class StoppablePacer(Pacer):
         self._stop = stop
 
     def wait(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less when the run stops meanwhile."""
-        self._stop.wait(seconds)
+        """Sleep ``seconds``; raise :class:`RunStopped` as soon as the run stops meanwhile."""
+        if self._stop.wait(seconds):
+            raise RunStopped
 
     def acquire(self, deadline: float | None = None) -> bool:
         if self._stop.is_set():
@@ -159,19 +162,24 @@ class BatchRunner:
         self._fatal_is_transient = False
         self._fatal_lock = threading.Lock()
         self._options_accepted = False  # a request with these options has succeeded
+        self._options_rejected = False  # the probe was rejected too: the options are at fault
         self._probe_lock = threading.Lock()
 
     # -- worker side ---------------------------------------------------------------------------
 
     def _fail(self, exc: PioneerError, transient: bool = False) -> None:
         with self._fatal_lock:
-            if self._fatal is None:
+            # A fatal error outranks an outage seen a moment earlier: retrying a run that is out
+            # of credits (say) would only fail again.
+            if self._fatal is None or (self._fatal_is_transient and not transient):
                 self._fatal = exc
                 self._fatal_is_transient = transient
         self._stop.set()
 
     def _stop_for(self, exc: PioneerError) -> RunStopped:
-        transient = isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, PioneerSpendCapError)
+        transient = (
+            isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, PioneerSpendCapError)
+        ) or exc.status in TRANSIENT_STATUSES
         self._fail(exc, transient=transient)
         return RunStopped()
 
@@ -191,30 +199,37 @@ class BatchRunner:
             for it, result in zip(items, results, strict=True):
                 records[it.index] = {"id": it.id, "result": result}
             return tokens, 1
-        if self._blames_the_request(rejected):
+        blamed, probe_tokens = self._blames_the_request(rejected)
+        if blamed:
             raise self._stop_for(rejected) from None
-        return self._isolate(items, records, rejected)
+        tokens, requests = self._isolate(items, records, rejected)
+        return tokens + probe_tokens, requests
 
-    def _blames_the_request(self, exc: PioneerValidationError) -> bool:
-        """Is this 422 about the request's options rather than some of its texts?"""
+    def _blames_the_request(self, exc: PioneerValidationError) -> tuple[bool, int]:
+        """Is this 422 about the request's options rather than some of its texts?
+
+        :return: the verdict, and the tokens a probe sent from this call was billed (else 0).
+        """
         if _is_request_level(exc):
-            return True
+            return True, 0
         if exc.text_errors or self._options_accepted:
-            return False
+            return False, 0
         # A 422 that names no text (a plain-string detail, the legacy envelope, a bare 400) before
         # anything succeeded: one tiny probe tells a bad option from a bad text, instead of
         # bisecting every batch down to single texts that all fail the same way.
         with self._probe_lock:
-            if self._options_accepted:
-                return False
+            # One probe per run: the workers that met the same 422 meanwhile reuse its verdict.
+            if self._options_accepted or self._options_rejected:
+                return self._options_rejected, 0
             try:
-                self._infer([PROBE_TEXT])
+                _, tokens = self._infer([PROBE_TEXT])
             except PioneerValidationError:
-                return True
+                self._options_rejected = True
+                return True, 0
             except PioneerError as probe_error:
                 raise self._stop_for(probe_error) from None
             self._options_accepted = True
-            return False
+            return False, tokens
 
     def _isolate(
         self, items: list[Item], records: dict[int, dict[str, Any]], exc: PioneerValidationError

@@ -381,7 +381,7 @@ class PioneerInferenceOperator(BaseOperator):
         err = stopped.error
         # 402, the spend cap and 401 carry their own advice in err.message (the exception's hint).
         if isinstance(err, PioneerNotFoundError):
-            todo = f"Check model_id {self.model_id!r} (is the model deployed?), then clear this task"
+            todo = f"The model_id is {self.model_id!r}; then clear this task"
         elif isinstance(err, PioneerValidationError):
             todo = "Fix the request options (model_id, schema/entities, threshold...), then clear this task"
         elif isinstance(err, PioneerAuthError):
@@ -391,7 +391,10 @@ class PioneerInferenceOperator(BaseOperator):
         else:
             todo = "Fix the cause, then clear this task"
         where = self._saved(sink, total, "the next attempt")
-        return f"Stopped sending: {err.message} {todo}; {where}. No Airflow retry was attempted."
+        reason = err.message.rstrip()
+        if not reason.endswith((".", "?", "!")):
+            reason += "."
+        return f"Stopped sending: {reason} {todo}; {where}. No Airflow retry was attempted."
 
     def _check_failures(self, sink: Sink, total: int) -> None:
         counts = sink.counts

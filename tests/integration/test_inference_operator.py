@@ -319,6 +319,8 @@ def test_bad_arguments_fail_clearly_before_any_request(
 
 
 def test_unknown_model_fails_fast(emu: PioneerEmulator) -> None:
-    with pytest.raises(AirflowFailException, match="Check model_id"):
+    with pytest.raises(AirflowFailException, match="Check the model_id") as info:
         run(texts=texts_with_ids(50), model_id="no-such-model", batch_size=10, max_concurrency=1)
     assert emu.counters()["requests"]["POST /inference"] == 1
+    message = str(info.value)
+    assert message.count("Check the model_id") == 1 and "The model_id is 'no-such-model'" in message

@@ -101,3 +101,30 @@ def test_a_gate_closed_while_waiting_on_a_slot_still_holds_that_caller() -> None
     start = clock.now
     pacer.acquire()  # slot at t=101; the 429 at t=101 closes the gate until t=106
     assert clock.now - start == pytest.approx(6.0)
+
+
+def test_threads_held_by_a_retry_after_leave_one_slot_apart_when_it_ends() -> None:
+    """Real threads, real clock: only lower bounds are asserted (a sleep never ends early)."""
+    import threading
+    import time
+
+    pacer = Pacer(600)  # one slot every 0.1 s
+    t0 = time.monotonic()
+    pacer.acquire()  # slot at t0: the next four are t0+0.1 .. t0+0.4
+    released: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        pacer.acquire()
+        with lock:
+            released.append(time.monotonic() - t0)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    pacer.hold(0.6 - (time.monotonic() - t0))  # a Retry-After closes the gate until t0+0.6
+    for t in threads:
+        t.join(10)
+    assert len(released) == 4
+    # Fresh slots after the gate: t0+0.6, 0.7, 0.8, 0.9. Without that, all four leave at t0+0.6.
+    assert max(released) >= 0.85
