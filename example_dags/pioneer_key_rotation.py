@@ -44,7 +44,7 @@ with DAG(
         task_id="rotate_api_key",
         pioneer_conn_id="pioneer_default",
         variable_key=VARIABLE_KEY,
-        # key_name_prefix defaults to one per Variable (airflow-pioneer-api-key): set it only when
+        # key_name_prefix defaults to one per Variable (airflow-pioneer_api_key): set it only when
         # two deployments share this Variable name on one Pioneer account.
         revoke_old=True,
         max_active_tis_per_dag=1,

@@ -30,7 +30,7 @@ __all__ = [
 _TIMESTAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
 _TIMESTAMP_RE = r"\d{8}T\d{12}Z"
 _PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_NOT_PREFIX_CHARS_RE = re.compile(r"[^A-Za-z0-9.-]+")
+_NOT_PREFIX_CHARS_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def check_variable_key(variable_key: str) -> None:
@@ -53,17 +53,19 @@ def check_key_name_prefix(prefix: str) -> None:
     if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
         raise ValueError(
             f"key_name_prefix {prefix!r} must be non-empty letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit (e.g. 'airflow-pioneer-api-key')."
+            "starting with a letter or digit (e.g. 'airflow-pioneer_api_key')."
         )
 
 
 def default_key_name_prefix(variable_key: str) -> str:
-    """The prefix when none is given: one per Variable, e.g. ``airflow-pioneer-api-key``.
+    """The prefix when none is given: one per Variable, e.g. ``airflow-pioneer_api_key``.
 
     The orphan sweep revokes every live ``{prefix}-{timestamp}`` key that is not stored, so two
-    rotations sharing a prefix on one account (two Variables, or staging and prod) would revoke
-    each other's current key. Deriving it from the Variable keeps them apart; ``is_managed``
-    matches the whole name, so ``airflow-pioneer-api-key-staging-...`` is not ours either.
+    rotations sharing a prefix on one account would revoke each other's current key. Deriving it
+    from the Variable's name (kept as it is, so distinct names give distinct prefixes) keeps two
+    Variables apart; ``is_managed`` matches the whole name, so ``airflow-pioneer_api_key_staging-...``
+    is not ours either. Two deployments that use the same Variable name on one account (staging and
+    prod, say) must still set distinct prefixes.
     """
     return "airflow-" + _NOT_PREFIX_CHARS_RE.sub("-", variable_key).strip("-")
 

@@ -103,7 +103,7 @@ class PioneerKeyRotationOperator(BaseOperator):
     :param key_name_prefix: new keys are named ``{key_name_prefix}-{UTC timestamp}``; live keys
         with such names that are neither stored nor new are revoked as orphans, so every rotation
         sharing a Pioneer account needs its own prefix. Default: ``airflow-`` and the Variable's
-        name with ``_`` turned into ``-`` (``airflow-pioneer-api-key``). (templated)
+        name (``airflow-pioneer_api_key``). (templated)
     :param revoke_old: revoke the key being replaced. With ``False`` it stays alive (but older
         managed keys are still revoked).
     :param old_key_name: Pioneer-side name of the current key, for the first rotation when neither
@@ -324,16 +324,16 @@ class PioneerKeyRotationOperator(BaseOperator):
 
     def _store(self, document: str, new: _NewKey, pre: _Preflight) -> None:
         """Step 4: write the Variable and read it back; undo everything if it does not read back."""
+        write_error: str | None = None
         try:
             self._write_variable(document)
         except Exception as exc:
             # The write may or may not have landed; the read-back below decides.
+            write_error = type(exc).__name__
             self.log.warning(
-                "Writing Variable %r raised %s; checking what it holds.",
-                self.variable_key,
-                type(exc).__name__,
+                "Writing Variable %r raised %s; checking what it holds.", self.variable_key, write_error
             )
-        self._read_back(new, pre)
+        self._read_back(new, pre, write_error)
 
     def _write_variable(self, document: str) -> None:
         Variable.set(
@@ -342,28 +342,33 @@ class PioneerKeyRotationOperator(BaseOperator):
             description="Pioneer API key, rotated by PioneerKeyRotationOperator. Do not edit by hand.",
         )
 
-    def _read_back(self, new: _NewKey, pre: _Preflight) -> None:
+    def _read_back(self, new: _NewKey, pre: _Preflight, write_error: str | None = None) -> None:
         stored = self._read_variable()
         if stored.api_key == new.key:
             self.log.info("Stored the new key in Variable %r and read it back.", self.variable_key)
             return
         env = f"AIRFLOW_VAR_{self.variable_key.upper()}"
-        shadowed = (
-            f"Wrote Variable {self.variable_key!r} but a different value reads back: a secrets backend "
-            f"(an environment variable {env}, Vault, AWS Secrets Manager, ...) shadows it, so DAGs "
-            "would never see the new key."
-        )
-        fix = (
-            "Remove the shadowing entry, or point variable_key and the connection's api_key_variable "
-            "at a Variable the rotation can own."
-        )
+        if write_error:
+            shadowed = f"Writing Variable {self.variable_key!r} failed ({write_error}) and it does not hold the new key."
+            fix = "Check that Airflow can write Variables (metastore, API server), then rerun."
+        else:
+            shadowed = (
+                f"Wrote Variable {self.variable_key!r} but a different value reads back: a secrets backend "
+                f"(an environment variable {env}, Vault, AWS Secrets Manager, ...) shadows it, so DAGs "
+                "would never see the new key."
+            )
+            fix = (
+                "Remove the shadowing entry, or point variable_key and the connection's api_key_variable "
+                "at a Variable the rotation can own."
+            )
         restored, how = self._restore_variable(pre.stored)
         if not restored:
             # The metastore may keep the new key: deleting it would leave a dead key there, to
             # surface the day the shadowing entry is removed. Keep it alive instead.
             raise AirflowFailException(
-                f"{shadowed} Restoring the Variable then failed too ({how}), so the metastore holds the "
-                f"new key {new.name!r}: it was kept alive and works. The old key is untouched. {fix}"
+                f"{shadowed} Restoring the Variable then failed too ({how}), so the metastore may hold the "
+                f"new key {new.name!r}: it was kept alive and works (a later run revokes it if it was never "
+                f"stored). The old key is untouched. {fix}"
             )
         outcome = self._discard(new.name, pre.current_key)
         raise AirflowFailException(

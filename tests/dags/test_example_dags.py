@@ -177,7 +177,7 @@ def test_rotation_then_sharded_batch_on_the_rotated_key(
     rotation_run = load_dag(ROTATION).test()
     assert set(_task_states(rotation_run).values()) == {"success"}, _task_states(rotation_run)
     rotated = _return_value(ROTATION, rotation_run.run_id, "rotate_api_key")
-    assert rotated["name"].startswith("airflow-pioneer-api-key-")
+    assert rotated["name"].startswith("airflow-pioneer_api_key-")
     assert rotated["revoked"] == ["bootstrap"]
     assert emu.alive_key_names() == [rotated["name"]]
     assert not emu.key_is_alive(bootstrap_key)

@@ -219,7 +219,7 @@ def test_two_rotations_on_one_account_leave_each_other_alone(
     emu: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Two Variables, two connections, one Pioneer account, default prefixes. The staging prefix
-    # (airflow-pioneer-api-key-staging) extends the prod one (airflow-pioneer-api-key): each orphan
+    # (airflow-pioneer_api_key_staging) extends the prod one (airflow-pioneer_api_key): each orphan
     # sweep must still see the other's stored key as not its own.
     staging_key = emu.create_key("staging-bootstrap")
     connect(
@@ -238,8 +238,8 @@ def test_two_rotations_on_one_account_leave_each_other_alone(
             results.append(result["value"])
 
     prod, staging = stored_doc(), stored_doc(STAGING_VAR)
-    assert prod["name"].startswith("airflow-pioneer-api-key-2")
-    assert staging["name"].startswith("airflow-pioneer-api-key-staging-2")
+    assert prod["name"].startswith("airflow-pioneer_api_key-2")
+    assert staging["name"].startswith("airflow-pioneer_api_key_staging-2")
     assert works(emu, prod["api_key"]) and works(emu, staging["api_key"])
     assert sorted(emu.alive_key_names()) == sorted([prod["name"], staging["name"]])
     # Each run revoked exactly the key its own Variable held before.
@@ -294,7 +294,6 @@ def test_budget_refusals_fail_fast_and_change_nothing(
     assert emu.counters()["keys_created"] == created
     assert emu.alive_key_names() == ["bootstrap"]
     got = metastore_value()
-    print("DBG", (got or "")[:0], got == before, (got or "")[-60:], before[-60:])
     assert got == before
     out = capfd.readouterr().out
     assert "AirflowFailException" in out and "nothing was changed" in out
@@ -368,7 +367,6 @@ def test_new_key_that_fails_its_check_is_deleted_and_nothing_changes(
     assert (counters["keys_created"], counters["keys_revoked"]) == (2, 1)  # bootstrap + the new one
     assert emu.alive_key_names() == ["bootstrap"]
     got = metastore_value()
-    print("DBG", (got or "")[:0], got == before, (got or "")[-60:], before[-60:])
     assert got == before
     assert "failed its check" in capfd.readouterr().out
 

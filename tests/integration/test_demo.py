@@ -52,7 +52,7 @@ def test_demo_runs_both_dags_and_prints_the_summary(tmp_path: Path) -> None:
     assert f"{n} items in 4 shards: {n} succeeded, 0 failed" in out
     assert "revoked: bootstrap" in out
     rotated = re.search(
-        r"new key '(airflow-pioneer-api-key-[^']+)' stored in Variable 'pioneer_api_key'", out
+        r"new key '(airflow-pioneer_api_key-[^']+)' stored in Variable 'pioneer_api_key'", out
     )
     assert rotated is not None, out[-3000:]
     assert f"keys alive on the emulator: {rotated.group(1)}" in out
