@@ -235,10 +235,6 @@ class PioneerClient:
             params = {"after_id": doc["last_id"]}
         return models
 
-    def health(self) -> dict[str, Any]:
-        """``GET /health`` (no key needed, but sent anyway)."""
-        return self._call("GET", "/health")
-
     def close(self) -> None:
         """Close pooled connections."""
         self._session.close()

@@ -107,7 +107,6 @@ class BatchResult:
     items: list[Item]
     records: list[dict[str, Any]]
     tokens: int
-    requests: int
 
 
 def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
@@ -183,8 +182,8 @@ class BatchRunner:
         self._fail(exc, transient=transient)
         return RunStopped()
 
-    def _send(self, items: list[Item], records: dict[int, dict[str, Any]]) -> tuple[int, int]:
-        """Results (or error records) for ``items`` into ``records``; returns (tokens, requests)."""
+    def _send(self, items: list[Item], records: dict[int, dict[str, Any]]) -> int:
+        """Results (or error records) for ``items`` into ``records``; returns the tokens billed."""
         if self._stop.is_set():
             raise RunStopped
         try:
@@ -198,12 +197,11 @@ class BatchRunner:
             self._options_accepted = True
             for it, result in zip(items, results, strict=True):
                 records[it.index] = {"id": it.id, "result": result}
-            return tokens, 1
+            return tokens
         blamed, probe_tokens = self._blames_the_request(rejected)
         if blamed:
             raise self._stop_for(rejected) from None
-        tokens, requests = self._isolate(items, records, rejected)
-        return tokens + probe_tokens, requests
+        return self._isolate(items, records, rejected) + probe_tokens
 
     def _blames_the_request(self, exc: PioneerValidationError) -> tuple[bool, int]:
         """Is this 422 about the request's options rather than some of its texts?
@@ -233,13 +231,13 @@ class BatchRunner:
 
     def _isolate(
         self, items: list[Item], records: dict[int, dict[str, Any]], exc: PioneerValidationError
-    ) -> tuple[int, int]:
+    ) -> int:
         """A 422 on ``items``: find the texts it is about; everything else still gets a result."""
         if len(items) == 1:
             msg = exc.text_errors.get(0)
             text = f"Pioneer rejected this text (HTTP {exc.status}): {msg}" if msg else exc.message
             records[items[0].index] = _error(items[0], exc.status, text)
-            return 0, 1
+            return 0
         blamed = {i for i in exc.invalid_indices if 0 <= i < len(items)}
         if blamed and len(blamed) < len(items):
             # Shortcut: the server named the bad texts; the others are re-sent (and split again
@@ -253,11 +251,7 @@ class BatchRunner:
         else:
             mid = len(items) // 2
             parts = [items[:mid], items[mid:]]
-        tokens, requests = 0, 1
-        for part in parts:
-            t, r = self._send(part, records)
-            tokens, requests = tokens + t, requests + r
-        return tokens, requests
+        return sum(self._send(part, records) for part in parts)
 
     def _process(self, batch: list[Item]) -> BatchResult:
         records: dict[int, dict[str, Any]] = {}
@@ -267,10 +261,8 @@ class BatchRunner:
                 records[it.index] = _error(it, None, f"not sent: {it.problem}")
             else:
                 sendable.append(it)
-        tokens = requests = 0
-        if sendable:
-            tokens, requests = self._send(sendable, records)
-        return BatchResult(batch, [records[it.index] for it in batch], tokens, requests)
+        tokens = self._send(sendable, records) if sendable else 0
+        return BatchResult(batch, [records[it.index] for it in batch], tokens)
 
     # -- caller side ---------------------------------------------------------------------------
 
