@@ -24,14 +24,7 @@ from itertools import islice
 from typing import Any
 
 from airflow_provider_pioneer.batching.inputs import Item
-from airflow_provider_pioneer.exceptions import (
-    PioneerConnectionError,
-    PioneerError,
-    PioneerRateLimitError,
-    PioneerServerError,
-    PioneerSpendCapError,
-    PioneerValidationError,
-)
+from airflow_provider_pioneer.exceptions import PioneerError, PioneerValidationError
 from airflow_provider_pioneer.pacing import Pacer
 
 __all__ = [
@@ -43,12 +36,6 @@ __all__ = [
     "TransientStop",
     "batches",
 ]
-
-#: Errors that outlasted the client's retries but say nothing about the items: an outage. Every
-#: other error (402, spend cap, 401 after the key re-read, 404, an unexpected answer) is fatal.
-TRANSIENT_ERRORS = (PioneerServerError, PioneerConnectionError, PioneerRateLimitError)
-#: Statuses a proxy may answer that are timing, not a verdict (request timeout, too early).
-TRANSIENT_STATUSES = frozenset({408, 425})
 
 #: Sent once, only when a 422 names no text and nothing has succeeded yet: if even this is
 #: rejected, the request's options (model, schema, threshold...) are at fault, not the texts.
@@ -176,10 +163,8 @@ class BatchRunner:
         self._stop.set()
 
     def _stop_for(self, exc: PioneerError) -> RunStopped:
-        transient = (
-            isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, PioneerSpendCapError)
-        ) or exc.status in TRANSIENT_STATUSES
-        self._fail(exc, transient=transient)
+        # The error's class says whether it is an outage (an Airflow retry may succeed) or a verdict.
+        self._fail(exc, transient=exc.transient)
         return RunStopped()
 
     def _send(self, items: list[Item], records: dict[int, dict[str, Any]]) -> int:

@@ -17,10 +17,11 @@ from airflow.sdk.log import mask_secret
 
 from airflow_provider_pioneer.exceptions import PioneerConfigurationError, PioneerError
 from airflow_provider_pioneer.stored_key import parse_stored
-from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, is_loopback
+from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, normalize_host
 
 if TYPE_CHECKING:
     from airflow_provider_pioneer.client import PioneerClient
+    from airflow_provider_pioneer.pacing import Pacer
 
 __all__ = ["PioneerHook", "parse_stored_key"]
 
@@ -53,6 +54,8 @@ class PioneerHook(BaseHook):
     :param pool_size: pooled HTTP connections; size it to the threads that share the hook.
     :param timeout: override the connection's per-request timeout, seconds.
     :param max_retries: override the connection's retry budget.
+    :param pacer: the pacing (and retry waits) the client uses; default: one at ``requests_per_minute``.
+    :param warmup_timeout: seconds in all to wait for warming models (HTTP 425), default 600.
     """
 
     conn_name_attr = "pioneer_conn_id"
@@ -68,6 +71,8 @@ class PioneerHook(BaseHook):
         pool_size: int = 10,
         timeout: float | None = None,
         max_retries: int | None = None,
+        pacer: Pacer | None = None,
+        warmup_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,6 +81,8 @@ class PioneerHook(BaseHook):
         self.pool_size = pool_size
         self._timeout = timeout
         self._max_retries = max_retries
+        self._pacer = pacer
+        self._warmup_timeout = warmup_timeout
 
     def __repr__(self) -> str:
         return f"PioneerHook(pioneer_conn_id={self.pioneer_conn_id!r})"
@@ -118,15 +125,17 @@ class PioneerHook(BaseHook):
         host = (conn.host or "").strip()
         if not host:
             return DEFAULT_BASE_URL
-        if "://" not in host:
-            # A URI-style connection (pioneer://:KEY@host:port) gives no scheme: loopback is the
-            # emulator (plain http); anything else is https unless the schema says otherwise.
-            scheme = (conn.schema or "").lower()
-            if scheme not in ("http", "https"):
-                scheme = "http" if is_loopback(host) else "https"
-            host = f"{scheme}://{host}"
-        parts = urlsplit(host)
-        if conn.port and parts.port is None:
+        # A URI-style connection (pioneer://:KEY@host:port) or a bare "localhost:8090" gives no
+        # scheme: loopback is the emulator (plain http); anything else is https unless the
+        # schema field says otherwise.
+        url = normalize_host(host, conn.schema)
+        try:
+            parts = urlsplit(url)
+            has_port = parts.port is not None
+        except ValueError:
+            return url  # the client refuses it, naming the field
+        # The UI stores 0 (or nothing) for an empty port field.
+        if conn.port and not has_port:
             parts = parts._replace(netloc=f"{parts.netloc}:{conn.port}")
         return urlunsplit(parts).rstrip("/")
 
@@ -164,13 +173,19 @@ class PioneerHook(BaseHook):
         return self.read_variable_key()
 
     def get_api_key(self) -> str:
-        """The key to use now: the Variable's (when ``api_key_variable`` names one that exists), else the password."""
-        key = self.read_variable_key() or (self._connection.password or "")
-        if not key:
-            raise PioneerConfigurationError(
-                f"Connection {self.pioneer_conn_id!r} has no API key: set its 'API key' field "
-                "(or extra api_key_variable to a Variable holding one)."
-            )
+        """The key to use now: the Variable's (when ``api_key_variable`` names one that exists), else the password.
+
+        Surrounding whitespace (a pasted newline) is stripped; a key that no HTTP header can carry is
+        refused with a message naming the connection, never the key.
+        """
+        from airflow_provider_pioneer.client import check_api_key
+
+        key = self.read_variable_key()
+        where = f"Variable {self.api_key_variable!r}" if key else f"connection {self.pioneer_conn_id!r}"
+        key = key or (self._connection.password or "")
+        if key:
+            mask_secret(key)
+        key = check_api_key(key, where)
         mask_secret(key)
         return key
 
@@ -204,6 +219,10 @@ class PioneerHook(BaseHook):
             max_retries = self._max_retries
         if max_retries is None:
             max_retries = self._extra_number("max_retries", 5, int)
+        mask_secret(api_key.strip())
+        warmup = self._warmup_timeout
+        if warmup is None:
+            warmup = self._extra_number("warmup_timeout", 600.0, float)
         return PioneerClient(
             self.base_url,
             api_key,
@@ -212,8 +231,10 @@ class PioneerHook(BaseHook):
             deadline=self._extra_number("deadline", 600.0, float),
             pool_size=self.pool_size,
             allow_insecure_http=_as_bool(self._extras.get("allow_insecure_http", False)),
-            pacer=Pacer(self.requests_per_minute),
+            pacer=self._pacer or Pacer(self.requests_per_minute),
             refresh_key=refresh_key,
+            auth_scheme=str(self._extras.get("auth_scheme") or "x-api-key"),
+            warmup_timeout=warmup,
         )
 
     def _extra_number(self, name: str, default: _N, kind: Callable[[Any], _N]) -> _N:

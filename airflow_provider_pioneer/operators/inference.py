@@ -149,12 +149,23 @@ class PioneerInferenceOperator(BaseOperator):
         self.progress_interval = float(progress_interval)
 
     @cached_property
+    def stop_event(self) -> threading.Event:
+        """Set once the run must stop sending (a verdict, an outage, or Airflow killing the task)."""
+        return threading.Event()
+
+    @cached_property
     def hook(self) -> PioneerHook:
-        """One hook (one client, one pacer, one connection pool) shared by every worker thread."""
+        """One hook (one client, one pacer, one connection pool) shared by every worker thread.
+
+        Its pacer is checked right before every HTTP attempt and ends retry waits, so once the run
+        stops no request leaves and no worker sleeps out a backoff.
+        """
+        from airflow_provider_pioneer.batching.runner import StoppablePacer
+
         return PioneerHook(
             self.pioneer_conn_id,
-            requests_per_minute=self.requests_per_minute,
             pool_size=self.max_concurrency,
+            pacer=StoppablePacer(self.requests_per_minute, self.stop_event),
         )
 
     # -- checking what was rendered --------------------------------------------------------------
@@ -224,7 +235,6 @@ class PioneerInferenceOperator(BaseOperator):
         from airflow_provider_pioneer.batching.runner import (
             BatchRunner,
             FatalStop,
-            StoppablePacer,
             TransientStop,
             batches,
         )
@@ -268,13 +278,8 @@ class PioneerInferenceOperator(BaseOperator):
         if skipped:
             self.log.info("Resuming from the checkpoint: %d of %d items already done.", skipped, source.total)
 
-        stop = threading.Event()
+        stop = self.stop_event
         client = self.hook.client
-        # Checked before every HTTP attempt: once the run stops, no request leaves.
-        client.pacer = pacer = StoppablePacer(self.requests_per_minute, stop)
-        # A worker in a retry backoff wakes up when the run stops (and its next send is refused),
-        # so the task does not wait out a 20 s backoff before it can report.
-        client.retry_sleep = pacer.wait
         progress = Progress(self.log, source.total, skipped, client.stats.snapshot, self.progress_interval)
 
         def infer(texts: list[str]) -> tuple[list[Any], int]:

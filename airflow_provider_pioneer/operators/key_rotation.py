@@ -33,11 +33,10 @@ from airflow.sdk.log import mask_secret
 
 from airflow_provider_pioneer.exceptions import (
     PioneerAuthError,
+    PioneerBillingError,
     PioneerConfigurationError,
     PioneerError,
     PioneerNotFoundError,
-    PioneerPaymentRequiredError,
-    PioneerSpendCapError,
 )
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
 from airflow_provider_pioneer.operators._rotation import (
@@ -62,7 +61,7 @@ __all__ = ["PioneerKeyRotationOperator"]
 # verification call is retried this many times (waiting 1 s, 2 s, ...) before the key is discarded.
 _VERIFY_ATTEMPTS = 3
 # Budget failures: waiting or retrying the task does not help, and must not create anything.
-_BUDGET_ERRORS = (PioneerPaymentRequiredError, PioneerSpendCapError)
+_BUDGET_ERRORS = (PioneerBillingError,)
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def test_plain_http_to_a_remote_host_is_refused(monkeypatch: pytest.MonkeyPatch)
 
 def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     set_conn(monkeypatch, {"conn_type": "pioneer", "host": "https://api.pioneer.ai"})
-    with pytest.raises(ex.PioneerConfigurationError, match="has no API key"):
+    with pytest.raises(ex.PioneerConfigurationError, match="No Pioneer API key in connection"):
         PioneerHook().client  # noqa: B018
 
 

@@ -20,10 +20,14 @@ from airflow_provider_pioneer.batching.runner import (
 )
 from airflow_provider_pioneer.exceptions import (
     PioneerConnectionError,
+    PioneerCreditCeilingError,
     PioneerError,
+    PioneerModelNotServableError,
+    PioneerModelWarmingError,
     PioneerNotFoundError,
     PioneerPaymentRequiredError,
     PioneerRateLimitError,
+    PioneerRedirectError,
     PioneerResponseError,
     PioneerServerError,
     PioneerSpendCapError,
@@ -209,9 +213,14 @@ def test_a_request_level_rejection_without_locs_stops_after_one_probe() -> None:
         (PioneerRateLimitError("HTTP 429", status=429), True),
         (PioneerSpendCapError("HTTP 429 cap", status=429), False),
         (PioneerNotFoundError("HTTP 404", status=404), False),
-        (PioneerResponseError("not JSON", status=200), False),
-        (PioneerError("HTTP 413", status=413), False),
-        (PioneerError("HTTP 408", status=408), True),
+        # A 2xx not shaped as promised is a hiccup: nothing is written, an Airflow retry re-sends.
+        (PioneerResponseError("not JSON", status=200), True),
+        (PioneerRedirectError("HTTP 307", status=307), False),
+        (PioneerError("HTTP 418", status=418), False),
+        (PioneerServerError("HTTP 408", status=408), True),
+        (PioneerModelWarmingError("HTTP 425", status=425), True),
+        (PioneerCreditCeilingError("HTTP 403", status=403), False),
+        (PioneerModelNotServableError("HTTP 409", status=409), False),
     ],
 )
 def test_only_outages_are_transient(error: PioneerError, transient: bool) -> None:
