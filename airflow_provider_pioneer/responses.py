@@ -114,7 +114,10 @@ def _envelope_summary(body: dict[str, Any]) -> tuple[str, Any] | None:
 def _body_text(response: requests.Response, redact: Callable[[str], str]) -> str:
     # Redact the WHOLE body before anything parses, summarises or cuts it: a cut made first
     # could leave most of an echoed key behind its edge, where no whole-key masker finds it.
-    return redact(response.text) if response.content else ""
+    # Decoded directly: response.text would guess the charset of a whole (maybe huge) body first.
+    if not response.content:
+        return ""
+    return redact(response.content.decode(response.encoding or "utf-8", errors="replace"))
 
 
 def summarize_body(

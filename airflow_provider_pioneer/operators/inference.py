@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_pioneer.exceptions import (
     PioneerAuthError,
+    PioneerModelNotServableError,
     PioneerNotFoundError,
     PioneerValidationError,
 )
@@ -385,7 +386,7 @@ class PioneerInferenceOperator(BaseOperator):
     def _fatal_message(self, stopped: FatalStop, sink: Sink, total: int) -> str:
         err = stopped.error
         # 402, the spend cap and 401 carry their own advice in err.message (the exception's hint).
-        if isinstance(err, PioneerNotFoundError):
+        if isinstance(err, PioneerNotFoundError | PioneerModelNotServableError):
             todo = f"The model_id is {self.model_id!r}; then clear this task"
         elif isinstance(err, PioneerValidationError):
             todo = "Fix the request options (model_id, schema/entities, threshold...), then clear this task"
