@@ -18,7 +18,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "relabeling": {"host": "Base URL", "password": "API key"},
     "placeholders": {
         "host": "https://api.pioneer.ai",
-        "password": "pio_sk_...",
+        "password": "pio_sk_... or fast_sk_...",
         "extra": '{"api_key_variable": "pioneer_api_key", "timeout": 60, "max_retries": 5}',
     },
 }
@@ -42,7 +42,7 @@ CONN_FIELDS: dict[str, Any] = {
     },
     "max_retries": {
         "label": "Max retries",
-        "description": "Retries of connection errors, 5xx and 429 (never of 401/402/404/422).",
+        "description": "Retries of connection errors, 5xx and 429 (never of 401/402/403/404/409/422).",
         "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0},
     },
     "deadline": {
@@ -54,6 +54,16 @@ CONN_FIELDS: dict[str, Any] = {
         "label": "Allow plain http",
         "description": "Send the key over http:// to a non-loopback host. Leave off outside a trusted network.",
         "schema": {"type": ["boolean", "null"], "default": False},
+    },
+    "auth_scheme": {
+        "label": "Send the key as",
+        "description": "x-api-key (the X-API-Key header, default) or bearer (Authorization: Bearer).",
+        "schema": {"type": ["string", "null"], "enum": ["x-api-key", "bearer", None], "default": "x-api-key"},
+    },
+    "warmup_timeout": {
+        "label": "Warm-up budget (s)",
+        "description": "Total seconds a task waits for a warming model (HTTP 425) to come up.",
+        "schema": {"type": ["number", "null"], "default": 600, "minimum": 0},
     },
 }
 
