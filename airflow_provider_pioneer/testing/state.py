@@ -705,6 +705,7 @@ class EmulatorState:
                 "keys_created_last_hour": sum(log.count() for log in self._key_creations.values()),
                 "faults_fired": dict(c.faults_fired),
                 "max_concurrent_inference": c.max_concurrent_inference,
+                "inference_in_flight": self._in_flight,
                 "rate_limited": c.rate_limited,
                 "inference_rpm_peak": max((u.sent.peak for u in usage), default=0),
                 "inference_rpm_peak_admitted": max((u.admitted.peak for u in usage), default=0),

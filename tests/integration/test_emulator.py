@@ -823,6 +823,26 @@ def test_trickle_sends_a_success_body_a_few_bytes_at_a_time(pioneer_emulator: Pi
     assert infer(emu, EXAMPLE).status_code == 200  # once only
 
 
+def test_trickle_stops_when_the_client_hangs_up(pioneer_emulator: PioneerEmulator) -> None:
+    import socket
+
+    emu = pioneer_emulator
+    emu.inject(fault="trickle", trickle_bytes=1, trickle_interval=0.2, times=1)  # about a minute of body
+    body = json.dumps({"model_id": MODEL, "text": EXAMPLE, "schema": ["organization"]}).encode()
+    request = (
+        f"POST /inference HTTP/1.1\r\nHost: e\r\nX-API-Key: {emu.api_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((emu.host, emu.port), timeout=10) as sock:
+        sock.sendall(request + body)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert emu.counters()["inference_in_flight"] == 1
+    deadline = time.monotonic() + 10
+    while emu.counters()["inference_in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert emu.counters()["inference_in_flight"] == 0  # the server stopped trickling into the void
+
+
 def test_trickle_an_error_answer(pioneer_emulator: PioneerEmulator) -> None:
     emu = pioneer_emulator
     emu.inject(
