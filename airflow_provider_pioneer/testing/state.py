@@ -182,7 +182,7 @@ class EmulatorState:
             return self.default_account
         key = self._keys.get(key_value)
         if key is None:
-            raise KeyError(f"unknown key {key_value[:12]}...")
+            raise KeyError("unknown key (not issued by this emulator)")
         return self._accounts[key.account_id]
 
     def new_account(

@@ -205,3 +205,58 @@ def test_a_model_still_cold_after_the_budget_is_left_to_airflows_retry(
         run(texts=["Apple makes phones."])
     assert not isinstance(info.value, AirflowFailException)  # Airflow's retry may find it warm
     assert "warming up" in str(info.value)
+
+
+# -- the emulator's own behaviour in each generation (no injected bodies) -------------------------
+
+
+@pytest.mark.parametrize("profile", ["current", "legacy"])
+def test_out_of_credits_in_each_generation(profile: str) -> None:
+    with PioneerEmulator(api_profile=profile, credits=0) as emu:
+        client = make_client(emu, max_retries=3)
+        with pytest.raises(ex.PioneerPaymentRequiredError) as info:
+            client.infer("Apple makes phones.", schema=SCHEMA, model_id=MODEL)
+        assert sent(emu) == 1
+        if profile == "current":
+            assert info.value.code == "out_of_credits" and CREDITS_URL in info.value.message
+        else:
+            assert info.value.code is None and info.value.resolution_url is None
+
+
+def test_the_credit_ceiling_is_money_not_the_key() -> None:
+    with PioneerEmulator(api_profile="current", credit_ceiling_tokens=0) as emu:
+        rereads = Rereads()
+        client = make_client(emu, refresh_key=rereads)
+        with pytest.raises(ex.PioneerCreditCeilingError) as info:
+            client.infer("Apple makes phones.", schema=SCHEMA, model_id=MODEL)
+        assert info.value.status == 403 and rereads.calls == 0 and sent(emu) == 1
+
+
+def test_the_legacy_spend_cap_stops_at_once() -> None:
+    with PioneerEmulator(api_profile="legacy", spend_cap_tokens=0) as emu:
+        client = make_client(emu, max_retries=3)
+        with pytest.raises(ex.PioneerSpendCapError):
+            client.infer("Apple makes phones.", schema=SCHEMA, model_id=MODEL)
+        assert sent(emu) == 1
+
+
+def test_a_real_warm_up_is_waited_out_and_an_unservable_model_is_a_verdict() -> None:
+    with PioneerEmulator(
+        api_profile="current", warmup_seconds=1.0, unservable_models=["job_unservable1"]
+    ) as emu:
+        client = PioneerClient(emu.url, emu.api_key, max_retries=0)
+        doc = client.infer(["Apple makes phones."], schema=SCHEMA, model_id=MODEL)
+        assert len(doc["result"]) == 1
+        assert emu.counters()["statuses"].get("425", 0) >= 1
+        with pytest.raises(ex.PioneerModelNotServableError):
+            client.infer(["Apple makes phones."], schema=SCHEMA, model_id="job_unservable1")
+
+
+@pytest.mark.parametrize("profile", ["current", "legacy"])
+def test_the_rate_limiters_429_is_retried_in_each_generation(profile: str) -> None:
+    with PioneerEmulator(api_profile=profile, rate_limit_per_minute=60, rate_limit_burst=1) as emu:
+        client = PioneerClient(emu.url, emu.api_key, max_retries=3, max_retry_after=1.5)
+        client.infer("Apple.", schema=SCHEMA, model_id=MODEL)
+        client.infer("Apple.", schema=SCHEMA, model_id=MODEL)  # over the limit: waits, then succeeds
+        assert emu.counters()["statuses"].get("429", 0) >= 1
+        assert client.stats.snapshot()["rate_limited"] >= 1

@@ -73,7 +73,14 @@ def test_an_echoed_key_leaves_no_piece_in_errors_or_logs(
         while seen is not None:
             chain.append(f"{seen!s} {seen!r}")
             seen = seen.__cause__ or seen.__context__
-        shown = " ".join([*chain, json.dumps(err.detail, default=str), str(getattr(err, "resolution_url", None)), caplog.text])
+        shown = " ".join(
+            [
+                *chain,
+                json.dumps(err.detail, default=str),
+                str(getattr(err, "resolution_url", None)),
+                caplog.text,
+            ]
+        )
         leaked = [p for p in pieces(key) if p in shown]
         assert not leaked, (status, envelope, size, offset, leaked[:3])
 
@@ -81,17 +88,66 @@ def test_an_echoed_key_leaves_no_piece_in_errors_or_logs(
 # -- item 3: a trickled body cannot hold a call past its deadline ----------------------------------
 
 
-def test_a_body_that_never_ends_is_cut_at_the_deadline(pioneer_emulator: PioneerEmulator) -> None:
-    # A 2xx whose declared body is far longer than what is sent keeps the connection reading; the
-    # emulator's injected 200 with a huge body cannot trickle, so use a latency that outlasts the
-    # deadline instead: the read timeout would be 30 s, the deadline is 2 s.
-    pioneer_emulator.set_latency(6000)
-    client = make_client(pioneer_emulator, timeout=30, deadline=2, max_retries=3)
+@pytest.mark.parametrize("status", [None, 500])
+def test_a_trickled_body_is_cut_at_the_deadline(
+    pioneer_emulator: PioneerEmulator, status: int | None
+) -> None:
+    # One byte a second: each read returns well within the 5 s read timeout, so only the call's
+    # 2 s deadline can stop it (the old client read on for the whole body).
+    pioneer_emulator.inject(fault="trickle", status=status, trickle_bytes=1, trickle_interval=1.0)
+    client = make_client(pioneer_emulator, timeout=5, deadline=2, max_retries=3)
     started = time.monotonic()
-    with pytest.raises(ex.PioneerConnectionError):
-        client.infer("Apple.", schema=SCHEMA, model_id=MODEL)
-    assert time.monotonic() - started < 2 + 30  # never more than the deadline plus one timeout
-    assert time.monotonic() - started < 5
+    with pytest.raises(ex.PioneerConnectionError, match="deadline"):
+        client.infer(["Apple makes phones."] * 5, schema=SCHEMA, model_id=MODEL)
+    took = time.monotonic() - started
+    assert took <= 2 + 5  # the deadline plus at most one read timeout
+    assert pioneer_emulator.counters()["requests"]["POST /inference"] == 1  # no retry past the deadline
+
+
+@pytest.mark.parametrize("envelope", ["detail", "message", "html", "text"])
+def test_the_emulators_echo_fault_leaves_no_piece_of_the_key(
+    pioneer_emulator: PioneerEmulator, caplog: pytest.LogCaptureFixture, envelope: str
+) -> None:
+    key = pioneer_emulator.api_key
+    sizes = [10, 100, 1000, 10_240] if envelope == "text" else [100, 1000, 10_240]
+    for size in sizes:
+        for offset in sorted({0, 1, size // 3, 250, 280, 297, 300, size - len(key) // 2, size - 1}):
+            if offset >= size:
+                continue
+            pioneer_emulator.clear_faults()
+            pioneer_emulator.inject(
+                fault="echo_key", status=500, envelope=envelope, body_size=size, offset=offset
+            )
+            client = make_client(pioneer_emulator, max_retries=1)
+            with caplog.at_level(logging.DEBUG), pytest.raises(ex.PioneerServerError) as info:
+                client.infer("Apple.", schema=SCHEMA, model_id=MODEL)
+            shown = f"{info.value!s} {info.value!r} {json.dumps(info.value.detail)} {caplog.text}"
+            leaked = [p for p in pieces(key) if p in shown]
+            assert not leaked, (envelope, size, offset, leaked[:3])
+
+
+def bearer_conn(emu: PioneerEmulator, scheme: str | None) -> dict[str, Any]:
+    extra = {"auth_scheme": scheme} if scheme else {}
+    return {"host": emu.url, "password": emu.api_key, "extra": extra}
+
+
+def test_the_key_can_go_as_a_bearer_token(
+    pioneer_emulator: PioneerEmulator,
+    pioneer_emulator_legacy: PioneerEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_conn(monkeypatch, bearer_conn(pioneer_emulator, "bearer"))
+    ok, message = PioneerHook().test_connection()
+    assert ok, message
+    # The legacy server knows only X-API-Key: a Bearer call fails there, the default succeeds.
+    set_conn(monkeypatch, bearer_conn(pioneer_emulator_legacy, "bearer"))
+    with pytest.raises(ex.PioneerAuthError):
+        PioneerHook().list_api_keys()
+    set_conn(monkeypatch, bearer_conn(pioneer_emulator_legacy, None))
+    assert PioneerHook().test_connection()[0] is True
+    set_conn(monkeypatch, bearer_conn(pioneer_emulator, "basic"))
+    with pytest.raises(ex.PioneerConfigurationError, match="auth_scheme"):
+        PioneerHook().client  # noqa: B018
 
 
 # -- item 8: configuration errors read as configuration errors ---------------------------------------
