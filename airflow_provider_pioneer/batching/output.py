@@ -196,6 +196,9 @@ class _Store:
 
     def read(self, path: str) -> bytes | None:
         try:
+            if self.local:
+                with open(path, "rb") as f:
+                    return f.read()
             return bytes(self.fs.cat_file(path))
         except FileNotFoundError:
             return None
@@ -210,15 +213,19 @@ class _Store:
             return None
         return doc if isinstance(doc, dict) else None
 
-    def write(self, path: str, data: bytes) -> None:
-        """Replace ``path`` whole: readers see the old bytes or the new ones, never a mix."""
-        if self.local:
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        else:
+    def write(self, path: str, data: bytes, *, atomic: bool = True) -> None:
+        """Write ``path`` whole; ``atomic``: readers see the old bytes or the new ones, never a mix.
+
+        A part needs no atomic write: it counts only once the manifest written after it lists it.
+        """
+        if not self.local:
             self.fs.pipe_file(path, data)  # one PUT: the object appears whole or not at all
+            return
+        target = f"{path}.tmp-{uuid.uuid4().hex[:8]}" if atomic else path
+        with open(target, "wb") as f:
+            f.write(data)
+        if atomic:
+            os.replace(target, path)
 
     def sizes(self, folder: str) -> dict[str, int]:
         """Object name -> size in ``folder`` (fresh, not from a listing cache)."""
@@ -509,7 +516,7 @@ class FileSink(Sink):
         if not self.attempts or self.attempts[-1][1] != self.attempt:
             self.attempts.append([self.parts, self.attempt])
         data = b"".join(self._buffer)
-        self.store.write(f"{self.parts_dir}/{_part_name(self.parts, self.attempt)}", data)
+        self.store.write(f"{self.parts_dir}/{_part_name(self.parts, self.attempt)}", data, atomic=False)
         self.parts += 1
         self.parts_bytes += len(data)
         self._buffer, self._buffered_records, self._buffered_batches = [], 0, 0
