@@ -106,7 +106,12 @@ def manifest_of(output_path: str) -> dict[str, Any] | None:
     from airflow.sdk import ObjectStoragePath
 
     path = ObjectStoragePath(f"{output_path}.manifest.json")
-    return dict(json.loads(path.read_text())) if path.exists() else None
+    try:
+        # One GET: opening the file instead (HEAD, then GET if the ETag still matches) fails when the
+        # running task rewrites the manifest in between.
+        return dict(json.loads(path.fs.cat_file(path.path)))
+    except FileNotFoundError:
+        return None
 
 
 def checkpointed_records(output_path: str) -> list[dict[str, Any]]:

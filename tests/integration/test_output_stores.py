@@ -218,7 +218,9 @@ def test_a_killed_task_resumes_on_retry_every_id_once_and_resends_at_most_the_wi
     assert again <= resend_bound(store)
     doc = manifest_of(out)
     assert doc is not None and doc["complete"] and doc["records"] == 300
-    assert not ObjectStoragePath(f"{out}.parts").exists() and not ObjectStoragePath(f"{out}.lease.json").exists()
+    assert (
+        not ObjectStoragePath(f"{out}.parts").exists() and not ObjectStoragePath(f"{out}.lease.json").exists()
+    )
 
 
 def test_s3_leaves_only_the_output_and_its_manifest(
@@ -262,7 +264,9 @@ def test_402_mid_run_then_a_rerun_after_topping_up_bills_each_text_once(
 # -- shards ----------------------------------------------------------------------------------------
 
 
-def test_concurrent_shards_to_their_own_paths_all_succeed(store: str, root: str, emu: PioneerEmulator) -> None:
+def test_concurrent_shards_to_their_own_paths_all_succeed(
+    store: str, root: str, emu: PioneerEmulator
+) -> None:
     emu.set_latency(10)
     shards = [texts(60, f"shard{i}-{store}") for i in range(3)]
     errors: list[BaseException] = []
@@ -280,7 +284,9 @@ def test_concurrent_shards_to_their_own_paths_all_succeed(store: str, root: str,
         t.join(timeout=120)
     assert not errors
     for i, rows in enumerate(shards):
-        assert [r["id"] for r in read_output(f"{root}/entities/shard-{i:03d}.jsonl")] == [r["id"] for r in rows]
+        assert [r["id"] for r in read_output(f"{root}/entities/shard-{i:03d}.jsonl")] == [
+            r["id"] for r in rows
+        ]
         assert billed_twice(emu, rows) == 0
 
 
@@ -338,3 +344,39 @@ def test_the_lease_heartbeat_keeps_a_slow_task_the_owner(
     finally:
         first.join(timeout=120)
     assert [r["id"] for r in read_output(out)] == [r["id"] for r in rows]
+
+
+def _race(out: ObjectStoragePath) -> tuple[list[FileSink], list[OutputConflictError]]:
+    """Two task instances (map index 0 and 1) open ``out`` at the same moment."""
+    from tests.integration.output_child import ChildTI
+
+    start = threading.Barrier(2)
+    won: list[FileSink] = []
+    refused: list[OutputConflictError] = []
+
+    def contend(map_index: int) -> None:
+        ti = ChildTI(dag_id="d", task_id="t", run_id="r", map_index=map_index, try_number=1)
+        start.wait()
+        try:
+            won.append(FileSink(out, f"fp-{map_index}", 1, output.Owner.from_context({"ti": ti})))
+        except OutputConflictError as exc:
+            refused.append(exc)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return won, refused
+
+
+def test_two_tasks_starting_on_one_path_at_the_same_moment_exactly_one_wins(store: str, root: str) -> None:
+    """No atomic create on S3: both write the lease, wait, read it back; the last writer wins."""
+    for round_ in range(2):
+        out = ObjectStoragePath(f"{root}/race-{round_}/out.jsonl")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        won, refused = _race(out)
+        assert len(won) == 1 and len(refused) == 1, (won, refused)
+        won[0].write([{"id": 0, "result": {}}], 0)
+        won[0].close(complete=True)
+        assert read_output(str(out)) == [{"id": 0, "result": {}}]
