@@ -23,8 +23,9 @@ Nothing is appended to or truncated in place. Beside ``output_path`` (``<out>``)
 ``<out>.lease.json``
     who is writing: dag, task, run, map index, try, host, pid and a heartbeat renewed every
     ``LEASE_HEARTBEAT_S`` seconds. A task that finds a live lease of another task instance fails
-    at once, without touching the output; a stale lease (its task died) or one of an earlier try
-    of the same task instance is taken over (that is the resume case).
+    at once, without touching the output. A lease is taken over when it is stale (no heartbeat
+    for ``LEASE_TTL_S``: its task died), when its process is gone from this very host, or when
+    it belongs to an earlier try of the same task instance (that is the resume case).
 
 Guarantees: every input has exactly one record in ``<out>``, in input order; a retry re-sends at
 most the batches that were in flight plus the last unwritten part; a manifest of a different
@@ -32,7 +33,7 @@ request (fingerprint) is never resumed; a completed output of a different reques
 overwritten only by the same task (same dag, task and map index: a rerun or the next run with
 new options), never by another task. Two tasks starting on one path within
 ``LEASE_SETTLE_S`` seconds of each other are told apart by writing the lease, waiting, and
-reading it back (S3 and GCS have read-after-write consistency); the loser fails. Should both
+reading it back (S3 has read-after-write consistency); the loser fails. Should both
 still pass (a store slower than that, or clocks more than ``LEASE_TTL_S`` apart), each writes
 parts under its own attempt name, and the one that loses the lease stops at its next part.
 """
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -53,6 +55,8 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 __all__ = ["FileSink", "ListSink", "OutputConflictError", "OutputCounts", "Owner", "Sink", "part_names"]
+
+log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 2
 _KEEP_ERRORS = 5
@@ -564,8 +568,14 @@ class FileSink(Sink):
         try:
             if not complete:
                 if not self.lease.lost:
-                    with contextlib.suppress(OutputConflictError):
+                    try:
                         self._flush()
+                    except OutputConflictError:
+                        pass
+                    except Exception as exc:
+                        # The task is failing already; its own error says why. Losing this part
+                        # only means its records are sent again by the next attempt.
+                        log.warning("Could not checkpoint the last records beside %s: %s", self.path, exc)
                 return
             self._flush()
             self.lease.check()

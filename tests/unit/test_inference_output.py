@@ -166,6 +166,16 @@ def test_resume_skips_what_the_manifest_lists_and_ignores_a_part_it_does_not(out
     assert read_records(out) == _records(6)
 
 
+def test_a_kill_after_the_last_part_but_before_publishing_publishes_on_retry(out: ObjectStoragePath) -> None:
+    sink = FileSink(out, "fp", total=3, owner=owner(), part_batches=1)
+    sink.write(_records(3), tokens=2)
+    abandon(sink)
+    again = FileSink(out, "fp", total=3, owner=owner(try_number=2))
+    assert again.resumed == 3 and not again.already_complete
+    again.close(complete=True)  # nothing left to send: the retry only publishes
+    assert read_records(out) == _records(3) and manifest(out)["complete"] is True
+
+
 def test_a_checkpoint_of_another_request_is_never_reused(out: ObjectStoragePath) -> None:
     sink = FileSink(out, "fp-old", total=3)
     sink.write(_records(3), tokens=1)
@@ -200,6 +210,21 @@ def test_a_listed_part_that_went_missing_starts_over(out: ObjectStoragePath) -> 
     again.write(_records(6), tokens=1)
     again.close(complete=True)
     assert read_records(out) == _records(6)
+
+
+def test_a_store_error_while_saving_a_failing_run_does_not_hide_the_runs_error(
+    out: ObjectStoragePath, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = FileSink(out, "fp", total=9, part_batches=5)
+    sink.write(_records(2), tokens=1)
+
+    def store_down(*args: Any, **kwargs: Any) -> None:
+        raise OSError("store unavailable")
+
+    monkeypatch.setattr(sink.store, "write", store_down)
+    sink.close(complete=False)  # the caller is raising its own error (402, outage): no new one here
+    assert "Could not checkpoint the last records" in caplog.text and "store unavailable" in caplog.text
+    assert not beside(out, ".manifest.json").exists()
 
 
 def test_no_inputs_publish_an_empty_output(out: ObjectStoragePath) -> None:
