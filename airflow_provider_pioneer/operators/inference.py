@@ -231,7 +231,7 @@ class PioneerInferenceOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         from airflow_provider_pioneer.batching.inputs import request_fingerprint
-        from airflow_provider_pioneer.batching.output import FileSink, ListSink
+        from airflow_provider_pioneer.batching.output import FileSink, ListSink, Owner
         from airflow_provider_pioneer.batching.progress import Progress
         from airflow_provider_pioneer.batching.runner import (
             BatchRunner,
@@ -258,7 +258,12 @@ class PioneerInferenceOperator(BaseOperator):
         if self.output_path:
             from airflow.sdk import ObjectStoragePath
 
-            sink = FileSink(ObjectStoragePath(str(self.output_path)), fingerprint, source.total)
+            sink = FileSink(
+                ObjectStoragePath(str(self.output_path)),
+                fingerprint,
+                source.total,
+                owner=Owner.from_context(context),
+            )
         else:
             if source.total > _RETURN_LIST_WARN:
                 self.log.warning(

@@ -17,6 +17,7 @@ import pytest
 
 from airflow_provider_pioneer.testing import PioneerEmulator
 from tests.dags.support import load_dag
+from tests.object_stores import checkpointed_records, manifest_of
 
 pytestmark = pytest.mark.dags
 
@@ -105,9 +106,9 @@ def test_402_fails_the_task_without_airflow_retries_and_keeps_the_done_part(
     # max_concurrency=3: only requests already on the wire when the first 402 came back may follow it.
     assert 1 <= c["statuses"]["402"] <= 3 and c["requests"]["POST /inference"] == 6 + c["statuses"]["402"]
     assert not out.exists()
-    checkpoint = json.loads((tmp_path / "out.jsonl.checkpoint.json").read_text())
-    partial = [json.loads(line) for line in (tmp_path / "out.jsonl.partial").read_text().splitlines()]
-    assert checkpoint["records"] == len(partial) <= 30
+    checkpoint = manifest_of(str(out))
+    partial = checkpointed_records(str(out))
+    assert checkpoint is not None and checkpoint["records"] == len(partial) <= 30
     assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
     assert emu.api_key not in stored_xcoms_and_rendered(dag.dag_id, dr.run_id)
 
@@ -174,8 +175,8 @@ def test_killed_run_resumes_without_duplicates_and_resends_at_most_the_window(
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)
         assert not out.exists()
-        checkpoint = json.loads((tmp_path / "out.jsonl.checkpoint.json").read_text())
-        assert 0 < checkpoint["records"] < n
+        checkpoint = manifest_of(str(out))
+        assert checkpoint is not None and 0 < checkpoint["records"] < n
 
         second = subprocess.run(
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False

@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 from airflow_provider_pioneer.testing import PioneerEmulator
+from tests.object_stores import checkpointed_records, manifest_of
 
 LABELS = ["person", "organization", "location"]
 MODEL = "fastino/gliner2-base-v1"
@@ -181,10 +182,10 @@ def test_402_stops_at_once_and_keeps_what_was_done(emu: PioneerEmulator, tmp_pat
     c = emu.counters()
     assert c["statuses"] == {"200": 5, "402": 1}  # nothing after the first 402
     assert not out.exists()  # not complete, so not in place
-    partial = read_jsonl(tmp_path / "out.jsonl.partial")
+    partial = checkpointed_records(str(out))
     assert [r["id"] for r in partial] == [t["id"] for t in texts[:50]]
-    checkpoint = json.loads((tmp_path / "out.jsonl.checkpoint.json").read_text())
-    assert checkpoint["records"] == 50 and checkpoint["complete"] is False
+    checkpoint = manifest_of(str(out))
+    assert checkpoint is not None and checkpoint["records"] == 50 and checkpoint["complete"] is False
     assert ti.xcoms["pioneer_summary"]["succeeded"] == 50
     assert_no_key(emu, message, json.dumps(ti.xcoms))
 
@@ -214,7 +215,7 @@ def test_an_outage_that_outlasts_the_retries_is_left_to_airflows_retry(
         "HTTP 503" in message and "40 of 200 records are saved" in message and "an Airflow retry" in message
     )
     assert ti.xcoms["pioneer_summary"]["failed"] == 0  # an outage is not a verdict on the items
-    assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl.partial")] == [t["id"] for t in texts[:40]]
+    assert [r["id"] for r in checkpointed_records(str(out))] == [t["id"] for t in texts[:40]]
     assert emu.counters()["statuses"] == {"200": 4, "503": 3}  # one batch, its 2 retries, then stop
 
     emu.clear_faults()  # the outage ends; the Airflow retry finishes the job, paying for nothing twice
