@@ -134,7 +134,7 @@ class PioneerClient:
     ) -> None:
         if not api_key:
             raise PioneerConfigurationError(
-                "No Pioneer API key: set it in the connection's API key field (or its api_key_variable)."
+                "No Pioneer API key: set it in the connection's API key field (or its key_variable)."
             )
         if max_retries < 0 or timeout <= 0 or deadline <= 0:
             raise PioneerConfigurationError("timeout and deadline must be positive and max_retries >= 0.")

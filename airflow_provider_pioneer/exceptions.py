@@ -82,7 +82,7 @@ class PioneerConnectionError(PioneerError):
 class PioneerAuthError(PioneerError):
     """401/403: the key is missing, malformed or revoked."""
 
-    hint = "Check the connection's API key (or the Variable named by extra api_key_variable)."
+    hint = "Check the connection's API key (or the Variable named by extra key_variable)."
 
 
 class PioneerPaymentRequiredError(PioneerError):

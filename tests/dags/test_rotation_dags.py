@@ -42,8 +42,8 @@ def connect(
     password: str | None = None,
     **extra: Any,
 ) -> None:
-    """Point ``conn_id`` at the emulator; extras default to api_key_variable + key_name."""
-    extras = {"api_key_variable": VAR, "key_name": emu.api_key_name, **extra}
+    """Point ``conn_id`` at the emulator; extras default to key_variable + key_name."""
+    extras = {"key_variable": VAR, "key_name": emu.api_key_name, **extra}
     conn = {
         "conn_type": "pioneer",
         "host": emu.url,
@@ -185,7 +185,8 @@ def test_rotation_stores_a_working_key_revokes_the_old_and_leaks_nothing(
     assert not works(emu, old_key)  # the old key answers 401
     assert emu.alive_key_names() == [doc["name"]] == managed_alive(emu)
     assert first["value"] == {"name": doc["name"], "created_at": doc["created_at"], "revoked": ["bootstrap"]}
-    assert doc["pending_revoke"] == []
+    # What the run was to revoke when it wrote its one document; done now (a stale list is skipped).
+    assert doc["pending_revoke"] == ["bootstrap"]
 
     # The next night: the old key's name now comes from the Variable's document.
     second = run(ROTATE)
@@ -227,7 +228,7 @@ def test_two_rotations_on_one_account_leave_each_other_alone(
         emu,
         conn_id="pioneer_staging",
         password=staging_key,
-        api_key_variable=STAGING_VAR,
+        key_variable=STAGING_VAR,
         key_name="staging-bootstrap",
     )
     results = []
@@ -305,7 +306,7 @@ def test_budget_refusals_fail_fast_and_change_nothing(
     [
         ({"key_name": None}, "old_key_name, the connection extra key_name, or a Variable"),
         ({"key_name": "no-such-key"}, "No live key named 'no-such-key'"),
-        ({"api_key_variable": None}, "set its extra api_key_variable to 'pioneer_api_key'"),
+        ({"key_variable": None}, "set its extra key_variable to 'pioneer_api_key'"),
     ],
     ids=["old-name-unknown", "old-name-wrong", "connection-does-not-read-the-variable"],
 )
@@ -424,7 +425,8 @@ def test_failed_revocation_stays_pending_and_the_next_run_finishes_it(
     assert again["state"] == "success"
     final = stored_doc()
     assert sorted(again["value"]["revoked"]) == sorted([doc["name"], "bootstrap"])
-    assert emu.alive_key_names() == [final["name"]] and final["pending_revoke"] == []
+    assert emu.alive_key_names() == [final["name"]]
+    assert sorted(final["pending_revoke"]) == sorted([doc["name"], "bootstrap"])  # all revoked now
 
 
 @pytest.mark.parametrize(
@@ -458,7 +460,7 @@ def test_rerun_after_a_kill_converges(emu: Any, target: str, when: str) -> None:
     final = stored_doc()
     assert works(emu, final["api_key"])
     assert emu.alive_key_names() == managed_alive(emu) == [final["name"]]
-    assert final["pending_revoke"] == []
+    assert not set(final["pending_revoke"]) & set(emu.alive_key_names())
 
 
 # -- a batch inference in flight survives the rotation ------------------------------------------
@@ -546,3 +548,172 @@ def test_batch_inference_in_flight_survives_the_rotation(
     assert counters["statuses"].get("401", 0) >= 1
     assert counters["texts_committed"] == 120
     assert old_key not in output and stored_doc()["api_key"] not in output
+
+
+# -- two rotations of one Variable at once ------------------------------------------------------
+
+RACE_A = "pioneer_test_rotation_race_a"
+RACE_B = "pioneer_test_rotation_race_b"
+# Start gaps between the two rotations, seconds: from "same instant" to "one is nearly done"
+# (as many as the race DAGs have rounds: tests/dags/dagfiles/pioneer_test_rotation_race.py).
+GAPS = (0.0, 0.05, 0.15, 0.3, 0.5, 0.8, 1.2)
+# Every Pioneer call of the racing processes waits this long first, so that a rotation takes about
+# a second and the two overlap at every step for the gaps above.
+LATENCY = 0.12
+
+
+def _key_and_name(value: str | None) -> tuple[str | None, str | None]:
+    if not value:
+        return None, None
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        return value, None
+    if not isinstance(doc, dict):
+        return None, None
+    return doc.get("api_key"), doc.get("name")
+
+
+class VariableWatch:
+    """Polls the Variable during a race: it must hold a live key at every moment.
+
+    A violation counts only when the Variable held the same value before and after the liveness
+    check (else it merely changed meanwhile, and the key it held before may be revoked now).
+    """
+
+    def __init__(self, emu: Any) -> None:
+        import threading
+
+        self.emu = emu
+        self.violations: list[str | None] = []
+        self.checks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            first = metastore_value()
+            key, name = _key_and_name(first)
+            alive = bool(key) and self.emu.key_is_alive(key)
+            if not alive and metastore_value() == first:
+                self.violations.append(name)
+            self.checks += 1
+            self._stop.wait(0.005)
+
+    def __enter__(self) -> VariableWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _wait_file(path: Path, children: list[subprocess.Popen[str]], limit: float = 180.0) -> str:
+    import time
+
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        for child in children:
+            assert child.poll() is None, f"a racing process exited ({child.returncode}) before {path.name}"
+        assert time.monotonic() < deadline, f"gave up waiting for {path.name}"
+        time.sleep(0.01)
+    time.sleep(0.01)
+    return path.read_text()
+
+
+def _check_race_outcome(emu: Any, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each run's return value must be true; returns the Variable's document."""
+    doc = stored_doc()
+    alive = set(emu.alive_key_names())
+    assert doc["name"] in alive and works(emu, doc["api_key"])
+    stored_by = [r["value"]["name"] for r in results.values() if not r["value"].get("superseded")]
+    for role, result in results.items():
+        assert result["ok"], (role, result)
+        value = result["value"]
+        # What a run says it revoked or discarded is gone.
+        assert not set(value["revoked"]) & alive, (role, value)
+        if value.get("superseded"):
+            # "Another rotation stored key X": X was stored by the other run (or is stored now).
+            assert value["name"] in [*stored_by, doc["name"]], (role, value)
+            if value["discarded"]:
+                assert value["discarded"] not in alive, (role, value)
+        else:
+            assert is_managed(value["name"], default_key_name_prefix(VAR))
+    # The key the Variable holds is one a run reports as its own, or as the winner's.
+    assert doc["name"] in {r["value"]["name"] for r in results.values()}
+    return doc
+
+
+def test_two_rotations_at_once_never_leave_a_revoked_key_stored(emu: Any, tmp_path: Path) -> None:
+    import time
+
+    from tests.conftest import leaked_in
+
+    set_metastore(bootstrap_document(emu))
+    children = []
+    logs = []
+    for role, dag_id in (("a", RACE_A), ("b", RACE_B)):
+        if children:
+            # One process sets its DAG run up at a time: two at once wait on SQLite's lock for long.
+            _wait_file(tmp_path / "ready-a-rotate_0", children)
+        log = (tmp_path / f"child-{role}.log").open("w")
+        logs.append(log)
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.rotation_race", dag_id, str(tmp_path), role, str(LATENCY)],
+                cwd=REPO,
+                env=child_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+
+    def release(tag: str, at: float) -> None:
+        (tmp_path / f"go-{tag}").write_text(repr(at))
+
+    def result(tag: str) -> dict[str, Any]:
+        return dict(json.loads(_wait_file(tmp_path / f"result-{tag}", children)))
+
+    outcomes: list[tuple[float, str, str]] = []
+    try:
+        for i, gap in enumerate(GAPS):
+            for role in ("a", "b"):
+                _wait_file(tmp_path / f"ready-{role}-rotate_{i}", children)
+            first, second = ("a", "b") if i % 2 == 0 else ("b", "a")
+            with VariableWatch(emu) as watch:
+                start = time.time() + 0.2
+                release(f"{first}-rotate_{i}", start)
+                release(f"{second}-rotate_{i}", start + gap)
+                results = {role: result(f"{role}-rotate_{i}") for role in ("a", "b")}
+            assert watch.checks > 10
+            assert not watch.violations, f"gap {gap}: the Variable held a revoked key: {watch.violations}"
+            _check_race_outcome(emu, results)
+            outcomes += [
+                (gap, role, "superseded" if r["value"].get("superseded") else "stored")
+                for role, r in results.items()
+            ]
+
+            # The next night: one live managed key, the stored one, and nothing else.
+            _wait_file(tmp_path / f"ready-a-next_{i}", children)
+            release(f"a-next_{i}", time.time())
+            follow_up = result(f"a-next_{i}")
+            assert follow_up["ok"], (gap, follow_up)
+            final = stored_doc()
+            assert works(emu, final["api_key"])
+            assert emu.alive_key_names() == managed_alive(emu) == [final["name"]], f"gap {gap}"
+        for child in children:
+            assert child.wait(timeout=120) == 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        for log in logs:
+            log.close()
+    # The race was real: at some gap one run's key lost to the other's.
+    assert any(kind == "superseded" for _, _, kind in outcomes), outcomes
+    output = "".join((tmp_path / f"child-{role}.log").read_text() for role in ("a", "b"))
+    assert "Pioneer key rotated" in output and "this run's key was discarded" in output
+    assert not leaked_in(output), "a racing process logged a key"
