@@ -108,17 +108,18 @@ def problem_message(variable: str, stored: StoredKey) -> str | None:
         return (
             f"Variable {variable!r} holds Airflow's masked placeholder '***' instead of an API key: it was "
             "saved from the UI's edit dialog, which shows secrets masked, and the stored key is lost"
-            f"{lost}. To recover: delete the Variable (tasks then use the connection's API key, if it still "
-            "works), or set it to a working key (a plain key is fine). Then run the key rotation: it "
-            "stores a fresh key and revokes the lost one once it is older than orphan_grace_period, or "
-            "at once when given as old_key_name. Edit this Variable only by replacing its whole value."
+            f"{lost}. To recover: set it to a working key, as "
+            '{"api_key": "<key>", "name": "<its name in Pioneer>"} (or delete the Variable, if the '
+            "connection's API key still works). Then run the key rotation: it stores a fresh key, "
+            "revokes the key you set, and revokes the lost one once it is older than "
+            "orphan_grace_period. Edit this Variable only by replacing its whole value."
         )
     if stored.problem == "malformed":
         return (
             f"Variable {variable!r} holds malformed JSON: it starts like the key rotation's document "
             '({"api_key": ..., "name": ...}) but does not parse, so it holds no usable API key. Set it to '
-            "a working key (a plain key, or the document with valid JSON), or delete it to use the "
-            "connection's API key; the next key rotation rewrites it."
+            'a working key, as {"api_key": "<key>", "name": "<its name in Pioneer>"} (or delete it '
+            "to use the connection's API key); the next key rotation rewrites it."
         )
     if stored.problem == "not_a_document":
         return (

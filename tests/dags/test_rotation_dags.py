@@ -717,3 +717,143 @@ def test_two_rotations_at_once_never_leave_a_revoked_key_stored(emu: Any, tmp_pa
     output = "".join((tmp_path / f"child-{role}.log").read_text() for role in ("a", "b"))
     assert "Pioneer key rotated" in output and "this run's key was discarded" in output
     assert not leaked_in(output), "a racing process logged a key"
+
+
+# -- the Variable holding no usable key ---------------------------------------------------------
+
+
+def test_malformed_variable_fails_clearly_and_changes_nothing(
+    emu: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A hand edit cut the document short. The connection's password still works, and the old code
+    # silently rotated from it, as if the Variable were empty.
+    broken = bootstrap_document(emu)[:-20]
+    set_metastore(broken)
+    created = emu.counters()["keys_created"]
+    result = run(ROTATE)
+    assert (result["state"], result["try_number"]) == ("failed", 1)  # no Airflow retry either
+    assert emu.counters()["keys_created"] == created
+    assert emu.alive_key_names() == ["bootstrap"]
+    assert metastore_value() == broken
+    out = capfd.readouterr().out
+    assert "Variable 'pioneer_api_key' holds malformed JSON" in out and "Nothing was changed" in out
+    assert emu.api_key not in out
+
+
+def test_masked_placeholder_fails_clearly_and_the_documented_recovery_converges(
+    emu: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Night one stored a managed key; then someone opened the Variable in the UI's edit dialog and
+    # pressed Save: the value is now Airflow's masked rendering of the document.
+    assert run(ROTATE)["state"] == "success"
+    lost = stored_doc()
+    masked = json.dumps({**lost, "api_key": "***"})
+    set_metastore(masked)
+    created = emu.counters()["keys_created"]
+
+    result = run(ROTATE)
+
+    assert (result["state"], result["try_number"]) == ("failed", 1)
+    assert emu.counters()["keys_created"] == created
+    assert emu.alive_key_names() == [lost["name"]]  # nothing revoked: the lost key still works
+    assert works(emu, lost["api_key"])
+    assert metastore_value() == masked
+    out = capfd.readouterr().out
+    assert "masked placeholder" in out and f"the lost key is named {lost['name']!r}" in out
+    assert "set it to a working key" in out
+
+    # The recovery the message gives (the connection's own key was revoked on night one): a key
+    # made in the console, set with its name; rerun. The lost key is an unstored managed key: swept.
+    by_hand = emu.create_key("recovery")
+    set_metastore(json.dumps({"api_key": by_hand, "name": "recovery"}))
+    again = run(ROTATE)
+    assert again["state"] == "success"
+    final = stored_doc()
+    assert works(emu, final["api_key"])
+    assert emu.alive_key_names() == [final["name"]]
+    assert sorted(again["value"]["revoked"]) == sorted(["recovery", lost["name"]])
+
+
+# -- Pioneer's 50 creates per hour --------------------------------------------------------------
+
+
+def test_create_budget_refuses_before_creating_anything(emu: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    # Ten managed keys created in the last hour: five alive (orphans), five revoked but remembered
+    # in the Variable's document (GET /list-api-keys does not show revoked keys).
+    from airflow_provider_pioneer.operators._rotation import managed_name
+
+    prefix = default_key_name_prefix(VAR)
+    for _ in range(5):
+        emu.create_key(managed_name(prefix))
+    remembered = [managed_name(prefix) for _ in range(5)]
+    before = build_document(emu.api_key, emu.api_key_name, None, [], created_recently=remembered)
+    set_metastore(before)
+    alive = emu.alive_key_names()
+    created = emu.counters()["keys_created"]
+
+    result = run(ROTATE)  # retries=1: a refusal must not be retried
+
+    assert (result["state"], result["try_number"]) == ("failed", 1)
+    assert emu.counters()["keys_created"] == created
+    assert emu.counters()["requests"].get("POST /create-api-key", 0) == 0
+    assert emu.alive_key_names() == alive  # the orphans are not touched either
+    assert metastore_value() == before
+    out = capfd.readouterr().out
+    assert "10 keys named airflow-pioneer_api_key-... were created in the last hour" in out
+    assert "max_keys_created_per_hour is 10" in out and "Nothing was changed" in out
+
+
+def test_a_429_on_create_fails_the_try_without_creating_or_retrying(
+    emu: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    connect(monkeypatch, emu, max_retries=5)  # the connection's retries must not apply to create
+    before = bootstrap_document(emu)
+    set_metastore(before)
+    created = emu.counters()["keys_created"]
+    emu.inject(status=429, path="/create-api-key", headers={"Retry-After": "1800"})
+
+    result = run(ROTATE)  # retries=1
+
+    assert (result["state"], result["try_number"]) == ("failed", 1)
+    counters = emu.counters()
+    assert counters["requests"]["POST /create-api-key"] == 1
+    assert counters["keys_created"] == created
+    assert emu.alive_key_names() == ["bootstrap"] and metastore_value() == before
+    out = capfd.readouterr().out
+    assert "HTTP 429 (Pioneer asks to wait 1800 s)" in out and "50 keys per hour per account" in out
+
+
+def test_create_is_sent_once_per_try_even_when_it_fails(emu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    connect(monkeypatch, emu, max_retries=5)
+    emu.inject(status=503, path="/create-api-key", times=1)
+    result = run(ROTATE)  # the first try fails, Airflow's retry rotates
+    assert (result["state"], result["try_number"]) == ("success", 2)
+    assert emu.counters()["requests"]["POST /create-api-key"] == 2  # one per try, no client retry
+    assert emu.alive_key_names() == [stored_doc()["name"]]
+
+
+# -- names stay readable under Airflow's masker -------------------------------------------------
+
+
+def test_names_stay_readable_and_only_keys_are_masked(emu: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    # Airflow masks the values of connection extras with sensitive-looking names; an extra named
+    # api_key_variable made the Variable's name, and every key name containing it, read '***'.
+    from airflow.sdk._shared.secrets_masker import reset_secrets_masker
+    from airflow.sdk.log import redact
+
+    reset_secrets_masker()  # what this process registered before must not decide the outcome
+    first = run(ROTATE)
+    second = run(ROTATE)  # rendered after the first run taught the masker this process's secrets
+    assert first["state"] == second["state"] == "success"
+    doc = stored_doc()
+    names = [first["value"]["name"], doc["name"]]
+    logs = str(redact(capfd.readouterr().out))
+    assert f"Stored the new key in Variable {VAR!r}" in logs
+    for name in names:
+        assert f"Pioneer key rotated: {name} is stored in Variable {VAR!r}" in logs
+    assert second["value"]["revoked"] == [names[0]]
+    rendered = recorded_text(ROTATE, second["run_id"])
+    assert f'"variable_key": "{VAR}"' in rendered
+    # The keys themselves are masked wherever they would appear.
+    for key in (emu.api_key, doc["api_key"]):
+        assert key not in logs and redact(f"key {key} here") == "key *** here"

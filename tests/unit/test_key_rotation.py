@@ -116,7 +116,7 @@ def test_masked_document_keeps_its_bookkeeping_and_names_the_lost_key() -> None:
     )
     assert stored.name == "airflow-p-20250101T000000000000Z" and stored.pending_revoke == ("old",)
     message = problem_message("pioneer_api_key", stored) or ""
-    assert "'airflow-p-20250101T000000000000Z'" in message and "old_key_name" in message
+    assert "'airflow-p-20250101T000000000000Z'" in message and "orphan_grace_period" in message
 
 
 def test_usable_values_are_no_problem() -> None:
