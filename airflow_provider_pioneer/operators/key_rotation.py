@@ -256,7 +256,7 @@ class PioneerKeyRotationOperator(BaseOperator):
         # write is replaced by it, so it is revoked too (a run that finished in between would
         # otherwise leave its key alive and stored nowhere).
         replaced = self._read_variable(strict=False)
-        if self._is_concurrent_rotation(replaced, pre) and replaced.name:
+        if self.revoke_old and self._is_concurrent_rotation(replaced, pre) and replaced.name:
             self.log.info(
                 "Variable %r was rotated to %s since preflight; replacing it.",
                 self.variable_key,
@@ -448,7 +448,7 @@ class PioneerKeyRotationOperator(BaseOperator):
                 self._raise_if_rotated_meanwhile(pre.current_key)
             # The server may have created the key anyway; its name is unique to this attempt,
             # so revoking by name cannot hit anything else.
-            outcome = self._discard(name)
+            _, outcome = self._discard(name)
             raise AirflowException(
                 f"Creating Pioneer key {name!r} failed: {exc.message} {outcome} The stored key is "
                 "unchanged; rerun the task."
@@ -479,7 +479,7 @@ class PioneerKeyRotationOperator(BaseOperator):
         return records
 
     def _fail_verification(self, new: _NewKey, reason: str, budget: bool) -> NoReturn:
-        outcome = self._discard(new.name)
+        _, outcome = self._discard(new.name)
         cls = AirflowFailException if budget else AirflowException
         raise cls(
             f"The new Pioneer key {new.name!r} failed its check: {reason} {outcome} The stored key "
@@ -494,7 +494,7 @@ class PioneerKeyRotationOperator(BaseOperator):
         limit = self.orphan_grace_period.total_seconds() / 2
         if elapsed <= limit:
             return
-        outcome = self._discard(new.name)
+        _, outcome = self._discard(new.name)
         raise AirflowException(
             f"Creating and checking the new Pioneer key {new.name!r} took {elapsed:.0f} s, more than half of "
             f"orphan_grace_period ({limit * 2:.0f} s): a concurrent rotation may already count it as an "
@@ -525,7 +525,7 @@ class PioneerKeyRotationOperator(BaseOperator):
             return after
         if after.raw != pre.stored.raw:
             # Someone changed the Variable (not a rotation of this prefix): leave their value alone.
-            outcome = self._discard(new.name)
+            _, outcome = self._discard(new.name)
             raise AirflowFailException(
                 f"Variable {self.variable_key!r} changed while this rotation stored its key, to a value "
                 f"it did not write and that holds no key named {self._prefix}-...: someone edits it by "
@@ -582,7 +582,7 @@ class PioneerKeyRotationOperator(BaseOperator):
                 f"new key {new.name!r}: it was kept alive and works (a later run revokes it if it was never "
                 f"stored). The old key is untouched. {fix}"
             )
-        outcome = self._discard(new.name)
+        _, outcome = self._discard(new.name)
         raise AirflowFailException(
             f"{shadowed} {outcome} Variable {self.variable_key!r} was restored. The old key is "
             f"untouched. {fix}"
@@ -689,15 +689,19 @@ class PioneerKeyRotationOperator(BaseOperator):
         revoked = list(revoked or [])
         more, failed = self._revoke_names(pending, spare=new.name)
         revoked += more
-        outcome = self._discard(new.name) if new.name not in revoked else f"Key {new.name!r} was deleted."
+        deleted, outcome = self._discard(new.name)
         when = "after this run stored its own" if stored else "while this run was storing its own"
+        fate = (
+            "was discarded" if deleted else "could not be deleted (a later rotation revokes it as an orphan)"
+        )
         self.log.warning(
-            "Another rotation stored key %s in Variable %r %s (%s); this run's key was discarded. "
-            "Variable %r holds %s, a working key. Revoked %s.",
+            "Another rotation stored key %s in Variable %r %s (%s); this run's key %s. Variable %r holds "
+            "%s, a working key. Revoked %s.",
             holder.name,
             self.variable_key,
             when,
             new.name,
+            fate,
             self.variable_key,
             holder.name,
             revoked or "nothing",
@@ -708,8 +712,10 @@ class PioneerKeyRotationOperator(BaseOperator):
             "created_at": holder.created_at,
             "revoked": revoked,
             "superseded": True,
-            "discarded": new.name,
+            "discarded": new.name if deleted else None,
         }
+        if not deleted:
+            failed = [*failed, new.name]
         if failed:
             # The run that won stores the key; what it did not revoke, a later rotation sweeps
             # (managed names, once past the grace period). The task need not fail for it.
@@ -757,8 +763,8 @@ class PioneerKeyRotationOperator(BaseOperator):
                 if i + 1 == len(clients):
                     raise
 
-    def _discard(self, name: str) -> str:
-        """Revoke a key this run created and will not use; say how that went.
+    def _discard(self, name: str) -> tuple[bool, str]:
+        """Revoke a key this run created and will not use; ``(gone, a sentence saying how it went)``.
 
         With the current key first (the new one may not work); if that key was revoked meanwhile
         (a concurrent rotation), with the new key itself.
@@ -768,15 +774,15 @@ class PioneerKeyRotationOperator(BaseOperator):
             try:
                 client.delete_api_key(name)
             except PioneerNotFoundError:
-                return f"No key named {name!r} exists."
+                return True, f"No key named {name!r} exists."
             except PioneerAuthError:
                 if i + 1 < len(clients):
                     continue
                 self.log.warning("Could not delete Pioneer key %s: no key of this run may.", name)
-                return f"Deleting key {name!r} failed too; the next rotation revokes it as an orphan."
+                return False, f"Deleting key {name!r} failed too; the next rotation revokes it as an orphan."
             except PioneerError as exc:
                 self.log.warning("Could not delete Pioneer key %s: %s", name, exc.message)
-                return f"Deleting key {name!r} failed too; the next rotation revokes it as an orphan."
+                return False, f"Deleting key {name!r} failed too; the next rotation revokes it as an orphan."
             break
         self.log.info("Deleted the unused Pioneer key %s.", name)
-        return f"Key {name!r} was deleted."
+        return True, f"Key {name!r} was deleted."

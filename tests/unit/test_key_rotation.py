@@ -305,7 +305,7 @@ def test_shadowed_write_deletes_the_new_key_only_once_the_variable_is_restored(
     monkeypatch.setattr(key_rotation, "Variable", variable)
     op = PioneerKeyRotationOperator(task_id="rotate")
     discarded: list[str] = []
-    monkeypatch.setattr(op, "_discard", lambda name: discarded.append(name) or "Key was deleted.")
+    monkeypatch.setattr(op, "_discard", lambda name: (discarded.append(name), (True, "Key was deleted."))[1])
 
     with pytest.raises(AirflowFailException, match="shadows it") as failure:
         op._shadowed(new, pre, None)
