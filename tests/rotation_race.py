@@ -27,13 +27,20 @@ from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOp
 _WAIT_LIMIT = 180.0
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` so that a reader sees either no file or all of it (the test and this process
+    poll each other's files)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
 def _wait_for(path: Path) -> str:
     deadline = time.monotonic() + _WAIT_LIMIT
     while not path.exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"nobody wrote {path}")
         time.sleep(0.002)
-    time.sleep(0.002)  # let the writer finish the (tiny) file
     return path.read_text()
 
 
@@ -44,15 +51,15 @@ def arm(control: Path, role: str, latency: float) -> None:
     @functools.wraps(execute)
     def gated(self: Any, context: Any) -> Any:
         tag = f"{role}-{self.task_id}"
-        (control / f"ready-{tag}").write_text("")
-        start = float(_wait_for(control / f"go-{tag}"))
-        time.sleep(max(0.0, start - time.time()))
         try:
+            write_atomically(control / f"ready-{tag}", "")
+            start = float(_wait_for(control / f"go-{tag}"))
+            time.sleep(max(0.0, start - time.time()))
             value = execute(self, context)
         except BaseException as exc:
-            (control / f"result-{tag}").write_text(json.dumps({"ok": False, "error": str(exc)}))
+            write_atomically(control / f"result-{tag}", json.dumps({"ok": False, "error": str(exc)}))
             raise
-        (control / f"result-{tag}").write_text(json.dumps({"ok": True, "value": value}))
+        write_atomically(control / f"result-{tag}", json.dumps({"ok": True, "value": value}))
         return value
 
     call = PioneerClient._call

@@ -618,8 +618,7 @@ def _wait_file(path: Path, children: list[subprocess.Popen[str]], limit: float =
             assert child.poll() is None, f"a racing process exited ({child.returncode}) before {path.name}"
         assert time.monotonic() < deadline, f"gave up waiting for {path.name}"
         time.sleep(0.01)
-    time.sleep(0.01)
-    return path.read_text()
+    return path.read_text()  # written atomically: complete once it exists
 
 
 def _check_race_outcome(emu: Any, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -649,6 +648,7 @@ def test_two_rotations_at_once_never_leave_a_revoked_key_stored(emu: Any, tmp_pa
     import time
 
     from tests.conftest import leaked_in
+    from tests.rotation_race import write_atomically
 
     set_metastore(bootstrap_document(emu))
     children = []
@@ -671,7 +671,7 @@ def test_two_rotations_at_once_never_leave_a_revoked_key_stored(emu: Any, tmp_pa
         )
 
     def release(tag: str, at: float) -> None:
-        (tmp_path / f"go-{tag}").write_text(repr(at))
+        write_atomically(tmp_path / f"go-{tag}", repr(at))
 
     def result(tag: str) -> dict[str, Any]:
         return dict(json.loads(_wait_file(tmp_path / f"result-{tag}", children)))

@@ -319,3 +319,29 @@ def test_shadowed_write_deletes_the_new_key_only_once_the_variable_is_restored(
         assert discarded == [new.name]
         assert variable.written == [("pioneer_api_key", before.raw)]
         assert "was restored" in message
+
+
+@pytest.mark.parametrize(
+    "held, revoked, failed",
+    [
+        (build_document(KEY, "x", None, []), ["y"], []),  # never the name the Variable holds now
+        (KEY, [], ["x", "y"]),  # a plain key: which key it is cannot be told, so nothing is proven unused
+    ],
+    ids=["document", "plain-key"],
+)
+def test_each_revocation_rereads_the_variable_and_spares_the_key_it_holds(
+    monkeypatch: pytest.MonkeyPatch, held: str, revoked: list[str], failed: list[str]
+) -> None:
+    op = PioneerKeyRotationOperator(task_id="rotate")
+    reads: list[int] = []
+    deleted: list[str] = []
+
+    def read(strict: bool = True) -> object:
+        reads.append(1)
+        return parse_stored(held)
+
+    monkeypatch.setattr(op, "_read_variable", read)
+    monkeypatch.setattr(op, "_delete_key", deleted.append)
+    assert op._revoke_names(["x", "new", "y", "x"], spare="new") == (revoked, failed)
+    assert deleted == revoked
+    assert len(reads) == 2  # once per candidate, right before it
