@@ -12,8 +12,9 @@ Modelled on how AWS Secrets Manager rotates a secret (create, test, promote, ret
 3. **verify** the new key answers an authenticated call; if not, delete it and change nothing;
 4. **store** it: the run's only Variable write, then read it back. Another rotation's key read
    back means a concurrent rotation won: this run deletes its own key, writes nothing, and
-   reports the key the Variable holds. Its own earlier value read back means a secrets backend
-   shadows the Variable: write back the value read before, delete the new key, fail;
+   reports the key the Variable holds. Its own earlier value read back means the write failed
+   (delete the new key, fail, write nothing) or a secrets backend shadows the Variable (write back
+   the value read before, delete the new key, fail);
 5. **revoke** the old key, names an earlier run left pending, and managed keys nobody holds that
    are older than ``orphan_grace_period`` (a young one may be a concurrent run's, not yet stored),
    with the NEW key; the Variable is re-read before each revocation and the key it holds is never
@@ -561,18 +562,23 @@ class PioneerKeyRotationOperator(BaseOperator):
         """The Variable reads back what preflight read: the write failed, or a backend shadows it."""
         env = f"AIRFLOW_VAR_{self.variable_key.upper()}"
         if write_error:
-            shadowed = f"Writing Variable {self.variable_key!r} failed ({write_error}) and it does not hold the new key."
-            fix = "Check that Airflow can write Variables (metastore, API server), then rerun."
-        else:
-            shadowed = (
-                f"Wrote Variable {self.variable_key!r} but a different value reads back: a secrets backend "
-                f"(an environment variable {env}, Vault, AWS Secrets Manager, ...) shadows it, so DAGs "
-                "would never see the new key."
+            # The write did not land (the Variable reads back unchanged). Nothing to put back: a
+            # write now could overwrite the key a concurrent rotation stored meanwhile.
+            _, outcome = self._discard(new.name)
+            raise AirflowException(
+                f"Writing Variable {self.variable_key!r} failed ({write_error}) and it does not hold the "
+                f"new key. {outcome} The stored key is unchanged. Check that Airflow can write Variables "
+                "(metastore, API server), then rerun."
             )
-            fix = (
-                "Remove the shadowing entry, or point variable_key and the connection's key_variable "
-                "at a Variable the rotation can own."
-            )
+        shadowed = (
+            f"Wrote Variable {self.variable_key!r} but a different value reads back: a secrets backend "
+            f"(an environment variable {env}, Vault, AWS Secrets Manager, ...) shadows it, so DAGs "
+            "would never see the new key."
+        )
+        fix = (
+            "Remove the shadowing entry, or point variable_key and the connection's key_variable "
+            "at a Variable the rotation can own."
+        )
         restored, how = self._restore_variable(pre.stored)
         if not restored:
             # The metastore may keep the new key: deleting it would leave a dead key there, to

@@ -345,3 +345,29 @@ def test_each_revocation_rereads_the_variable_and_spares_the_key_it_holds(
     assert op._revoke_names(["x", "new", "y", "x"], spare="new") == (revoked, failed)
     assert deleted == revoked
     assert len(reads) == 2  # once per candidate, right before it
+
+
+def test_a_failed_write_deletes_the_new_key_and_writes_nothing_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Writing back what preflight read could overwrite the key a concurrent rotation stored since.
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from airflow_provider_pioneer.operators import key_rotation
+
+    before = parse_stored(build_document(KEY, "old", None, []))
+    pre = key_rotation._Preflight(KEY, "Variable", before, "old", "Variable", ({"name": "old"},), ())
+    new = key_rotation._NewKey(
+        "pio_sk_unit_new_0123456789abcdef", "airflow-pioneer_api_key-20250101T000000000000Z", "t"
+    )
+    variable = _ShadowedVariable(writes_fail=True)
+    monkeypatch.setattr(key_rotation, "Variable", variable)
+    op = PioneerKeyRotationOperator(task_id="rotate")
+    monkeypatch.setattr(op, "_read_variable", lambda strict=True: before)  # the write did not land
+    discarded: list[str] = []
+    monkeypatch.setattr(op, "_discard", lambda name: (discarded.append(name), (True, "Key was deleted."))[1])
+
+    with pytest.raises(AirflowException, match=r"failed \(RuntimeError\)") as failure:
+        op._store("{}", new, pre)
+
+    assert not isinstance(failure.value, AirflowFailException)  # a metastore hiccup: retry
+    assert discarded == [new.name] and variable.written == []
+    assert "The stored key is unchanged" in str(failure.value)
