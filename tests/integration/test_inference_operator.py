@@ -98,7 +98,16 @@ def test_1000_texts_with_ids_in_order_with_the_emulators_answers(
     assert summary["requests"] == c["requests"]["POST /inference"] == 20
     assert summary["token_usage"] == c["tokens_billed"]
     logged = "".join(capfd.readouterr())
-    assert "Pioneer inference summary: 1000/1000 items written (1000 succeeded, 0 failed" in logged
+    assert (
+        "Pioneer inference summary: 1000/1000 items written (1000 succeeded, 0 failed, 0 from checkpoint)."
+        in logged
+    )
+    assert "  calls: 20 requests, 0 retries, 0 x 429;" in logged
+    # A few short lines, readable without scrolling sideways (the old summary was one ~330-char line).
+    messages = re.findall(r"\[info\s*\] (.*?)\s*\[airflow\.task", logged)
+    block = messages[messages.index(next(m for m in messages if m.startswith("Pioneer inference summary"))) :]
+    assert [m.split(":")[0] for m in block] == ["Pioneer inference summary", "  time", "  calls", "  output"]
+    assert all(len(m) <= 120 for m in messages), messages
     assert_no_key(emu, logged, json.dumps(ti.xcoms), json.dumps(records))
 
 
@@ -140,7 +149,9 @@ def test_faults_every_item_exactly_once_and_the_counts_add_up(
     logged = "".join(capfd.readouterr())
     # Progress at a steady cadence while the retries slow the run down.
     assert re.search(
-        r"Pioneer inference: \d+/1000 items \(.*%\), .* items/s, ETA \S+, \d+ requests, \d+ retries", logged
+        r"Pioneer inference: \d+/1000 items \(.*%\), .* items/s, ETA \S+; \d+ requests, \d+ retries, "
+        r"\d+ x 429; pace [\d,]+/min",
+        logged,
     )
     assert set(c["text_counts"].values()) == {1}
 
