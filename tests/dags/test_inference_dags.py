@@ -188,3 +188,128 @@ def test_killed_run_resumes_without_duplicates_and_resends_at_most_the_window(
     print(f"re-billed after the kill: {rebilled} texts (window {window_texts})")
     assert rebilled <= window_texts, f"{rebilled} texts billed twice; the window is {window_texts}"
     assert emu.api_key not in second.stdout + second.stderr
+
+
+def test_a_null_result_fails_the_first_try_and_airflows_retry_resumes_and_finishes(
+    emu: PioneerEmulator, tmp_path: Path
+) -> None:
+    """A 200 whose result holds null is not a success: nothing of that batch is written, the retry re-sends it."""
+    rows = write_input(tmp_path / "in.jsonl", 40, "null")
+    good = {"entities": {"person": []}}
+    emu.inject(
+        status=200, body={"result": [good, None, good, good, good], "token_usage": 5}, times=1, after=3
+    )
+    out = tmp_path / "out.jsonl"
+    dag = load_dag("pioneer_test_inference_retry")
+    dr = dag.test(run_conf={"input_path": str(tmp_path / "in.jsonl"), "output_path": str(out)})
+    (ti,) = task_instances(dr)
+    assert ti.state == "success" and ti.try_number == 2  # the first try stopped as retryable
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+    assert [r["result"] for r in records] == [emu.extract(r["text"], LABELS) for r in rows]
+    counts = emu.counters()["text_counts"]
+    assert all(counts[r["text"]] == 1 for r in rows)  # the answered part was not sent again
+    summary = json.loads(stored_xcoms_and_rendered(dag.dag_id, dr.run_id))["xcoms"][
+        "infer[-1].pioneer_summary"
+    ]
+    assert summary["skipped_from_checkpoint"] == 15 and summary["succeeded"] == 40
+
+
+def test_texts_from_an_upstream_task_that_returned_nothing_fail_saying_so(
+    emu: PioneerEmulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    dag = load_dag("pioneer_test_inference_upstream_none")
+    dr = dag.test()
+    states = {ti.task_id: (ti.state, ti.try_number) for ti in task_instances(dr)}
+    assert states == {"load_texts": ("success", 1), "infer": ("failed", 1)}  # a verdict: no retries
+    logged = "".join(capfd.readouterr())
+    assert "texts resolved to None: the upstream task that feeds it returned nothing" in logged
+    assert "Give exactly one of texts" not in logged
+    assert emu.counters()["requests"].get("POST /inference", 0) == 0
+
+
+def test_an_execution_timeout_checkpoints_what_is_done_and_nothing_is_sent_after_it(
+    emu: PioneerEmulator, tmp_path: Path
+) -> None:
+    rows = write_input(tmp_path / "in.jsonl", 400, "timeout")
+    emu.set_latency(300)  # 80 requests, 3 at a time: far longer than the task's 2 s timeout
+    out = tmp_path / "out.jsonl"
+    dag = load_dag("pioneer_test_inference_timeout")
+    dr = dag.test(run_conf={"input_path": str(tmp_path / "in.jsonl"), "output_path": str(out)})
+    (ti,) = task_instances(dr)
+    assert ti.state == "failed"
+    sent = emu.counters()["requests"]["POST /inference"]
+    time.sleep(1.0)  # longer than three requests on the wire: any worker still sending would show
+    assert emu.counters()["requests"]["POST /inference"] == sent
+    assert not out.exists()
+    checkpoint = json.loads((tmp_path / "out.jsonl.checkpoint.json").read_text())
+    partial = [json.loads(line) for line in (tmp_path / "out.jsonl.partial").read_text().splitlines()]
+    assert checkpoint["complete"] is False and 0 < checkpoint["records"] == len(partial) < len(rows)
+    assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
+
+
+_SIGTERM_CHILD = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {repo!r})
+    from tests.dags.support import load_dag
+    dag = load_dag("pioneer_test_inference_once")
+    dr = dag.test(run_conf={{"input_path": {input!r}, "output_path": {output!r}}})
+    print("TASK STATE", [ti.state for ti in dr.get_task_instances()])
+    """
+)
+
+
+def test_sigterm_stops_the_run_at_once_checkpoints_and_the_next_run_resumes(
+    tmp_path: Path, airflow_db: Path
+) -> None:
+    """What Airflow does on "mark failed" or a worker shutdown: SIGTERM, which calls on_kill."""
+    window_texts = 2 * 3 * 5  # batch_size=5, max_concurrency=3: the runner's window is 2 x 3 batches
+    n = 400
+    rows = write_input(tmp_path / "in.jsonl", n, "term")
+    out = tmp_path / "out.jsonl"
+    repo = str(Path(__file__).resolve().parents[2])
+    script = _SIGTERM_CHILD.format(repo=repo, input=str(tmp_path / "in.jsonl"), output=str(out))
+    with PioneerEmulator(latency_ms=20, rate_limit_per_minute=1200, subprocess=True) as emu:
+        env = dict(os.environ)
+        env["AIRFLOW_CONN_PIONEER_DEFAULT"] = json.dumps(
+            {"conn_type": "pioneer", "host": emu.url, "password": emu.api_key}
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while emu.counters()["inference_requests_committed"] < 25:
+                assert child.poll() is None, "the run ended before it could be stopped"
+                assert time.monotonic() < deadline, "the run made no progress"
+                time.sleep(0.05)
+            child.send_signal(signal.SIGTERM)  # the task runner's handler calls on_kill
+            sent_at_term = emu.counters()["requests"]["POST /inference"]
+            logged, _ = child.communicate(timeout=60)
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+        sent = emu.counters()["requests"]["POST /inference"]
+        # At most the requests that had passed the pacer when the signal came (max_concurrency).
+        assert sent - sent_at_term <= 3, (sent, sent_at_term)
+        assert "TASK STATE ['failed']" in logged
+        assert "Airflow stopped this task" in logged
+        assert not out.exists()
+        checkpoint = json.loads((tmp_path / "out.jsonl.checkpoint.json").read_text())
+        partial = [json.loads(line) for line in (tmp_path / "out.jsonl.partial").read_text().splitlines()]
+        assert 0 < checkpoint["records"] == len(partial) < n
+        assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
+
+        second = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+        )
+        assert "TASK STATE ['success']" in second.stdout, second.stdout[-3000:] + second.stderr[-3000:]
+        counts = emu.counters()["text_counts"]
+
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+    rebilled = sum(c - 1 for c in counts.values())
+    assert rebilled <= window_texts, f"{rebilled} texts billed twice; the window is {window_texts}"
+    assert emu.api_key not in logged + second.stdout + second.stderr
