@@ -297,8 +297,8 @@ class BatchRunner:
         pending: deque[Future[BatchResult]] = deque()
         source = iter(work)
         executor = ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="pioneer-batch")
+        exhausted = False
         try:
-            exhausted = False
             while True:
                 while not exhausted and len(pending) < self._window and not self._stop.is_set():
                     batch = next(source, None)
@@ -330,5 +330,5 @@ class BatchRunner:
             executor.shutdown(wait=False, cancel_futures=True)
         if self._fatal is not None:
             raise (TransientStop if self._fatal_is_transient else FatalStop)(self._fatal)
-        if self._stop.is_set() and pending:
+        if pending or not exhausted:  # stopped from outside, maybe before the first batch
             raise RunStopped

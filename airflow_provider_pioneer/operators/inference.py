@@ -269,6 +269,8 @@ class PioneerInferenceOperator(BaseOperator):
         return ListSink()
 
     def _warn_duplicates(self, source: Source) -> None:
+        from airflow_provider_pioneer.batching.inputs import DUPLICATE_CHECK_LIMIT
+
         if source.duplicate_ids:
             shown = ", ".join(repr(i) for i in source.first_duplicates)
             self.log.warning(
@@ -278,7 +280,10 @@ class PioneerInferenceOperator(BaseOperator):
                 shown,
             )
         if not source.duplicates_checked_all:
-            self.log.info("Ids were checked for duplicates up to the first million distinct ids only.")
+            self.log.info(
+                "Ids were checked for duplicates up to the first %s distinct ids only.",
+                f"{DUPLICATE_CHECK_LIMIT:,}",
+            )
 
     # -- the run ------------------------------------------------------------------------------------
 

@@ -353,3 +353,14 @@ def test_a_stop_from_outside_ends_the_run_without_waiting_for_requests_on_the_wi
     release.set()
     # Only what completed in order before the stop; the hanging request was not waited for.
     assert [r["id"] for r in got] == ["id-0", "id-1"]
+
+
+def test_a_stop_before_the_first_batch_is_not_a_complete_run() -> None:
+    """on_kill may come before anything was sent: the run must not look finished."""
+    api = FakeApi()
+    stop = threading.Event()
+    stop.set()
+    runner = BatchRunner(api, max_concurrency=2, window=4, stop=stop)
+    with pytest.raises(RunStopped):
+        list(runner.run(batches(_items(["a", "b", "c"]), 1)))
+    assert api.calls == []
