@@ -246,9 +246,13 @@ def test_an_execution_timeout_checkpoints_what_is_done_and_nothing_is_sent_after
     time.sleep(1.0)  # longer than three requests on the wire: any worker still sending would show
     assert emu.counters()["requests"]["POST /inference"] == sent
     assert not out.exists()
-    checkpoint = json.loads((tmp_path / "out.jsonl.checkpoint.json").read_text())
-    partial = [json.loads(line) for line in (tmp_path / "out.jsonl.partial").read_text().splitlines()]
-    assert checkpoint["complete"] is False and 0 < checkpoint["records"] == len(partial) < len(rows)
+    checkpoint = manifest_of(str(out))
+    partial = checkpointed_records(str(out))
+    assert (
+        checkpoint is not None
+        and checkpoint["complete"] is False
+        and 0 < checkpoint["records"] == len(partial) < len(rows)
+    )
     assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
 
 
@@ -293,9 +297,9 @@ def test_sigterm_stops_the_run_at_once_checkpoints_and_the_next_attempt_resumes(
     assert sent - sent_at_term[0] <= 3, (sent, sent_at_term)
     assert "Airflow stopped this task" in "".join(capfd.readouterr())
     assert not out.exists()
-    checkpoint = json.loads((tmp_path / "out.jsonl.checkpoint.json").read_text())
-    partial = [json.loads(line) for line in (tmp_path / "out.jsonl.partial").read_text().splitlines()]
-    assert 0 < checkpoint["records"] == len(partial) < n
+    checkpoint = manifest_of(str(out))
+    partial = checkpointed_records(str(out))
+    assert checkpoint is not None and 0 < checkpoint["records"] == len(partial) < n
     assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
 
     # The next attempt (same task settings, a faster pace) resumes from that checkpoint.

@@ -514,7 +514,7 @@ def test_null_or_malformed_results_are_not_written_and_are_sent_again_on_resume(
     assert not isinstance(info.value, AirflowFailException)  # an Airflow retry may succeed
     assert "result 1 of 5" in str(info.value) and "10 of 30 records are saved" in str(info.value)
     assert ti.xcoms["pioneer_summary"]["succeeded"] == 10 and ti.xcoms["pioneer_summary"]["failed"] == 0
-    assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl.partial")] == [r["id"] for r in rows[:10]]
+    assert [r["id"] for r in checkpointed_records(str(out))] == [r["id"] for r in rows[:10]]
 
     emu.clear_faults()  # the server is healthy again: the retry sends the unanswered items
     summary, _ = run(texts=rows, output_path=str(out), batch_size=5, max_concurrency=1)
@@ -566,9 +566,13 @@ def test_on_kill_stops_sending_at_once_and_checkpoints_what_is_done(
     (exc,) = raised
     assert isinstance(exc, AirflowException) and not isinstance(exc, AirflowFailException)
     assert "Airflow stopped this task" in str(exc)
-    checkpoint = json.loads((tmp_path / "out.jsonl.checkpoint.json").read_text())
-    partial = read_jsonl(tmp_path / "out.jsonl.partial")
-    assert checkpoint["complete"] is False and 0 < checkpoint["records"] == len(partial) < len(rows)
+    checkpoint = manifest_of(str(out))
+    partial = checkpointed_records(str(out))
+    assert (
+        checkpoint is not None
+        and checkpoint["complete"] is False
+        and 0 < checkpoint["records"] == len(partial) < len(rows)
+    )
     assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
     assert ti.xcoms["pioneer_summary"]["succeeded"] == len(partial)
 
