@@ -2,7 +2,8 @@
 
 * a throwaway AIRFLOW_HOME on SQLite under ``.demo/airflow`` (wiped at each start: the emulator's
   keys live in memory, so a kept Variable would hold a key the new emulator does not know);
-* the Pioneer emulator on 127.0.0.1:8090 (or a free port), ``pioneer_default`` pointed at it;
+* the Pioneer emulator on 127.0.0.1:8090 (or a free port), and ``pioneer_default`` pointed at it,
+  stored in the metastore (Admin -> Connections shows it, and an edit there takes effect);
 * no login (SimpleAuthManager with every user admin), DAGs unpaused at creation, a pool
   ``pioneer`` (4 slots) that the batch DAG's inference shards run in;
 * Ctrl-C (or SIGTERM) stops standalone and all its components, then the emulator.
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from local_env import REPO, Emulator, airflow_env, fresh_dir, port_is_free, run_logged
+from local_env import REPO, Emulator, airflow_env, fresh_dir, port_is_free, run_logged, setup_airflow_home
 
 HOME = REPO / ".demo" / "airflow"
 POOL, POOL_SLOTS = "pioneer", 4
@@ -106,7 +107,7 @@ def main() -> int:
         emulator.start()
         print(f"Pioneer emulator on {emulator.url}", flush=True)
         base_url = f"http://127.0.0.1:{ui_port}"
-        env = airflow_env(home / "airflow_home", home / "output", emulator)
+        env = airflow_env(home / "airflow_home", home / "output")
         env.update(
             {
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -120,14 +121,15 @@ def main() -> int:
                 "AIRFLOW__CORE__PARALLELISM": "8",
             }
         )
-        print("airflow db migrate, pool 'pioneer' ...", flush=True)
-        for cmd, name in (
-            ([airflow, "db", "migrate"], "db-migrate"),
-            ([airflow, "pools", "set", POOL, str(POOL_SLOTS), "Pioneer account-wide concurrency"], "pool"),
-        ):
-            if run_logged(cmd, env, logs / f"{name}.log", timeout=180) != 0:
-                print(f"FAILED: {' '.join(cmd[1:3])} (see {logs / name}.log)", file=sys.stderr)
-                return 1
+        print("airflow db migrate, connection 'pioneer_default', pool 'pioneer' ...", flush=True)
+        failed = setup_airflow_home(env, emulator, logs)
+        if failed:
+            print(f"FAILED: {failed}", file=sys.stderr)
+            return 1
+        pool = [airflow, "pools", "set", POOL, str(POOL_SLOTS), "Pioneer account-wide concurrency"]
+        if run_logged(pool, env, logs / "pool.log", timeout=180) != 0:
+            print(f"FAILED: airflow pools set (see {logs / 'pool.log'})", file=sys.stderr)
+            return 1
 
         # Its own session: a terminal Ctrl-C reaches only this script, which stops things in order.
         proc = subprocess.Popen([airflow, "standalone"], env=env, start_new_session=True)
@@ -141,7 +143,7 @@ def main() -> int:
             + "\nDAGs            pioneer_batch_inference, pioneer_key_rotation (unpaused);"
             + "\n                pioneer_entity_report runs after each batch run (asset-triggered)"
             + f"\nPioneer         emulator on {emulator.url} ({per_text_ms} ms per text);"
-            + " connection pioneer_default points at it"
+            + " connection pioneer_default (Admin > Connections) points at it"
             + f"\nOutput          {home / 'output'}"
             + "\nCtrl-C stops Airflow and the emulator.\n"
             + "=" * 72,

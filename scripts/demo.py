@@ -1,7 +1,8 @@
 """``make demo``: both example DAGs end to end against the local Pioneer emulator, no account, no network.
 
 1. a throwaway AIRFLOW_HOME on SQLite under ``.demo/demo`` (wiped each run), ``airflow db migrate``;
-2. the emulator on a free loopback port, ``pioneer_default`` pointed at it (AIRFLOW_CONN_PIONEER_DEFAULT);
+2. the emulator on a free loopback port, ``pioneer_default`` pointed at it (in the metastore, as
+   ``make airflow`` does);
 3. ``airflow dags test pioneer_key_rotation``: a new key is created, stored in the Variable
    ``pioneer_api_key`` and the emulator's bootstrap key revoked;
 4. ``airflow dags test pioneer_batch_inference``: 304 news sentences in 4 mapped shards, with the
@@ -24,7 +25,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from local_env import REPO, ROTATED_KEY_VARIABLE, Emulator, airflow_env, fresh_dir, run_logged
+from local_env import (
+    REPO,
+    ROTATED_KEY_VARIABLE,
+    Emulator,
+    airflow_env,
+    fresh_dir,
+    run_logged,
+    setup_airflow_home,
+)
 
 DEMO = REPO / ".demo" / "demo"
 DAGS = ("pioneer_key_rotation", "pioneer_batch_inference")
@@ -172,12 +181,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with Emulator(port=0) as emulator:
         _say(f"Pioneer emulator on {emulator.url} (stopped when the demo ends)")
-        env = airflow_env(home / "airflow", output, emulator)
+        env = airflow_env(home / "airflow", output)
         airflow = str(Path(sys.executable).with_name("airflow"))
 
-        _say("airflow db migrate ...")
-        if run_logged([airflow, "db", "migrate"], env, logs / "db-migrate.log", timeout=120) != 0:
-            _say(f"FAILED: airflow db migrate (see {logs / 'db-migrate.log'})")
+        _say("airflow db migrate, connection pioneer_default ...")
+        failed = setup_airflow_home(env, emulator, logs)
+        if failed:
+            _say(f"FAILED: {failed}")
             return 1
 
         logical_date = datetime.now(UTC).replace(microsecond=0).isoformat()

@@ -138,20 +138,52 @@ class Emulator:
             control.close()
 
 
-def airflow_env(home: Path, output: Path, emulator: Emulator) -> dict[str, str]:
-    """Environment for every ``airflow`` child: SQLite in ``home``, the example DAGs, ``pioneer_default``."""
+CONN_ID = "pioneer_default"
+
+#: Adds the connection through Airflow's own model, reading it as JSON on stdin: the key never sits
+#: on a command line (``ps``), and the row is what Admin -> Connections shows and edits.
+_ADD_CONNECTION = """
+import json, sys
+from airflow.models.connection import Connection
+from airflow.utils.session import create_session
+spec = json.load(sys.stdin)
+with create_session() as session:
+    old = session.query(Connection).filter_by(conn_id=spec["conn_id"]).one_or_none()
+    if old is not None:
+        session.delete(old)
+        session.flush()
+    session.add(Connection(**spec))
+print("Added connection", spec["conn_id"])
+"""
+
+
+def pioneer_connection(emulator: Emulator) -> dict[str, object]:
+    """``pioneer_default`` as the metastore keeps it: the emulator's URL and bootstrap key."""
+    return {
+        "conn_id": CONN_ID,
+        "conn_type": "pioneer",
+        "host": emulator.url,
+        "password": emulator.api_key,
+        # Airflow 3.3's connection list sends "port": 0 to its Test button for a port stored empty
+        # (Number(null) in the UI) and then refuses the test as "a different endpoint" (Bad Request).
+        # 0 is what the UI means by "no port", and the hook ignores a port of 0.
+        "port": 0,
+        # key_name lets the first rotation revoke the bootstrap key; key_variable makes every
+        # task pick up the key the rotation stores.
+        "extra": json.dumps({"key_name": BOOTSTRAP_KEY_NAME, "key_variable": ROTATED_KEY_VARIABLE}),
+    }
+
+
+def airflow_env(home: Path, output: Path) -> dict[str, str]:
+    """Environment for every ``airflow`` child: SQLite in ``home``, the example DAGs.
+
+    No ``AIRFLOW_CONN_*``: ``pioneer_default`` lives in the metastore (:func:`setup_airflow_home`),
+    where the UI shows it and an edit there takes effect (an environment variable would win over it).
+    """
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))
-    }
-    connection = {
-        "conn_type": "pioneer",
-        "host": emulator.url,
-        "password": emulator.api_key,
-        # key_name lets the first rotation revoke the bootstrap key; key_variable makes every
-        # task pick up the key the rotation stores.
-        "extra": {"key_name": BOOTSTRAP_KEY_NAME, "key_variable": ROTATED_KEY_VARIABLE},
     }
     env.update(
         {
@@ -160,13 +192,34 @@ def airflow_env(home: Path, output: Path, emulator: Emulator) -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-            "AIRFLOW_CONN_PIONEER_DEFAULT": json.dumps(connection),
             "PIONEER_EXAMPLE_OUTPUT": str(output),
             "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
             "PYTHONUNBUFFERED": "1",
         }
     )
     return env
+
+
+def setup_airflow_home(env: dict[str, str], emulator: Emulator, logs: Path) -> str | None:
+    """``airflow db migrate``, then ``pioneer_default`` into the metastore; returns what failed, or None."""
+    airflow = str(BIN / "airflow")
+    if run_logged([airflow, "db", "migrate"], env, logs / "db-migrate.log", timeout=180) != 0:
+        return f"airflow db migrate (see {logs / 'db-migrate.log'})"
+    log_path = logs / "connection.log"
+    with log_path.open("w") as log:
+        added = subprocess.run(
+            [str(BIN / "python"), "-c", _ADD_CONNECTION],
+            input=json.dumps(pioneer_connection(emulator)),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    if added.returncode != 0:
+        return f"adding connection {CONN_ID} (see {log_path})"
+    return None
 
 
 def run_logged(

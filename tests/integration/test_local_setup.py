@@ -1,0 +1,100 @@
+"""``make airflow`` / ``make demo`` setup: ``pioneer_default`` in the metastore, and its Test button.
+
+One throwaway Airflow home for the module: ``airflow db migrate`` and the connection, added by the
+scripts' own ``setup_airflow_home``; then the REST API in a child process, as the UI calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_pioneer.testing import PioneerEmulator
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import local_env  # noqa: E402
+
+CHILD = Path(__file__).with_name("connection_test_child.py")
+
+
+@pytest.fixture(scope="module")
+def local_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PioneerEmulator, dict[str, str]]]:
+    home = tmp_path_factory.mktemp("local-airflow")
+    logs = home / "logs"
+    logs.mkdir()
+    with PioneerEmulator() as emu:
+        env = local_env.airflow_env(home / "airflow_home", home / "output")
+        # The suite's own Fernet key, so the child processes agree on how the password is encrypted.
+        env["AIRFLOW__CORE__FERNET_KEY"] = local_env.os.environ["AIRFLOW__CORE__FERNET_KEY"]
+        env["PYTHONPATH"] = str(REPO)
+        failed = local_env.setup_airflow_home(env, emu, logs)  # type: ignore[arg-type]
+        assert failed is None, failed
+        yield emu, env
+
+
+def _airflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(local_env.BIN / "airflow"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _press_test(env: dict[str, str], *typed_keys: str) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [sys.executable, str(CHILD), "pioneer_default", *typed_keys],
+        env={**env, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"status_code"')]
+
+
+def test_pioneer_default_is_in_the_metastore_not_the_environment(
+    local_home: tuple[PioneerEmulator, dict[str, str]],
+) -> None:
+    emu, env = local_home
+    assert not [name for name in env if name.startswith("AIRFLOW_CONN_")]
+    got = _airflow(env, "connections", "get", "pioneer_default", "-o", "json")
+    assert got.returncode == 0, got.stderr[-2000:]
+    (conn,) = json.loads(got.stdout)
+    assert conn["conn_type"] == "pioneer"
+    assert conn["host"] == emu.url
+    assert conn["extra_dejson"] == {"key_name": "bootstrap", "key_variable": "pioneer_api_key"}
+    assert conn["password"] == emu.api_key
+    # What the 3.3 UI's Test button sends for "no port" (see local_env.pioneer_connection).
+    assert str(conn["port"]) == "0"
+    # An edit in the UI is what tasks get: nothing in the environment overrides the row.
+    listed = _airflow(env, "connections", "list", "-o", "json")
+    assert [c["conn_id"] for c in json.loads(listed.stdout)] == ["pioneer_default"]
+
+
+def test_the_ui_test_button_succeeds_and_a_bad_key_fails_clearly(
+    local_home: tuple[PioneerEmulator, dict[str, str]],
+) -> None:
+    _, env = local_home
+    pressed, bad = _press_test(env, "pio_sk_not-a-real-key-0000")
+    assert pressed["sent_port"] == 0
+    assert pressed["status_code"] == 200, pressed
+    assert pressed["body"]["status"] is True, pressed
+    assert "the key is valid" in pressed["body"]["message"]
+
+    assert bad["status_code"] == 200, bad
+    assert bad["body"]["status"] is False
+    message = bad["body"]["message"]
+    assert "401" in message or "key" in message.lower(), message
+    assert "not-a-real-key" not in message
