@@ -106,13 +106,17 @@ def pioneer_batch_inference() -> None:
             lines = (line for line in f if line.strip())
             for index in range(shards):
                 shard_in = run_dir / "input" / f"shard-{index:03d}.jsonl"
+                count = 0
                 with shard_in.open("w") as out:
                     for _, line in zip(range(per_shard), lines, strict=False):
                         out.write(line if line.endswith("\n") else line + "\n")
+                        count += 1
                 plan.append(
                     {
                         "input_path": str(shard_in),
                         "output_path": str(run_dir / "entities" / f"shard-{index:03d}.jsonl"),
+                        # The mapped task's name in the UI (map_index_template below), not 0, 1, 2...
+                        "map_label": f"shard {index} · {count:,} texts",
                     }
                 )
         log.info("Split %d records from %s into %d shards under %s", total, INPUT_URL, len(plan), run_dir)
@@ -134,6 +138,7 @@ def pioneer_batch_inference() -> None:
         requests_per_minute=1200 / PARALLEL_SHARDS,
         pool=POOL,
         progress_interval=5.0,  # a progress line every 5 s in the task log (default 15)
+        map_index_template="{{ task.map_label }}",  # each shard's "map_label" from split_input's plan
     ).expand_kwargs(shards)
 
     @task(outlets=[NEWS_ENTITIES])

@@ -78,6 +78,9 @@ class PioneerInferenceOperator(BaseOperator):
     :param max_failed_ratio: share of items that may fail before the task fails (0: none may).
     :param pioneer_conn_id: the Pioneer connection.
     :param progress_interval: seconds between progress lines in the task log.
+    :param map_label: a name for this task instance, not sent anywhere; mapped shards show it in the UI
+        instead of 0, 1, 2... with ``map_index_template="{{ task.map_label }}"``
+        (e.g. ``expand_kwargs`` dicts carrying ``"map_label": "shard 2 · 10,000 texts"``).
     """
 
     template_fields: Sequence[str] = (
@@ -116,6 +119,7 @@ class PioneerInferenceOperator(BaseOperator):
         max_failed_ratio: float = 0.0,
         pioneer_conn_id: str = PioneerHook.default_conn_name,
         progress_interval: float = 15.0,
+        map_label: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -154,6 +158,7 @@ class PioneerInferenceOperator(BaseOperator):
         self.max_failed_ratio = float(max_failed_ratio)
         self.pioneer_conn_id = pioneer_conn_id
         self.progress_interval = float(progress_interval)
+        self.map_label = map_label
 
     @cached_property
     def stop_event(self) -> threading.Event:

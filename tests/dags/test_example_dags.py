@@ -58,6 +58,18 @@ def _task_states(dag_run: Any) -> dict[str, str]:
         return {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in tis}
 
 
+def _rendered_map_indexes(dag_run: Any) -> dict[int, str | None]:
+    """The mapped inference shards' names as the UI shows them (``rendered_map_index``)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter_by(
+            dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id="extract_entities"
+        )
+        return {ti.map_index: ti.rendered_map_index for ti in tis}
+
+
 def _return_value(dag_id: str, run_id: str, task_id: str) -> Any:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -195,6 +207,13 @@ def test_rotation_then_sharded_batch_on_the_rotated_key(
         "extract_entities[1]": "success",
         "extract_entities[2]": "success",
         "aggregate_entities[-1]": "success",
+    }
+    # Each shard is named in the UI by its label (map_index_template), rendered from the plan.
+    n_inputs = sum(1 for line in SAMPLE.read_text().splitlines() if line.strip())
+    per_shard = -(-n_inputs // 3)
+    sizes = [per_shard, per_shard, n_inputs - 2 * per_shard]
+    assert _rendered_map_indexes(batch_run) == {
+        i: f"shard {i} · {size:,} texts" for i, size in enumerate(sizes)
     }
     # Only the rotated key was used: the connection's password is revoked, so a 401 would show it.
     assert "401" not in emu.counters()["statuses"]
