@@ -86,9 +86,7 @@ def test_file_dag_run_writes_every_record_and_pushes_summary_and_link(
     stored = json.loads(stored_xcoms_and_rendered(dag.dag_id, dr.run_id))
     summary = stored["xcoms"]["infer[-1].pioneer_summary"]
     assert summary["total"] == summary["succeeded"] == 60 and summary["requests"] == 12
-    assert stored["xcoms"]["infer[-1]._link_PioneerModelLink"] == (
-        "https://agent.pioneer.ai/models/fastino/gliner2-base-v1"
-    )
+    assert stored["xcoms"]["infer[-1]._link_PioneerModelLink"] == "https://docs.pioneer.ai/concepts/models"
     assert emu.api_key not in json.dumps(stored)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_pioneer.batching.progress import Progress
-from airflow_provider_pioneer.links import PioneerModelLink, model_url
+from airflow_provider_pioneer.links import PioneerModelLink
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 
 
@@ -39,13 +39,15 @@ def test_public_parameters_and_template_fields() -> None:
         0,
     )
     assert op.pioneer_conn_id == "pioneer_default"
-    assert [link.name for link in op.operator_extra_links] == ["Pioneer model"]
+    assert [link.name for link in op.operator_extra_links] == ["Pioneer models"]
 
 
-def test_model_link_points_at_the_console_page() -> None:
-    op = PioneerInferenceOperator(task_id="t", model_id="job_abc 123", texts=["x"], entities=["p"])
-    assert PioneerModelLink().get_link(op, ti_key=None) == "https://agent.pioneer.ai/models/job_abc%20123"  # type: ignore[arg-type]
-    assert model_url("fastino/gliner2-base-v1") == "https://agent.pioneer.ai/models/fastino/gliner2-base-v1"
+def test_model_link_points_at_the_documented_models_page() -> None:
+    # Pioneer documents no per-model console page (only /settings/api-keys and /credits), so the
+    # link is the docs' Models page, whatever the model: never a guessed console path.
+    for model_id in ("job_abc 123", "fastino/gliner2-base-v1"):
+        op = PioneerInferenceOperator(task_id="t", model_id=model_id, texts=["x"], entities=["p"])
+        assert PioneerModelLink().get_link(op, ti_key=None) == "https://docs.pioneer.ai/concepts/models"  # type: ignore[arg-type]
 
 
 class _Log:
