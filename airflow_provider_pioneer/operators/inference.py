@@ -399,6 +399,17 @@ class PioneerInferenceOperator(BaseOperator):
 
         return rate
 
+    # -- lineage ------------------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Input and output files as OpenLineage datasets, the model as the ``pioneer`` run facet.
+
+        Called by the OpenLineage provider's listener when it is installed; ``None`` without it.
+        """
+        from airflow_provider_pioneer.lineage import operator_lineage
+
+        return operator_lineage(self.input_path, self.output_path, self.model_id)
+
     # -- reporting ----------------------------------------------------------------------------------
 
     def _finish(
