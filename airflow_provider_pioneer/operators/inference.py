@@ -334,6 +334,8 @@ class PioneerInferenceOperator(BaseOperator):
         )
         sink = self._sink(context, source.total, fingerprint)
         skipped = sink.counts.records
+        # What the checkpoint already held: metrics count only this attempt's work.
+        before = (sink.counts.succeeded, sink.counts.failed, sink.counts.token_usage)
         already_complete = bool(getattr(sink, "already_complete", False))
         if already_complete:
             self.log.info(
@@ -380,6 +382,7 @@ class PioneerInferenceOperator(BaseOperator):
             # then holds exactly what is written, and a later attempt resumes there.
             sink.close(complete=complete)
         summary = self._finish(context, sink, source, skipped, stats(), progress)
+        self._emit_metrics(context, sink, before, summary)
         if stopped is not None:
             raise self._stopped_error(stopped, sink, source.total)
         self._check_failures(sink, source.total)
@@ -465,6 +468,24 @@ class PioneerInferenceOperator(BaseOperator):
             self.log.info("  duplicate ids: %d inputs repeat an earlier id", source.duplicate_ids)
         self.log.info("  output: %s", summary["output_path"] or "the task's return value")
         return summary
+
+    @staticmethod
+    def _emit_metrics(
+        context: Context, sink: Sink, before: tuple[int, int, int], summary: dict[str, Any]
+    ) -> None:
+        from airflow_provider_pioneer.metrics import emit_inference, task_tags
+
+        counts = sink.counts
+        emit_inference(
+            {
+                "texts_succeeded": counts.succeeded - before[0],
+                "texts_failed": counts.failed - before[1],
+                "tokens": counts.token_usage - before[2],
+                "requests": summary["requests"],
+                "rate_limited": summary["rate_limited"],
+            },
+            task_tags(context),
+        )
 
     def _saved(self, sink: Sink, total: int, resumes: str) -> str:
         done = sink.counts.records

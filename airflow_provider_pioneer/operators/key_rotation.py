@@ -216,7 +216,11 @@ class PioneerKeyRotationOperator(BaseOperator):
         # A retry in the same process must not reuse a client holding the key of an earlier try.
         self.__dict__.pop("hook", None)
         try:
-            return self._rotate()
+            result = self._rotate()
+            from airflow_provider_pioneer.metrics import emit_key_age, task_tags
+
+            emit_key_age(result.get("created_at"), task_tags(context))
+            return result
         finally:
             for client in (self._current, self._fresh):
                 if client is not None:
