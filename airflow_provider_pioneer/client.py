@@ -319,6 +319,7 @@ class PioneerClient:
                 self.stats.record()
                 raise
             self.stats.record(status=response.status_code)
+            self.pacer.observe(response.status_code, response.headers)
             try:
                 return self._handle(response, state)
             except PioneerAuthError:
