@@ -25,7 +25,8 @@ LABELS = ["person", "organization", "location"]
 
 @pytest.fixture
 def emu(monkeypatch: pytest.MonkeyPatch, airflow_db: Path) -> Iterator[PioneerEmulator]:
-    with PioneerEmulator(latency_ms=5, rate_limit_per_minute=1200) as e:
+    # The June 2026 API (1,200 rpm per key): these runs were calibrated on it.
+    with PioneerEmulator(latency_ms=5, rate_limit_per_minute=1200, api_profile="legacy") as e:
         monkeypatch.setenv(
             "AIRFLOW_CONN_PIONEER_DEFAULT",
             json.dumps({"conn_type": "pioneer", "host": e.url, "password": e.api_key}),
@@ -150,7 +151,9 @@ def test_killed_run_resumes_without_duplicates_and_resends_at_most_the_window(
     out = tmp_path / "out.jsonl"
     repo = str(Path(__file__).resolve().parents[2])
     script = _CHILD.format(repo=repo, input=str(tmp_path / "in.jsonl"), output=str(out))
-    with PioneerEmulator(latency_ms=20, rate_limit_per_minute=1200, subprocess=True) as emu:
+    with PioneerEmulator(
+        latency_ms=20, rate_limit_per_minute=1200, subprocess=True, api_profile="legacy"
+    ) as emu:
         env = dict(os.environ)
         env["AIRFLOW_CONN_PIONEER_DEFAULT"] = json.dumps(
             {"conn_type": "pioneer", "host": emu.url, "password": emu.api_key}
