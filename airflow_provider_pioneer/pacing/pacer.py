@@ -129,6 +129,7 @@ class Pacer:
                 blocked_until = max(self._gate_until, control.not_before(now))
                 reserve = blocked_until <= now
                 rate = control.rate(now) if reserve else None
+                reset = None
                 if not reserve:
                     # Closed by a Retry-After or a spent budget: wait for it to open and only then
                     # take a slot, so the threads it held do not all leave at the instant it ends.
@@ -136,7 +137,7 @@ class Pacer:
                 elif rate is not None:
                     # GCRA: `tat` is when this request would leave at a perfectly steady rate;
                     # it may leave up to `burst - 1` intervals early.
-                    interval = 1.0 / rate
+                    interval = control.spacing(rate)
                     tat = max(self._next_slot, now)
                     reset = control.reset_at(now)
                     if reset is not None:
@@ -150,6 +151,8 @@ class Pacer:
                     return False
                 if reserve and rate is not None:
                     self._next_slot = tat + interval
+                    if reset is not None:
+                        self._next_slot = min(self._next_slot, max(reset, tat))
             wait = start - self._clock()
             if wait > 0:
                 self._sleep(wait)
@@ -168,8 +171,9 @@ class Pacer:
         info = parse_rate_limit_headers(headers, self._wall_clock)
         if info is None:
             return
+        sent_at = getattr(self._local, "sent_at", None)
         with self._lock:
-            self._control.on_headers(info, self._clock())
+            self._control.on_headers(info, self._clock(), sent_at)
 
     def on_success(self) -> None:
         """A request succeeded: the pace may grow."""

@@ -74,7 +74,7 @@ class StaticRate:
     def spacing(self, rate: float) -> float:
         return 1.0 / rate
 
-    def on_headers(self, info: RateLimitHeaders, now: float) -> None:
+    def on_headers(self, info: RateLimitHeaders, now: float, sent_at: float | None = None) -> None:
         pass
 
     def on_success(self, now: float, sent_at: float | None) -> None:
@@ -92,7 +92,7 @@ class StaticRate:
 
 
 class AdaptiveRate:
-    """The default pace: the server's budget when it tells it, 429 feedback always (module docstring).
+    """The default pace: the server's budget when it tells it, congestion feedback always (module docstring).
 
     Rates are in requests per second.
 
@@ -101,28 +101,46 @@ class AdaptiveRate:
     :param rng: random source for the jitter.
     """
 
-    #: Multiplicative decrease per 429 episode.
+    #: Multiplicative decrease per congestion episode.
     DECREASE = 0.85
-    #: Never below this fraction of where the pace started (one request every ~12 s at 5,000 rpm).
+    #: Never below this fraction of the top pace (one request every ~12 s at 5,000 rpm).
     FLOOR_FRACTION = 1 / 1000
+    #: Slow start: the pace starts at this fraction of the top...
+    SLOW_START_FRACTION = 1 / 16
+    #: ...and grows by this relative amount per second of successes (doubles every quarter second).
+    SLOW_START_GROWTH = math.log(2) / 0.25
     #: Relative growth per second of successes while probing above the last rate that worked.
     GROWTH = 0.005
-    #: Constant growth per second, as a fraction of the start rate: what makes shares converge.
-    ABS_GROWTH = 0.0005
+    #: Constant growth per second, as a fraction of the top pace: what makes shares converge.
+    ABS_GROWTH = 0.002
     #: Relative growth per second on the way back to the last rate that worked.
-    RECOVERY = 0.15
-    #: Probing speeds up by one ``GROWTH`` for every this many seconds without a 429.
-    PROBE_ACCELERATION_S = 5.0
+    RECOVERY = 0.05
+    #: Probing doubles its speed for every this many seconds without congestion...
+    PROBE_DOUBLING_S = 1.0
+    #: ...up to this many times ``GROWTH`` (a task left alone takes over the freed budget in seconds).
+    PROBE_MAX_SPEEDUP = 100.0
     #: Successes older than this are not counted in the delivered rate.
     DELIVERY_WINDOW_S = 2.0
     #: A task that delivered less than this share of its pace was crowded out: drop to what it delivered.
     CROWDED = 0.5
     #: Extra hold after a ``Retry-After``, at most this fraction of it (so tasks held together part).
     GATE_JITTER = 0.25
-    #: Each pacing interval is drawn within this fraction of its mean.
+    #: Each pacing interval is drawn within this fraction of its mean (tasks do not lock in step).
     SPACING_JITTER = 0.2
-    #: Requests of the announced budget left unspent (the announcement is a round trip old).
+    #: Requests of an announced window budget left unspent (the announcement is a round trip old).
     HEADER_MARGIN = 2.0
+    #: A refilling budget (a token bucket) below this share of its size is congestion.
+    LOW_WATER = 0.15
+    #: A refilling budget above this share of its size has room to spare...
+    HIGH_WATER = 0.5
+    #: ...and the pace grows by this fraction of the top pace per second while it does.
+    AMPLE_GROWTH = 0.05
+    #: A refilling budget still low this long after a decrease calls for another one.
+    LOW_REPEAT_S = 1.0
+    #: Resets this close are whole seconds rounded up: too coarse to spread a budget over.
+    MIN_SPREAD_S = 2.0
+    #: How far back the level's fall is measured.
+    SLOPE_WINDOW_S = 0.5
     #: Header budgets older than this are not trusted any more.
     HEADER_TTL_S = 120.0
 
@@ -136,33 +154,47 @@ class AdaptiveRate:
         if ceiling is not None and not ceiling > 0:
             raise ValueError("requests_per_minute must be positive (or None to adapt by itself).")
         self.ceiling = ceiling
-        self._documented = documented
-        #: Upper bound of the 429-feedback pace: the ceiling, else the documented or advertised limit.
+        #: Upper bound of the feedback pace: the ceiling, else the documented or advertised limit.
         self.top = ceiling if ceiling is not None else documented
         self.floor = self.top * self.FLOOR_FRACTION
-        self.aimd = self.top
+        self.aimd = self.top * self.SLOW_START_FRACTION
+        self.slow_start = True
         self._rng = rng or random.Random()
         self._last_decrease = -math.inf
-        self._good: float | None = None  # the rate last known to work (delivered before a 429)
+        self._good: float | None = None  # the rate last known to work (delivered before congestion)
         self._above_since: float | None = None  # when the pace passed ``_good`` again
         self._deliveries: deque[float] = deque()
         self._first_send: float | None = None
         self.decreases = 0
-        # Latest header budget: remaining at `_seen_at`, whole again at `_reset`.
+        # Latest header budget: `_remaining` at `_seen_at`, whole again at `_reset`.
         self._remaining: float | None = None
         self._reset: float | None = None
         self._seen_at = -math.inf
         self._resume_jitter = 0.0
         self._advertised: float | None = None
+        self._capacity = 0.0  # largest budget seen: the window's size, or the bucket's
+        #: The budget refills as it goes (a token bucket), rather than all at once at the reset.
+        self.refilling = False
+        self._low_episode = False
+        self._ample = False  # a refilling budget with room to spare
+        self._refill_like = False
+        self._levels: deque[tuple[float, float]] = deque()  # (time, remaining) of the last moments
 
     # -- the pace -------------------------------------------------------------------------------
 
-    def _headers_fresh(self, now: float) -> bool:
-        return self._reset is not None and now - self._seen_at <= self.HEADER_TTL_S and now < self._reset
+    def _window_budget(self, now: float) -> bool:
+        """A fresh budget of a fixed window: spend it evenly until its reset."""
+        return (
+            not self.refilling
+            and self._reset is not None
+            and now - self._seen_at <= self.HEADER_TTL_S
+            and now < self._reset
+            and self._reset - self._seen_at > self.MIN_SPREAD_S
+        )
 
     def header_rate(self, now: float) -> float | None:
-        """``remaining / time to reset``, capped at the advertised average; ``None`` without a fresh budget."""
-        if not self._headers_fresh(now) or self._remaining is None or self._reset is None:
+        """``remaining / time to reset``, capped at the advertised average; ``None`` without a window budget."""
+        if not self._window_budget(now) or self._remaining is None or self._reset is None:
             return None
         cap = self._advertised if self._advertised is not None else self.top
         if self._remaining < 1:
@@ -183,15 +215,15 @@ class AdaptiveRate:
         return max(self.floor, pace)
 
     def not_before(self, now: float) -> float:
-        """No send before this: the reset (plus jitter), while the server's budget is spent."""
-        if self._headers_fresh(now) and self._remaining is not None and self._remaining < 1:
+        """No send before this: the reset (plus jitter), while a window's budget is spent."""
+        if self._window_budget(now) and self._remaining is not None and self._remaining < 1:
             assert self._reset is not None
             return self._reset + self._resume_jitter
         return now
 
     def reset_at(self, now: float) -> float | None:
-        """When the server's budget is whole again: no pacing slot needs to wait past it."""
-        return self._reset + self._resume_jitter if self._headers_fresh(now) and self._reset else None
+        """When a window's budget is whole again: no pacing slot needs to wait past it."""
+        return self._reset + self._resume_jitter if self._window_budget(now) and self._reset else None
 
     def gate_jitter(self, seconds: float) -> float:
         """Extra seconds to hold after a ``Retry-After`` of ``seconds``, so held tasks do not restart together."""
@@ -209,8 +241,10 @@ class AdaptiveRate:
             return "ceiling"
         if by_headers is not None and by_headers <= aimd:
             return "server headers"
+        if self.slow_start:
+            return "starting"
         if self.decreases:
-            return "429 feedback"
+            return "server headers" if self.refilling else "429 feedback"
         return "advertised limit" if self._advertised is not None else "documented limit"
 
     def describe(self, now: float) -> str:
@@ -221,23 +255,55 @@ class AdaptiveRate:
 
     # -- signals --------------------------------------------------------------------------------
 
-    def on_headers(self, info: RateLimitHeaders, now: float) -> None:
+    def on_headers(self, info: RateLimitHeaders, now: float, sent_at: float | None = None) -> None:
         """A response announced the account's budget."""
         if info.limit is not None:
             advertised = info.limit / (info.window or DEFAULT_WINDOW_SECONDS)
             self._advertised = advertised
             if self.ceiling is None and advertised != self.top:
                 # The server knows this account's limit better than the docs do.
-                self.aimd = advertised if self.aimd >= self.top else min(self.aimd, advertised)
+                self.aimd = min(self.aimd * advertised / self.top, advertised)
                 self.top = advertised
+                self.floor = self.top * self.FLOOR_FRACTION
         reset = now + info.reset_in
-        if self._reset is None or abs(reset - self._reset) > 0.5 or info.remaining < 1:
+        previous, previous_reset = self._remaining, self._reset
+        if (
+            previous is not None
+            and previous_reset is not None
+            and info.remaining >= previous + 2
+            and now < previous_reset - 0.5
+        ):
+            # More budget than a moment ago, long before the announced reset: it refills as it goes.
+            self.refilling = True
+        self._capacity = max(self._capacity, info.remaining)
+        if previous_reset is None or abs(reset - previous_reset) > 0.5 or info.remaining < 1:
             # A new window (or a spent one): a fresh offset, so tasks that all wait for this
             # reset do not leave together. Small: at the reset the whole budget is back.
             self._resume_jitter = self._rng.uniform(0.0, min(0.25, 0.1 * info.reset_in))
         self._remaining = info.remaining
         self._reset = reset
         self._seen_at = now
+        self._levels.append((now, info.remaining))
+        while self._levels and self._levels[0][0] < now - self.SLOPE_WINDOW_S:
+            self._levels.popleft()
+        self._refill_like = self.refilling or info.reset_in <= self.MIN_SPREAD_S
+        low = info.remaining < max(1.0, self.LOW_WATER * self._capacity)
+        self._ample = self._refill_like and info.remaining >= self.HIGH_WATER * self._capacity
+        if self._refill_like and not self._ample:
+            self.slow_start = False  # the shared budget is draining: stop doubling
+        if not self._refill_like:
+            if self.slow_start:  # a window's budget: `header_rate` spreads it, no need to feel the way
+                self.slow_start = False
+                self.aimd = self.top
+            return
+        if not low:
+            self._low_episode = False
+        elif (not self._low_episode or now - self._last_decrease > self.LOW_REPEAT_S) and self._congestion(
+            now, sent_at, self._overdraw()
+        ):
+            # A token bucket running low: slow down now rather than wait for the 429. Once per
+            # dip (the level lags the pace), unless it stays low for a while.
+            self._low_episode = True
 
     def _delivered(self, now: float) -> float:
         while self._deliveries and self._deliveries[0] < now - self.DELIVERY_WINDOW_S:
@@ -254,35 +320,60 @@ class AdaptiveRate:
         """A request was answered: count it, and let the pace grow (additive increase)."""
         self._deliveries.append(now)
         if self.aimd >= self.top:
+            self.slow_start = False
             return
         rate = max(self.aimd, self.floor)
         good = self._good
-        if good is not None and rate < good:
+        if self.slow_start:
+            growth = self.SLOW_START_GROWTH * rate
+        elif self._ample:
+            # The server says the shared budget has room: take it quickly, every task by the
+            # same amount (so shares even out); its headers warn before it runs dry.
+            growth = self.AMPLE_GROWTH * self.top
+        elif good is not None and rate < good:
             growth = self.RECOVERY * rate
             self._above_since = None
         else:
             if self._above_since is None:
                 self._above_since = now
-            speedup = 1.0 + (now - self._above_since) / self.PROBE_ACCELERATION_S
+            speedup = min(self.PROBE_MAX_SPEEDUP, 2.0 ** ((now - self._above_since) / self.PROBE_DOUBLING_S))
             growth = self.GROWTH * speedup * rate + self.ABS_GROWTH * self.top
         # `growth` is per second; successes arrive at about `rate` per second.
         new = rate + growth / rate
-        if good is not None and rate < good:
+        if not self.slow_start and not self._ample and good is not None and rate < good:
             new = min(new, good)
         self.aimd = min(self.top, new)
 
     def on_rate_limited(self, now: float, sent_at: float | None) -> bool:
         """A 429 (not a spend cap). Returns whether it started a new episode (and slowed the pace)."""
+        return self._congestion(now, sent_at)
+
+    def _overdraw(self) -> float | None:
+        """How many times its refill rate the account draws now, from how fast the level falls."""
+        if len(self._levels) < 2 or self._advertised is None:
+            return None
+        (t0, r0), (t1, r1) = self._levels[0], self._levels[-1]
+        if t1 - t0 < 0.1:
+            return None
+        drawn = self._advertised - (r1 - r0) / (t1 - t0)
+        return drawn / self._advertised
+
+    def _congestion(self, now: float, sent_at: float | None, overdraw: float | None = None) -> bool:
         if sent_at is not None and sent_at < self._last_decrease:
             return False  # sent before the last decrease: part of that episode
         pace = self.rate(now)
         delivered = self._delivered(now)
-        if delivered < self.CROWDED * pace:
+        if overdraw is not None and overdraw > 1.0 / self.DECREASE:
+            # Every task on the account sees the same fall and scales by the same factor:
+            # together they come back to the refill rate at once.
+            new = pace * max(1 - self.DECREASE, 0.95 / overdraw)
+        elif delivered < self.CROWDED * pace:
             new = max(delivered, pace * (1 - self.DECREASE))
         else:
             new = pace * self.DECREASE
         self._good = max(new, min(pace, delivered))
         self.aimd = max(self.floor, new)
+        self.slow_start = False
         self._above_since = None
         self._last_decrease = now
         self.decreases += 1

@@ -35,10 +35,11 @@ class TokenBucketServer:
         if ok:
             self.tokens -= 1.0
         retry_after = 0.0 if ok else max(1, math.ceil((1.0 - self.tokens) / self.rate))
+        # As the emulator says it: whole tokens, whole seconds until full.
         info = RateLimitHeaders(
             limit=self.limit,
             remaining=math.floor(self.tokens),
-            reset_in=(self.capacity - self.tokens) / self.rate,
+            reset_in=math.ceil((self.capacity - self.tokens) / self.rate - 1e-9),
         )
         return ok, retry_after, info
 
@@ -70,6 +71,8 @@ class SimResult:
     succeeded: int = 0
     rate_limited: int = 0
     per_task: list[int] = field(default_factory=list)
+    #: When each task had its quota answered (``quota`` runs only).
+    finished_at: list[float] = field(default_factory=list)
 
     @property
     def share_429(self) -> float:
@@ -85,10 +88,11 @@ def simulate(
     latency: float = 0.05,
     concurrency: int = 8,
     seed: int = 0,
+    quota: int | None = None,
 ) -> SimResult:
     """Run the tasks for ``seconds`` of simulated time; each sends as its controller allows."""
     rng = random.Random(seed)
-    result = SimResult(per_task=[0] * len(controllers))
+    result = SimResult(per_task=[0] * len(controllers), finished_at=[math.inf] * len(controllers))
     gate = [0.0] * len(controllers)
     next_slot = [rng.uniform(0.0, 0.05) for _ in controllers]
     in_flight = [0] * len(controllers)
@@ -107,9 +111,11 @@ def simulate(
             ok, retry_after, info, sent_at = payload
             in_flight[i] -= 1
             if headers and info is not None:
-                ctl.on_headers(info, now)
+                ctl.on_headers(info, now, sent_at)
             if ok:
                 ctl.on_success(now, sent_at)
+                if quota is not None and result.per_task[i] >= quota and result.finished_at[i] == math.inf:
+                    result.finished_at[i] = now
             else:
                 ctl.on_rate_limited(now, sent_at)
                 jitter = ctl.gate_jitter(retry_after)
@@ -119,7 +125,7 @@ def simulate(
                 order += 1
             continue
         # "send": like Pacer.acquire
-        if in_flight[i] >= concurrency:
+        if in_flight[i] >= concurrency or (quota is not None and result.per_task[i] >= quota):
             continue
         blocked = max(gate[i], ctl.not_before(now))
         if blocked > now:
@@ -155,7 +161,9 @@ def simulate(
     return result
 
 
-def adaptive_tasks(p: int, *, ceiling_rpm: float | None = None, seed: int = 0) -> list[AdaptiveRate | StaticRate]:
+def adaptive_tasks(
+    p: int, *, ceiling_rpm: float | None = None, seed: int = 0
+) -> list[AdaptiveRate | StaticRate]:
     return [
         AdaptiveRate(None if ceiling_rpm is None else ceiling_rpm / 60.0, rng=random.Random(seed + i))
         for i in range(p)

@@ -29,7 +29,7 @@ def make(rpm: float | None, **kw: object) -> tuple[Pacer, FakeClock]:
 
 
 def test_steady_rate_spaces_requests_evenly() -> None:
-    pacer, clock = make(1200)  # one every 50 ms
+    pacer, clock = make(1200, adaptive=False)  # one every 50 ms
     start = clock.now
     for _ in range(21):
         assert pacer.acquire()
@@ -37,7 +37,7 @@ def test_steady_rate_spaces_requests_evenly() -> None:
 
 
 def test_burst_lets_a_few_through_after_idle() -> None:
-    pacer, clock = make(60, burst=3)  # one a second
+    pacer, clock = make(60, adaptive=False, burst=3)  # one a second
     clock.now += 10
     for _ in range(3):
         pacer.acquire()
