@@ -149,6 +149,12 @@ class Pacer:
                     start = now
                 if deadline is not None and start > deadline:
                     return False
+                if reserve and rate is not None and start - now > interval:
+                    # Not next in line: book nothing yet and look again when this thread would
+                    # be. A slot booked now, at today's pace, could be far later than the pace
+                    # allows by then (it grows while starting, and with the account's budget).
+                    reserve = False
+                    start -= interval
                 if reserve and rate is not None:
                     self._next_slot = tat + interval
                     if reset is not None:

@@ -130,9 +130,9 @@ class AdaptiveRate:
     #: Requests of an announced window budget left unspent (the announcement is a round trip old).
     HEADER_MARGIN = 2.0
     #: A refilling budget (a token bucket) below this share of its size is congestion.
-    LOW_WATER = 0.15
+    LOW_WATER = 0.4
     #: A refilling budget above this share of its size has room to spare...
-    HIGH_WATER = 0.5
+    HIGH_WATER = 0.8
     #: ...and the pace grows by this fraction of the top pace per second while it does.
     AMPLE_GROWTH = 0.05
     #: A refilling budget still low this long after a decrease calls for another one.
