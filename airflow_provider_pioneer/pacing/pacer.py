@@ -51,6 +51,9 @@ class Pacer:
     :param documented_requests_per_minute: where the adaptive pace starts without a ceiling.
     """
 
+    #: Slots are booked at most this far ahead (or one interval): threads further back in
+    #: line wait unbooked, so a faster pace applies to them at once.
+    BOOK_AHEAD_S = 0.1
     #: Lowest fraction of the configured rate that repeated 429s push a fixed pace to.
     MIN_RATE_FRACTION = StaticRate.MIN_RATE_FRACTION
 
@@ -149,12 +152,12 @@ class Pacer:
                     start = now
                 if deadline is not None and start > deadline:
                     return False
-                if reserve and rate is not None and start - now > interval:
-                    # Not next in line: book nothing yet and look again when this thread would
-                    # be. A slot booked now, at today's pace, could be far later than the pace
-                    # allows by then (it grows while starting, and with the account's budget).
+                if reserve and rate is not None and start - now > (ahead := max(interval, self.BOOK_AHEAD_S)):
+                    # Far back in line: book nothing yet and look again when nearer. A slot
+                    # booked now, at today's pace, could be far later than the pace allows by
+                    # then (it grows while starting, and with the account's budget).
                     reserve = False
-                    start -= interval
+                    start -= ahead
                 if reserve and rate is not None:
                     self._next_slot = tat + interval
                     if reset is not None:
