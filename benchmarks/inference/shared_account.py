@@ -1,7 +1,9 @@
 """Scenario D: P concurrent tasks, each its own process, on ONE account's rate limit.
 
-    .venv/bin/python benchmarks/inference/shared_account.py            # the recorded run (~12 min)
+    .venv/bin/python benchmarks/inference/shared_account.py --seconds 20 --batch-size 4  # recorded (~12 min)
     .venv/bin/python benchmarks/inference/shared_account.py --quick    # P = 1, 4 only, short
+    .venv/bin/python benchmarks/inference/shared_account.py --api-profile legacy --limit-rpm 1200 \
+        --tasks 1 --variants bc                                         # one task, the June 2026 API
 
 Like mapped shards on different workers: every task is a separate process running
 ``PioneerInferenceOperator.execute()`` with default settings on its own shard, all with the
@@ -48,6 +50,7 @@ sys.path.insert(0, str(HERE))
 from bench import LABELS, MODEL, make_input  # noqa: E402
 
 LIMIT_RPM = 5000.0
+API_PROFILE = "current"
 VARIANTS = {
     "a": "adaptive, headers",
     "b": "adaptive, Retry-After only",
@@ -266,7 +269,7 @@ def emulator_options(headers: bool, required: bool) -> dict[str, Any]:
     params = inspect.signature(PioneerEmulator).parameters
     opts: dict[str, Any] = {"rate_limit_per_minute": LIMIT_RPM, "subprocess": True}
     if "api_profile" in params:
-        opts["api_profile"] = "current"
+        opts["api_profile"] = API_PROFILE
     for name in ("rate_limit_headers", "ratelimit_headers"):
         if name in params:
             opts[name] = headers
@@ -307,6 +310,10 @@ def main() -> int:
     p.add_argument("--latency-ms", type=float, default=20.0)
     p.add_argument("--tasks", default=None, help="comma-separated P values (default 1,4,8,16)")
     p.add_argument("--variants", default="abcd")
+    p.add_argument("--limit-rpm", type=float, default=5000.0, help="the account limit (default 5,000)")
+    p.add_argument(
+        "--api-profile", default="current", help="emulator profile: current (per account) or legacy"
+    )
     p.add_argument("--child", metavar="ARGS", help=argparse.SUPPRESS)
     ns = p.parse_args()
     if ns.child:
@@ -314,6 +321,8 @@ def main() -> int:
         return 0
     from airflow_provider_pioneer.testing import PioneerEmulator
 
+    global LIMIT_RPM, API_PROFILE
+    LIMIT_RPM, API_PROFILE = ns.limit_rpm, ns.api_profile
     seconds = ns.seconds or (10.0 if ns.quick else 25.0)
     ps = [int(x) for x in (ns.tasks or ("1,4" if ns.quick else "1,4,8,16")).split(",")]
     rows = []
@@ -335,12 +344,14 @@ def main() -> int:
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "limit_rpm": LIMIT_RPM, "latency_ms": ns.latency_ms, "job_seconds_at_bound": seconds,
+        "limit_rpm": LIMIT_RPM, "api_profile": API_PROFILE, "latency_ms": ns.latency_ms, "job_seconds_at_bound": seconds,
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "wall_s": round(time.time() - began, 1),
         "rows": rows,
     }  # fmt: skip
     suffix = "-quick" if ns.quick else ""
+    if API_PROFILE != "current" or LIMIT_RPM != 5000.0:
+        suffix += f"-{API_PROFILE}-{LIMIT_RPM:g}"
     out = HERE / f"results-{dt.date.today().isoformat()}-shared-account{suffix}.json"
     out.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"\nwritten: {out}")
