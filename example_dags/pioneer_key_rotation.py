@@ -16,7 +16,7 @@ runs (``max_active_tis_per_dag=1``), no catch-up (a missed night needs one rotat
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task
@@ -33,7 +33,8 @@ with DAG(
     dag_id="pioneer_key_rotation",
     description="Rotate the Pioneer API key nightly and prove the connection uses the new one",
     schedule="0 3 * * *",
-    start_date=datetime(2025, 1, 1),
+    # No start_date: with one in the past, unpausing would rotate at once (the last 03:00 tick);
+    # without it the first rotation is the next 03:00 UTC. Trigger it by hand to rotate now.
     catchup=False,
     max_active_runs=1,
     tags=["pioneer", "example", "security"],
