@@ -19,13 +19,15 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "placeholders": {
         "host": "https://api.pioneer.ai",
         "password": "pio_sk_... or fast_sk_...",
-        "extra": '{"api_key_variable": "pioneer_api_key", "timeout": 60, "max_retries": 5}',
+        "extra": '{"key_variable": "pioneer_api_key", "timeout": 60, "max_retries": 5}',
     },
 }
 
 CONN_FIELDS: dict[str, Any] = {
-    "api_key_variable": {
-        "label": "API key Variable",
+    # Not "api_key_variable": Airflow masks the values of extras whose names look sensitive, and
+    # the Variable's name would then read '***' in every log line and rendered field.
+    "key_variable": {
+        "label": "Key Variable",
         "description": "Name of an Airflow Variable holding the current key (written by key rotation); "
         "when it exists it wins over the API key field.",
         "schema": {"type": ["string", "null"]},

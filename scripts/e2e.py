@@ -500,9 +500,9 @@ def airflow_env(home: Path, pg: Postgres, emulator: Emulator, api_port: int, dat
         "conn_type": "pioneer",
         "host": emulator.url,
         "password": emulator.api_key,
-        # key_name: the first rotation revokes the bootstrap key by that name. The Variable extra:
-        # every task reads the rotated key from it (both spellings until the rename lands everywhere).
-        "extra": {"key_name": "bootstrap", "api_key_variable": VARIABLE, "key_variable": VARIABLE},
+        # key_name: the first rotation revokes the bootstrap key by that name. key_variable: every
+        # task reads the rotated key from that Variable.
+        "extra": {"key_name": "bootstrap", "key_variable": VARIABLE},
     }
     api_url = f"http://127.0.0.1:{api_port}"
     base.update(
@@ -537,10 +537,11 @@ def airflow_env(home: Path, pg: Postgres, emulator: Emulator, api_port: int, dat
     return base
 
 
-def checkpoint_records(path: Path) -> int:
+def checkpoint_records(output: Path) -> int:
+    """Records a shard has durably written so far: its manifest (``<out>.manifest.json``) says."""
     try:
-        return int(json.loads(path.read_text())["records"])
-    except (OSError, ValueError, KeyError):
+        return int(json.loads(output.with_name(output.name + ".manifest.json").read_text())["records"])
+    except (OSError, ValueError, KeyError, TypeError):
         return 0
 
 
@@ -551,7 +552,7 @@ def kill_one_shard_mid_run(api: Api, entities_dir: Path, per_shard: int, procs: 
         for ti in api.task_instances(BATCH, BATCH_RUN_ID):
             if ti["task_id"] != "extract_entities" or ti["state"] != "running":
                 continue
-            done = checkpoint_records(entities_dir / f"shard-{ti['map_index']:03d}.jsonl.checkpoint.json")
+            done = checkpoint_records(entities_dir / f"shard-{ti['map_index']:03d}.jsonl")
             if 2 * BATCH_SIZE <= done <= per_shard - 4 * BATCH_SIZE:
                 pid = task_runner_pid(ti["id"])
                 if pid is not None:

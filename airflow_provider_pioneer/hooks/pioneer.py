@@ -16,7 +16,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from airflow_provider_pioneer.exceptions import PioneerConfigurationError, PioneerError
-from airflow_provider_pioneer.stored_key import parse_stored
+from airflow_provider_pioneer.stored_key import parse_stored, problem_message
 from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, normalize_host
 
 if TYPE_CHECKING:
@@ -29,9 +29,19 @@ _TRUE = {"true", "1", "yes", "on"}
 _N = TypeVar("_N", int, float)
 
 
-def parse_stored_key(value: Any) -> str | None:
-    """The API key inside a Variable's value: a plain key, or the rotation JSON ``{"api_key": ...}``."""
-    return parse_stored(value).api_key
+def parse_stored_key(value: Any, variable: str = "the key Variable") -> str | None:
+    """The API key inside a Variable's value: a plain key, or the rotation JSON ``{"api_key": ...}``.
+
+    :param value: the Variable's value (``None``: absent).
+    :param variable: its name, for the error message.
+    :raises PioneerConfigurationError: the value holds no usable key (malformed JSON, a document
+        without a key, Airflow's masked ``***`` placeholder), with how to fix it.
+    """
+    stored = parse_stored(value)
+    message = problem_message(variable, stored)
+    if message:
+        raise PioneerConfigurationError(message)
+    return stored.api_key
 
 
 def _as_bool(value: Any) -> bool:
@@ -43,7 +53,7 @@ class PioneerHook(BaseHook):
 
     The connection (type ``pioneer``) holds the base URL in *host* (empty means
     ``https://api.pioneer.ai``) and the API key in *password*. Extras:
-    ``api_key_variable`` (a Variable holding the current key, written by
+    ``key_variable`` (a Variable holding the current key, written by
     :class:`~airflow_provider_pioneer.operators.key_rotation.PioneerKeyRotationOperator`;
     wins over the password), ``timeout`` (seconds per request, 60), ``max_retries`` (5),
     ``deadline`` (seconds per call, retries included, 600), ``key_name`` (the key's
@@ -107,9 +117,13 @@ class PioneerHook(BaseHook):
         return self.get_connection(self.pioneer_conn_id)
 
     @property
-    def api_key_variable(self) -> str | None:
-        """Name of the Variable that holds the current (rotated) key, if the connection names one."""
-        name = self._extras.get("api_key_variable")
+    def key_variable(self) -> str | None:
+        """Name of the Variable that holds the current (rotated) key, if the connection names one.
+
+        The extra is ``key_variable``: a name without ``api_key`` in it, so that Airflow's masker,
+        which hides the values of sensitive-looking extras, leaves the Variable's name readable.
+        """
+        name = self._extras.get("key_variable")
         return str(name) if name else None
 
     @property
@@ -140,8 +154,13 @@ class PioneerHook(BaseHook):
         return urlunsplit(parts).rstrip("/")
 
     def read_variable_key(self) -> str | None:
-        """The key in the ``api_key_variable`` Variable now, or ``None`` (unset, missing or unreadable)."""
-        name = self.api_key_variable
+        """The key in the ``key_variable`` Variable now, or ``None`` (unset, missing or unreadable).
+
+        :raises PioneerConfigurationError: the Variable exists but holds no usable key (malformed
+            JSON, Airflow's masked placeholder...): falling back to the password then would hide
+            the problem behind a 401 from a key that may be revoked.
+        """
+        name = self.key_variable
         if not name:
             return None
         from airflow.sdk import Variable
@@ -153,14 +172,14 @@ class PioneerHook(BaseHook):
                 "Could not read Variable %r for the Pioneer API key; using the connection's.", name
             )
             return None
-        key = parse_stored_key(value)
+        key = parse_stored_key(value, name)
         if key:
             mask_secret(key)
         return key
 
     def _reread_variable_key(self) -> str | None:
         """After a 401: the Variable's key as stored now, past Airflow's secrets cache."""
-        name = self.api_key_variable
+        name = self.key_variable
         if name:
             # With [secrets] use_cache on, Variable.get may serve the pre-rotation key for the
             # cache's whole TTL, and the one re-read would be wasted on it.
@@ -173,7 +192,7 @@ class PioneerHook(BaseHook):
         return self.read_variable_key()
 
     def get_api_key(self) -> str:
-        """The key to use now: the Variable's (when ``api_key_variable`` names one that exists), else the password.
+        """The key to use now: the Variable's (when ``key_variable`` names one that exists), else the password.
 
         Surrounding whitespace (a pasted newline) is stripped; a key that no HTTP header can carry is
         refused with a message naming the connection, never the key.
@@ -181,7 +200,7 @@ class PioneerHook(BaseHook):
         from airflow_provider_pioneer.client import check_api_key
 
         key = self.read_variable_key()
-        where = f"Variable {self.api_key_variable!r}" if key else f"connection {self.pioneer_conn_id!r}"
+        where = f"Variable {self.key_variable!r}" if key else f"connection {self.pioneer_conn_id!r}"
         key = key or (self._connection.password or "")
         if key:
             mask_secret(key)
@@ -193,7 +212,7 @@ class PioneerHook(BaseHook):
     def client(self) -> PioneerClient:
         """The authenticated client, built once per hook."""
         return self.client_for_key(
-            self.get_api_key(), refresh_key=self._reread_variable_key if self.api_key_variable else None
+            self.get_api_key(), refresh_key=self._reread_variable_key if self.key_variable else None
         )
 
     def client_for_key(
