@@ -135,9 +135,9 @@ def pioneer_batch_inference() -> None:
         model_id="{{ params.model_id }}",
         entities=LABELS,
         threshold=0.5,
-        # batch_size: the operator's default, 64 texts per request. A killed shard re-sends at most
-        # its in-flight window, 2 x max_concurrency batches (512 texts here); fewer, smaller
-        # requests also halve the share of the rate limit a run needs.
+        # batch_size: the operator's default, 64 texts per request: half the requests (and so half
+        # the share of the rate limit) that 32 would need. A killed shard re-sends at most its
+        # in-flight window, 2 x max_concurrency batches (512 texts here).
         max_concurrency=4,
         # Pioneer allows 1,200 requests a minute per account: at most PARALLEL_SHARDS shards of this
         # DAG run at once, each paced at its share, so the DAG alone never trips the limit.
