@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Pioneer's published OpenAPI document lives outside the repo (../shared); only `make conformance` reads it.
 OPENAPI ?= $(CURDIR)/../shared/pioneer/openapi-inference.json
 
-.PHONY: venv lint typecheck test unit conformance demo airflow bench clean
+.PHONY: venv lint typecheck test unit conformance demo airflow e2e bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,5 +42,10 @@ demo: $(STAMP)
 airflow: $(STAMP)
 	$(BIN)/python scripts/airflow_local.py
 
+# A real deployment: PostgreSQL, api-server, scheduler, dag-processor, triggerer; a shard killed mid-run (scripts/e2e.py).
+e2e: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,e2e]'
+	$(BIN)/python scripts/e2e.py
+
 clean:
-	rm -rf $(VENV) .airflow .demo .mypy_cache .ruff_cache
+	rm -rf $(VENV) .airflow .demo .e2e .mypy_cache .ruff_cache

@@ -234,7 +234,8 @@ class EmulatorControl:
         (texts billed, per text), ``tokens_billed``, ``rate_limited`` (429s of the ``/inference``
         limiter), ``inference_rpm_peak`` / ``inference_rpm_peak_admitted`` (most ``/inference``
         requests one account sent / got past the limiter in any 60 s), ``keys_created_last_hour``
-        (``/create-api-key`` calls), ``faults_fired``, ``max_concurrent_inference``..."""
+        (``/create-api-key`` calls), ``faults_fired``, ``max_concurrent_inference``,
+        ``inference_in_flight`` (``/inference`` requests being answered right now)..."""
         return dict(self._call("GET", "counters"))
 
     def account_counters(self, account_of_key: str | None = None) -> dict[str, Any]:

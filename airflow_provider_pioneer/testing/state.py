@@ -3,8 +3,8 @@
 The HTTP layer (``app.py``, ``transport.py``) and the admin API only call methods of
 :class:`EmulatorState`; nothing here knows about FastAPI, so every behaviour (billing, revocation,
 rate limits, model readiness, faults, counters) is implemented once. The arithmetic lives in
-small helpers: money in ``billing.py``, rate limits in ``limits.py``, faults in ``faults.py``,
-and what differs between API generations in ``profiles.py``.
+small helpers: settings in ``config.py``, money in ``billing.py``, rate limits in ``limits.py``,
+faults in ``faults.py``, and what differs between API generations in ``profiles.py``.
 
 Billing rule: the token count of a text is its number of whitespace-separated words
 (``len(text.split())``); a request costs the sum over its texts.
@@ -20,14 +20,14 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from airflow_provider_pioneer.testing import billing, faults
 from airflow_provider_pioneer.testing.billing import CEILING_CODES, CREDIT_CODES, Account, count_tokens
+from airflow_provider_pioneer.testing.config import DEFAULT, EmulatorConfig, check_codes, check_money_settings
 from airflow_provider_pioneer.testing.errors import AuthError
 from airflow_provider_pioneer.testing.faults import BAD_RESULTS, ECHO_ENVELOPES, FAULT_KINDS, Fault
 from airflow_provider_pioneer.testing.limits import HourlyLog, SlidingPeak, TokenBucket, retry_after
-from airflow_provider_pioneer.testing.profiles import DEFAULT_PROFILE, ApiProfile, get_profile
 
 __all__ = [
     "BAD_RESULTS",
@@ -54,103 +54,12 @@ BASE_MODELS: tuple[str, ...] = ("fastino/gliner2-base-v1", "fastino/gliner2-larg
 BOOTSTRAP_KEY_NAME = "bootstrap"
 #: Current profile: fine-tuned model ids starting with this exist but are not servable (409).
 UNSERVABLE_PREFIX = "job_unservable"
-#: A setting left at this value takes the API profile's documented value.
-DEFAULT: Literal["default"] = "default"
 _MODELS_CREATED_AT = "2025-01-15T00:00:00Z"
 _RATE_LIMITED = {"code": "rate_limited", "scope": "request-rate"}
 
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@dataclass
-class EmulatorConfig:
-    """Start-up settings of an emulator (most can be changed later through the state).
-
-    :param api_profile: ``"current"`` (August 2026 API, the default) or ``"legacy"`` (June 2026).
-    :param latency_ms: fixed wait of each ``/inference`` call.
-    :param per_text_latency_ms: extra wait per text of an ``/inference`` call.
-    :param rate_limit_per_minute: ``/inference`` token bucket, per key (legacy) or per account
-        (current); ``"default"`` is the profile's documented limit (1,200 / 5,000); None disables.
-    :param rate_limit_burst: bucket capacity; None means one second's worth (at least 1).
-    :param rate_limit_headers: send ``X-RateLimit-Limit/-Remaining/-Reset`` on ``/inference``
-        answers; None follows the profile (current: yes, legacy: no).
-    :param key_rate_limit_per_minute: per-key limit on the key-management endpoints; None disables.
-    :param create_key_limit_per_hour: ``POST /create-api-key`` calls per account and rolling hour;
-        ``"default"`` follows the profile (current: 50, legacy: none); None disables.
-    :param credits: tokens the default account may spend; None is unlimited.
-    :param credits_code: ``code`` of the current profile's 402 (``out_of_credits`` or
-        ``direct_model_requires_credits``).
-    :param spend_cap_tokens: legacy only: daily (UTC) spend cap of the default account (429).
-    :param credit_ceiling_tokens: current only: monthly (UTC) credit ceiling of the default account (403).
-    :param credit_ceiling_code: ``code`` of that 403 (``credit_ceiling_reached`` or ``card_required``).
-    :param warmup_seconds: current only: a model answers 425 with ``Retry-After`` for this long
-        after its first use (0: no warm-up).
-    :param unservable_models: current only: model ids that answer 409 (ids starting with
-        ``job_unservable`` always do).
-    :param max_body_bytes: request bodies larger than this get a proxy's 413 (None: no limit).
-    :param max_body_response: body of that 413: ``"html"`` (nginx's page) or ``"json"``.
-    :param seed: seed of the random generator behind fault ``rate``.
-    :param max_text_chars: longer texts are rejected with 422.
-    :param bootstrap_key: fixed value of the bootstrap key (random when None).
-    """
-
-    api_profile: str = DEFAULT_PROFILE
-    latency_ms: float = 0.0
-    per_text_latency_ms: float = 0.0
-    rate_limit_per_minute: float | Literal["default"] | None = DEFAULT
-    rate_limit_burst: float | None = None
-    rate_limit_headers: bool | None = None
-    key_rate_limit_per_minute: float | None = None
-    create_key_limit_per_hour: int | Literal["default"] | None = DEFAULT
-    credits: int | None = None
-    credits_code: str = "out_of_credits"
-    spend_cap_tokens: int | None = None
-    credit_ceiling_tokens: int | None = None
-    credit_ceiling_code: str = "credit_ceiling_reached"
-    warmup_seconds: float = 0.0
-    unservable_models: tuple[str, ...] = ()
-    max_body_bytes: int | None = None
-    max_body_response: str = "html"
-    seed: int = 0
-    max_text_chars: int = 10_000
-    bootstrap_key: str | None = None
-
-    def __post_init__(self) -> None:
-        profile = self.profile  # refuses an unknown name
-        for name in ("rate_limit_per_minute", "create_key_limit_per_hour"):
-            value = getattr(self, name)
-            if isinstance(value, str) and value != DEFAULT:
-                raise ValueError(f"{name} must be a number, None or {DEFAULT!r}, not {value!r}")
-        self.unservable_models = tuple(self.unservable_models)
-        _check_money_settings(profile, self.spend_cap_tokens, self.credit_ceiling_tokens)
-        _check_codes(self.credits_code, self.credit_ceiling_code)
-        if not profile.model_readiness and (self.warmup_seconds or self.unservable_models):
-            raise ValueError("warmup_seconds and unservable_models need api_profile='current'")
-        if self.max_body_response not in ("html", "json"):
-            raise ValueError(f"max_body_response must be 'html' or 'json', not {self.max_body_response!r}")
-
-    @property
-    def profile(self) -> ApiProfile:
-        return get_profile(self.api_profile)
-
-
-def _check_money_settings(profile: ApiProfile, spend_cap: int | None, ceiling: int | None) -> None:
-    if spend_cap is not None and profile.coded_errors:
-        raise ValueError(
-            "the daily spend cap (429) is the legacy API's: use api_profile='legacy', or the current "
-            "API's monthly credit ceiling (credit_ceiling_tokens / set_credit_ceiling, a 403)"
-        )
-    if ceiling is not None and not profile.coded_errors:
-        raise ValueError("the monthly credit ceiling (403) needs api_profile='current'")
-
-
-def _check_codes(credits_code: str | None, ceiling_code: str | None) -> None:
-    if credits_code is not None and credits_code not in CREDIT_CODES:
-        raise ValueError(f"credits code must be one of {CREDIT_CODES}, not {credits_code!r}")
-    if ceiling_code is not None and ceiling_code not in CEILING_CODES:
-        raise ValueError(f"ceiling code must be one of {CEILING_CODES}, not {ceiling_code!r}")
 
 
 @dataclass
@@ -273,7 +182,7 @@ class EmulatorState:
             return self.default_account
         key = self._keys.get(key_value)
         if key is None:
-            raise KeyError(f"unknown key {key_value[:12]}...")
+            raise KeyError("unknown key (not issued by this emulator)")
         return self._accounts[key.account_id]
 
     def new_account(
@@ -283,7 +192,7 @@ class EmulatorState:
         credit_ceiling_tokens: int | None = None,
     ) -> tuple[str, str]:
         """Create an account with a bootstrap key; returns ``(key, key_name)``."""
-        _check_money_settings(self.profile, spend_cap_tokens, credit_ceiling_tokens)
+        check_money_settings(self.profile, spend_cap_tokens, credit_ceiling_tokens)
         with self._lock:
             account = self._new_account(credits, spend_cap_tokens, credit_ceiling_tokens)
             return self._create_key(account.id, BOOTSTRAP_KEY_NAME).value, BOOTSTRAP_KEY_NAME
@@ -354,7 +263,7 @@ class EmulatorState:
         """Set remaining credits (None: unlimited); ``code`` picks the current profile's 402 code."""
         if code is not None and not self.profile.coded_errors:
             raise ValueError("a 402 code needs api_profile='current' (the legacy 402 has a detail string)")
-        _check_codes(code, None)
+        check_codes(code, None)
         with self._lock:
             account = self._account_of(account_of_key)
             account.credits = tokens
@@ -363,7 +272,7 @@ class EmulatorState:
 
     def set_spend_cap(self, tokens: int | None, account_of_key: str | None = None) -> None:
         """Legacy: the daily spend cap in tokens (None: off); also resets today's spend."""
-        _check_money_settings(self.profile, tokens, None)
+        check_money_settings(self.profile, tokens, None)
         with self._lock:
             account = self._account_of(account_of_key)
             account.spend_cap_tokens = tokens
@@ -374,8 +283,8 @@ class EmulatorState:
     ) -> None:
         """Current: the monthly credit ceiling in tokens (None: off), answered with a 403 ``code``;
         also resets this month's spend."""
-        _check_money_settings(self.profile, None, tokens)
-        _check_codes(None, code)
+        check_money_settings(self.profile, None, tokens)
+        check_codes(None, code)
         with self._lock:
             account = self._account_of(account_of_key)
             account.ceiling_tokens, account.ceiling_code = tokens, code
@@ -705,6 +614,7 @@ class EmulatorState:
                 "keys_created_last_hour": sum(log.count() for log in self._key_creations.values()),
                 "faults_fired": dict(c.faults_fired),
                 "max_concurrent_inference": c.max_concurrent_inference,
+                "inference_in_flight": self._in_flight,
                 "rate_limited": c.rate_limited,
                 "inference_rpm_peak": max((u.sent.peak for u in usage), default=0),
                 "inference_rpm_peak_admitted": max((u.admitted.peak for u in usage), default=0),

@@ -143,18 +143,68 @@ def test_batch_dag_shards_with_mapping_and_publishes_an_asset(airflow_db: Path) 
     assert load_dag(REPORT).schedule == outlets[0]
 
 
+def test_batch_dag_sends_full_batches_of_the_operator_default(airflow_db: Path) -> None:
+    import inspect
+
+    from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
+
+    extract = load_dag(BATCH).get_task("extract_entities")
+    default = inspect.signature(PioneerInferenceOperator.__init__).parameters["batch_size"].default
+    # 32 texts a request doubled the requests a run needs and halved its re-send bound's batches.
+    assert extract.partial_kwargs.get("batch_size", default) == default == 64
+
+
+@pytest.mark.parametrize("dag_id", [BATCH, ROTATION])
+def test_unpausing_a_scheduled_example_starts_no_run_for_a_past_tick(airflow_db: Path, dag_id: str) -> None:
+    """What the scheduler computes for a DAG that never ran: its first run must lie in the future.
+
+    With a start_date in the past, catchup=False still yields the last past tick, so unpausing the
+    DAG started a run at once (an extra batch run, an unplanned key rotation).
+    """
+    from datetime import UTC, datetime
+
+    from airflow.timetables.base import TimeRestriction
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    dag = load_dag(dag_id)
+    assert dag.catchup is False
+    timetable = CronTriggerTimetable(dag.schedule, timezone="UTC")
+    before = datetime.now(UTC)
+    first = timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
+    )
+    assert first is not None
+    assert first.run_after > before
+
+
+def test_batch_dag_without_its_input_fails_with_a_clear_message(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A DAG file copied without its data/ folder: split_input says what to do, no traceback soup."""
+    # Only the input moves: the output root (and so the asset's URI) is fixed for the session.
+    monkeypatch.setenv("PIONEER_EXAMPLE_INPUT", str(tmp_path / "data" / "news_sample.jsonl"))
+    dag_run = load_dag(BATCH).test()
+    assert str(dag_run.state) == "failed"
+    states = _task_states(dag_run)
+    assert states["split_input[-1]"] == "failed"
+    out = capfd.readouterr()
+    assert "does not exist: set PIONEER_EXAMPLE_INPUT" in out.out + out.err
+    assert "copy example_dags/data/ beside the DAG file" in out.out + out.err
+
+
 # -- end to end ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def demo_setup(airflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[PioneerEmulator, Path]]:
-    """The demo's wiring: emulator, pioneer_default with key_name + api_key_variable, no Variable yet."""
+    """The demo's wiring: emulator, pioneer_default with key_name + key_variable, no Variable yet."""
     with PioneerEmulator(latency_ms=2) as emu:
         connection = {
             "conn_type": "pioneer",
             "host": emu.url,
             "password": emu.api_key,
-            "extra": {"key_name": emu.api_key_name, "api_key_variable": VARIABLE},
+            "extra": {"key_name": emu.api_key_name, "key_variable": VARIABLE},
         }
         monkeypatch.setenv("AIRFLOW_CONN_PIONEER_DEFAULT", json.dumps(connection))
         # The output root is fixed for the whole session (tests/conftest.py): start it empty.

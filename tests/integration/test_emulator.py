@@ -823,6 +823,26 @@ def test_trickle_sends_a_success_body_a_few_bytes_at_a_time(pioneer_emulator: Pi
     assert infer(emu, EXAMPLE).status_code == 200  # once only
 
 
+def test_trickle_stops_when_the_client_hangs_up(pioneer_emulator: PioneerEmulator) -> None:
+    import socket
+
+    emu = pioneer_emulator
+    emu.inject(fault="trickle", trickle_bytes=1, trickle_interval=0.2, times=1)  # about a minute of body
+    body = json.dumps({"model_id": MODEL, "text": EXAMPLE, "schema": ["organization"]}).encode()
+    request = (
+        f"POST /inference HTTP/1.1\r\nHost: e\r\nX-API-Key: {emu.api_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((emu.host, emu.port), timeout=10) as sock:
+        sock.sendall(request + body)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert emu.counters()["inference_in_flight"] == 1
+    deadline = time.monotonic() + 10
+    while emu.counters()["inference_in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert emu.counters()["inference_in_flight"] == 0  # the server stopped trickling into the void
+
+
 def test_trickle_an_error_answer(pioneer_emulator: PioneerEmulator) -> None:
     emu = pioneer_emulator
     emu.inject(
@@ -967,3 +987,15 @@ def test_bad_results_spoil_entries_of_a_billed_200(pioneer_emulator: PioneerEmul
         emu.inject(fault="bad_results", bad="nan")
     with pytest.raises(ValueError, match="unexpected keyword"):
         emu._call("POST", "faults", {"fault": "drop", "no_such_option": 1})
+
+
+def test_a_text_that_is_not_valid_unicode_is_a_422_naming_it(pioneer_emulator: PioneerEmulator) -> None:
+    body = '{"model_id": "fastino/gliner2-base-v1", "text": ["ok", "bad \\ud83d"], "schema": {"entities": ["person"]}}'
+    r = requests.post(
+        f"{pioneer_emulator.url}/inference",
+        data=body,
+        headers={"X-API-Key": pioneer_emulator.api_key, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 422
+    assert [e["loc"] for e in r.json()["detail"]] == [["body", "text", 1]]
