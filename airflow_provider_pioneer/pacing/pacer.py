@@ -113,7 +113,7 @@ class Pacer:
         return None if self._control.configured is None else self._control.configured * 60.0
 
     def describe(self) -> str:
-        """The pace and what sets it, for progress lines: ``adaptive 4,850 rpm (server headers)``."""
+        """The pace and what sets it, for progress lines: ``pace 4,850/min (adaptive: server headers)``."""
         with self._lock:
             return self._control.describe(self._clock())
 

@@ -87,8 +87,8 @@ class StaticRate:
 
     def describe(self, now: float) -> str:
         if self.current is None:
-            return "Retry-After only"
-        return f"fixed {self.current * 60:,.0f} rpm"
+            return "pace: Retry-After only"
+        return f"pace {self.current * 60:,.0f}/min (fixed)"
 
 
 class AdaptiveRate:
@@ -248,10 +248,11 @@ class AdaptiveRate:
         return "advertised limit" if self._advertised is not None else "documented limit"
 
     def describe(self, now: float) -> str:
-        text = f"adaptive {self.rate(now) * 60:,.0f} rpm ({self.source(now)})"
-        if self.ceiling is not None:
-            text += f", ceiling {self.ceiling * 60:,.0f} rpm"
-        return text
+        """``pace 4,850/min (adaptive: server headers)``, and the ceiling when there is one."""
+        source = self.source(now)
+        if self.ceiling is not None and source != "ceiling":
+            source += f", ceiling {self.ceiling * 60:,.0f}/min"
+        return f"pace {self.rate(now) * 60:,.0f}/min (adaptive: {source})"
 
     # -- signals --------------------------------------------------------------------------------
 
