@@ -113,9 +113,16 @@ class Pacer:
         return None if self._control.configured is None else self._control.configured * 60.0
 
     def describe(self) -> str:
-        """The pace and what sets it, for progress lines: ``pace 4,850/min (adaptive: server headers)``."""
+        """The pace, short enough for a progress line: ``pace 4,850/min``."""
         with self._lock:
             return self._control.describe(self._clock())
+
+    @property
+    def pace_source(self) -> str:
+        """What sets the pace now: ``server headers``, ``429 feedback``, ``starting``,
+        ``documented limit``, ``advertised limit``, ``ceiling`` or ``fixed``."""
+        with self._lock:
+            return self._control.source(self._clock())
 
     # -- the protocol the client follows ------------------------------------------------------------
 

@@ -88,7 +88,10 @@ class StaticRate:
     def describe(self, now: float) -> str:
         if self.current is None:
             return "pace: Retry-After only"
-        return f"pace {self.current * 60:,.0f}/min (fixed)"
+        return f"pace {self.current * 60:,.0f}/min"
+
+    def source(self, now: float) -> str:
+        return "fixed" if self.current is not None else "Retry-After only"
 
 
 class AdaptiveRate:
@@ -248,11 +251,8 @@ class AdaptiveRate:
         return "advertised limit" if self._advertised is not None else "documented limit"
 
     def describe(self, now: float) -> str:
-        """``pace 4,850/min (adaptive: server headers)``, and the ceiling when there is one."""
-        source = self.source(now)
-        if self.ceiling is not None and source != "ceiling":
-            source += f", ceiling {self.ceiling * 60:,.0f}/min"
-        return f"pace {self.rate(now) * 60:,.0f}/min (adaptive: {source})"
+        """``pace 4,850/min``: short, for progress lines (:meth:`source` says what sets it)."""
+        return f"pace {self.rate(now) * 60:,.0f}/min"
 
     # -- signals --------------------------------------------------------------------------------
 

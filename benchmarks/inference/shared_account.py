@@ -124,7 +124,7 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
         failed = f"{type(exc).__name__}: {str(exc)[:300]}"
     end = time.time()
     pacer = op.hook.client.pacer
-    describe = pacer.describe() if hasattr(pacer, "describe") else f"{pacer.rate_per_minute}"
+    describe = f"{pacer.describe()} ({getattr(pacer, 'pace_source', '?')})"
     return {"start": start, "end": end, "failed": failed, "pacer": describe,
             "first_request": first_call[0] if first_call else end,
             "summary": ti.xcoms.get("pioneer_summary")}  # fmt: skip

@@ -97,7 +97,7 @@ def test_a_window_budget_is_spread_over_the_time_to_its_reset() -> None:
     pacer, _ = make()
     pacer.observe(200, budget(402, 20))  # 400 spendable (2 kept in hand) over 20 s: 20 per second
     assert pacer.rate_per_minute == pytest.approx(1200)
-    assert pacer.describe() == "pace 1,200/min (adaptive: server headers)"
+    assert (pacer.describe(), pacer.pace_source) == ("pace 1,200/min", "server headers")
 
 
 def test_a_spent_budget_holds_every_send_until_the_reset_and_respects_the_deadline() -> None:
@@ -128,7 +128,7 @@ def test_headers_never_push_the_pace_above_the_ceiling() -> None:
     pacer.observe(200, budget(5000, 60))
     assert pacer.rate_per_minute == pytest.approx(1200)
     assert pacer.ceiling_per_minute == 1200
-    assert pacer.describe() == "pace 1,200/min (adaptive: ceiling)"
+    assert (pacer.describe(), pacer.pace_source) == ("pace 1,200/min", "ceiling")
 
 
 def test_an_advertised_limit_above_the_documented_one_is_used() -> None:
@@ -145,12 +145,12 @@ def test_an_advertised_limit_above_the_documented_one_is_used() -> None:
 def test_without_headers_the_pace_starts_low_and_climbs_to_the_documented_limit_not_beyond() -> None:
     pacer, _clock = make()
     assert pacer.rate_per_minute == pytest.approx(DOCUMENTED_REQUESTS_PER_MINUTE / 16)
-    assert "starting" in pacer.describe()
+    assert pacer.pace_source == "starting"
     for _ in range(2000):
         pacer.acquire()
         pacer.on_success()
     assert pacer.rate_per_minute == pytest.approx(DOCUMENTED_REQUESTS_PER_MINUTE)
-    assert pacer.describe() == "pace 5,000/min (adaptive: documented limit)"
+    assert (pacer.describe(), pacer.pace_source) == ("pace 5,000/min", "documented limit")
 
 
 def test_a_ceiling_is_where_the_pace_tops_out() -> None:
@@ -225,7 +225,7 @@ def test_the_fixed_pace_of_earlier_releases_is_still_available() -> None:
     pacer = Pacer(1200, adaptive=False)
     pacer.observe(200, budget(1, 60))  # ignored
     assert pacer.rate_per_minute == pytest.approx(1200)
-    assert pacer.describe() == "pace 1,200/min (fixed)"
+    assert (pacer.describe(), pacer.pace_source) == ("pace 1,200/min", "fixed")
 
 
 # -- many tasks, one account (simulated time) ------------------------------------------------------
