@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException
+from airflow_provider_pioneer._compat import AirflowException
 
 __all__ = [
     "PioneerAuthError",

@@ -13,9 +13,9 @@ def test_providers_manager_sees_package_hook_and_form() -> None:
 
     pm = ProvidersManager()
     assert "airflow-provider-pioneer" in pm.providers
-    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+    from tests.airflow_compat import task_runtime_hooks
 
-    hook = ProvidersManagerTaskRuntime().hooks["pioneer"]
+    hook = task_runtime_hooks()["pioneer"]
     assert hook is not None
     assert hook.hook_class_name == "airflow_provider_pioneer.hooks.pioneer.PioneerHook"
     assert hook.connection_type == "pioneer"

@@ -215,8 +215,7 @@ class _ShadowedVariable:
 def test_shadowed_write_deletes_the_new_key_only_once_the_variable_is_restored(
     monkeypatch: pytest.MonkeyPatch, restore_fails: bool
 ) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
+    from airflow_provider_pioneer._compat import AirflowFailException
     from airflow_provider_pioneer.operators import key_rotation
 
     new_key = "pio_sk_unit_test_new_key_value_9876543210"
