@@ -30,6 +30,7 @@ import tarfile
 import tempfile
 import textwrap
 import time
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -148,6 +149,10 @@ def check_sdist(sdist: Path, ver: str) -> None:
     print(f"   sdist: {len(inside)} files, with {', '.join(SDIST_MUST_HAVE[:5])}; no venv/demo/cache files")
 
 
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~ ;\[]", requirement, maxsplit=1)[0]
+
+
 def check_wheel(wheel: Path, ver: str) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
@@ -160,9 +165,17 @@ def check_wheel(wheel: Path, ver: str) -> None:
     check(f"{info}/licenses/LICENSE" in names, "wheel lacks the LICENSE")
     check(meta["Version"] == ver, f"wheel version {meta['Version']} != {ver}")
     requires = meta.get_all("Requires-Dist") or []
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    runtime = sorted(r for r in requires if "extra ==" not in r)
     check(
-        any(r.startswith("apache-airflow>=3.1.1") for r in requires),
-        f"no apache-airflow>=3.1.1 in {requires}",
+        sorted(_name(r) for r in runtime) == sorted(_name(r) for r in declared),
+        f"runtime requirements {runtime} are not pyproject's {declared}",
+    )
+    floor = re.search(r">=([\d.]+)", next(r for r in declared if _name(r) == "apache-airflow"))
+    check(
+        floor is not None
+        and any(_name(r) == "apache-airflow" and f">={floor.group(1)}" in r for r in runtime),
+        f"the wheel's Airflow requirement differs from pyproject's {declared}: {runtime}",
     )
     testing = [r for r in requires if "extra == 'testing'" in r or 'extra == "testing"' in r]
     for lib in ("fastapi", "uvicorn"):
