@@ -30,8 +30,12 @@ def _matrix_module() -> ModuleType:
     return module
 
 
-def _readme_tested_pairs() -> set[tuple[str, str]]:
-    """The (Airflow, Python) pairs the README's "Supported versions" table marks as tested."""
+#: How the README's version table names each scope of scripts/test_matrix.py.
+SCOPE_CELLS = {"full": "tested", "no-dags": "tested (unit + integration)"}
+
+
+def _readme_tested_pairs() -> set[tuple[str, str, str]]:
+    """The (Airflow, Python, cell) triples of the README's "Supported versions" table."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Supported versions", 1)[1].split("\n## ", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("|")]
@@ -45,12 +49,12 @@ def _readme_tested_pairs() -> set[tuple[str, str]]:
         assert airflow, line
         for match, cell in zip(pythons, cells[1:], strict=True):
             if cell.startswith("tested"):
-                pairs.add((airflow.group(1), match.group(1)))  # type: ignore[union-attr]
+                pairs.add((airflow.group(1), match.group(1), cell))  # type: ignore[union-attr]
     return pairs
 
 
 def test_readme_version_table_is_exactly_the_ci_matrix() -> None:
-    matrix = {(c.airflow, c.python) for c in _matrix_module().MATRIX}
+    matrix = {(c.airflow, c.python, SCOPE_CELLS[c.scope]) for c in _matrix_module().MATRIX}
     assert _readme_tested_pairs() == matrix
 
 
