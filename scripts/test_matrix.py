@@ -43,9 +43,6 @@ class Combo:
     python: str
     #: resolve dependencies as of this UTC date (an old Airflow release); None: as of today.
     resolved_as_of: str | None = None
-    #: extra requirements for that resolution, should a library of the same week break that
-    #: release (what its constraint file would have pinned below).
-    pins: tuple[str, ...] = ()
     #: "full": the whole suite; "no-dags": all but tests/dags (whole DAG runs cost the most and
     #: depend least on the Python version: the extreme pairs run them).
     scope: str = "full"
@@ -56,11 +53,11 @@ class Combo:
 
 
 #: What CI tests; the README's version table lists exactly these (tests/unit/test_packaging.py checks).
-LOWEST = {"resolved_as_of": "2025-11-12"}  # Airflow 3.1.2 came out on 2025-11-05
+LOWEST_AS_OF = "2025-11-12"  # Airflow 3.1.2 came out on 2025-11-05
 MATRIX: tuple[Combo, ...] = (
-    Combo("3.1.2", "3.11", **LOWEST),  # type: ignore[arg-type]
-    Combo("3.1.2", "3.12", **LOWEST, scope="no-dags"),  # type: ignore[arg-type]
-    Combo("3.1.2", "3.13", **LOWEST),  # type: ignore[arg-type]
+    Combo("3.1.2", "3.11", resolved_as_of=LOWEST_AS_OF),
+    Combo("3.1.2", "3.12", resolved_as_of=LOWEST_AS_OF, scope="no-dags"),
+    Combo("3.1.2", "3.13", resolved_as_of=LOWEST_AS_OF),
     Combo("3.3.2", "3.11", scope="no-dags"),  # `make test` runs the whole suite on this pair too
     Combo("3.3.2", "3.12", scope="no-dags"),
     Combo("3.3.2", "3.13"),
@@ -140,7 +137,6 @@ def build_venv(combo: Combo) -> float:
             "-e",
             ".[test,testing]",
             f"apache-airflow=={combo.airflow}",
-            *combo.pins,
         ],
     ]
     for step in steps:

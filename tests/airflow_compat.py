@@ -18,6 +18,27 @@ def dagbag_class() -> Any:
     return DagBag
 
 
+def redact(value: Any) -> Any:
+    """Airflow's secrets masker applied to ``value``: ``airflow.sdk.log.redact`` since 3.2."""
+    try:
+        from airflow.sdk.log import redact as _redact
+    except ImportError:  # Airflow 3.1
+        from airflow.sdk._shared.secrets_masker import redact as _redact
+    return _redact(value)
+
+
+def supports_provider_info_forms() -> bool:
+    """Whether Airflow builds the connection form from ``conn-fields`` / ``ui-field-behaviour``.
+
+    Airflow 3.2 reads them from ``get_provider_info()``; 3.1 only from hook class methods, and
+    only when the FAB provider (flask_appbuilder) is installed.
+    """
+    from airflow import __version__
+    from packaging.version import Version
+
+    return Version(__version__) >= Version("3.2")
+
+
 def task_runtime_hooks() -> Any:
     """The hooks a task sees: the Task SDK's providers manager since 3.2, the core one before."""
     try:

@@ -197,7 +197,7 @@ def test_rotation_stores_a_working_key_revokes_the_old_and_leaks_nothing(
     assert second["value"]["revoked"] == [doc["name"]]
 
     # The keys appear nowhere: logs, XComs, rendered fields, return values.
-    from airflow.sdk._shared.secrets_masker import redact
+    from tests.airflow_compat import redact
 
     seen = capfd.readouterr()
     text = "\n".join(
