@@ -1,16 +1,22 @@
 """PioneerClient: Pioneer's HTTP protocol, with retries. Knows nothing of Airflow.
 
-Everything about talking to the API lives here: base-URL policy, the
-``X-API-Key`` header, no redirects, pooled connections, typed errors, and the
-retry policy:
+Everything about talking to the API lives here: base-URL policy, the key header
+(``X-API-Key``, or ``Authorization: Bearer``), no redirects, pooled connections,
+typed errors, and the retry policy, which the exception classes carry
+(:attr:`PioneerError.retryable`):
 
-* retried: connection errors, 500/502/503/504, and 429 unless it is the spend cap;
-* never retried: 401 (but see ``refresh_key``), 402, 404, 400/422, the spend cap;
+* retried: connection errors, 500/502/503/504/529 (and a proxy's 408), 429 unless it is
+  a billing answer, and 425 (a warming model: waited out within a warm-up budget,
+  without spending ``max_retries``);
+* never retried: 401 (but see ``refresh_key``), 402, 403, 404, 409, 400/413/422, the
+  spend cap, and ``POST /create-api-key`` (not idempotent: a lost answer retried would
+  make a second key);
 * a read timeout on ``/inference`` may already have been billed: retried once at most;
 * waits: full-jitter exponential backoff (base 1 s, cap 20 s); a ``Retry-After``
   (seconds or HTTP date, capped) closes a gate shared by every thread using
   this client, so one 429 slows all of them;
-* a total deadline per call, after which no retry starts.
+* a total deadline per call, body reading included (a server trickling its answer is
+  cut off at the deadline, plus at most one ``timeout``), after which no retry starts.
 """
 
 from __future__ import annotations
@@ -32,24 +38,71 @@ from tenacity import RetryCallState, Retrying, retry_if_exception
 from airflow_provider_pioneer import __version__
 from airflow_provider_pioneer.exceptions import (
     PioneerAuthError,
+    PioneerBillingError,
     PioneerConfigurationError,
     PioneerConnectionError,
     PioneerError,
+    PioneerModelWarmingError,
     PioneerRateLimitError,
+    PioneerRedirectError,
     PioneerResponseError,
-    PioneerServerError,
-    PioneerSpendCapError,
 )
 from airflow_provider_pioneer.pacing import Pacer
+from airflow_provider_pioneer.redaction import Redactor
 from airflow_provider_pioneer.responses import error_for_response
-from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, validate_base_url
+from airflow_provider_pioneer.urls import (
+    CREATE_API_KEY,
+    DEFAULT_BASE_URL,
+    DELETE_API_KEY,
+    INFERENCE,
+    LIST_API_KEYS,
+    LIST_MODELS,
+    Route,
+    validate_base_url,
+)
 
-__all__ = ["DEFAULT_BASE_URL", "ClientStats", "PioneerClient", "validate_base_url"]
+__all__ = [
+    "AUTH_SCHEMES",
+    "DEFAULT_BASE_URL",
+    "ClientStats",
+    "PioneerClient",
+    "check_api_key",
+    "validate_base_url",
+]
 
 log = logging.getLogger(__name__)
 
-RETRIED_SERVER_STATUSES = frozenset({500, 502, 503, 504})
-INFERENCE_PATH = "/inference"
+#: How the key is sent: ``X-API-Key: <key>`` (the default) or ``Authorization: Bearer <key>``.
+AUTH_SCHEMES = ("x-api-key", "bearer")
+#: Largest response body read; a bigger one is refused rather than filling memory.
+MAX_BODY_BYTES = 256 * 1024 * 1024
+_READ_CHUNK = 64 * 1024
+#: Wait after a 425 that names no Retry-After.
+_DEFAULT_WARMUP_WAIT = 5.0
+
+
+def check_api_key(api_key: str, where: str = "the connection") -> str:
+    """The key as it can be sent: surrounding whitespace stripped; refused if it cannot be a header value.
+
+    :param api_key: the key as configured.
+    :param where: where it came from, for the message (never the key itself).
+    :raises PioneerConfigurationError: for an empty key or one with spaces, control or non-ASCII characters.
+    """
+    key = (api_key or "").strip()
+    if not key:
+        raise PioneerConfigurationError(
+            f"No Pioneer API key in {where}: set the connection's API key field (or its key Variable)."
+        )
+    if not all("!" <= ch <= "~" for ch in key):
+        raise PioneerConfigurationError(
+            f"The Pioneer API key in {where} contains spaces, control or non-ASCII characters, which an "
+            "HTTP header cannot carry (a paste from a document?). Paste the key again as plain text."
+        )
+    return key
+
+
+class _DeadlinePassed(requests.ReadTimeout):
+    """The call's deadline passed while the answer was still arriving."""
 
 
 @dataclass
@@ -86,10 +139,12 @@ class ClientStats:
 class _CallState:
     """What one logical call has seen across its attempts."""
 
-    def __init__(self, what: str, path: str, deadline: float) -> None:
-        self.what = what
-        self.path = path
+    def __init__(self, route: Route, deadline: float, max_retries: int) -> None:
+        self.route = route
+        self.what = str(route)
         self.deadline = deadline
+        self.max_retries = max_retries
+        self.retries = 0  # retries spent from max_retries (a warming model's waits are not)
         self.read_timeouts = 0
         self.key_refreshed = False
 
@@ -98,20 +153,23 @@ class PioneerClient:
     """HTTP client for the Pioneer API.
 
     :param base_url: API root, e.g. ``https://api.pioneer.ai`` (see :func:`validate_base_url`).
-    :param api_key: the key sent as ``X-API-Key``; never logged or shown.
+    :param api_key: the key; never logged or shown (surrounding whitespace is stripped).
     :param timeout: seconds to wait for each response.
     :param max_retries: retries after the first attempt, for retryable failures.
     :param deadline: seconds one call may take in total, retries and waits included.
     :param pool_size: pooled connections kept open (size it to the threads in use).
     :param allow_insecure_http: allow ``http://`` to a non-loopback host.
-    :param pacer: shared pacing (``Retry-After`` gate, optional steady rate); one is created if omitted.
+    :param pacer: shared pacing (``Retry-After`` gate, steady rate); one is created if omitted. Retry
+        backoffs sleep through it too (``pacer.sleep``), so a pacer that a run can stop ends them.
     :param refresh_key: called once after a 401; returning a different key retries with it
         (how a key rotated mid-run is picked up).
     :param backoff_base: first backoff ceiling, seconds.
     :param backoff_cap: largest backoff ceiling, seconds.
     :param max_retry_after: longest ``Retry-After`` obeyed, seconds (a server asking for more is capped).
     :param rng: random source for jitter (seed it in tests).
-    :param sleep: how to wait between attempts (replace in unit tests).
+    :param sleep: how to wait between attempts (default: the pacer's ``sleep``).
+    :param auth_scheme: ``"x-api-key"`` (default) or ``"bearer"`` (``Authorization: Bearer <key>``).
+    :param warmup_timeout: seconds this client waits, in all, for warming models (425) to come up.
     """
 
     def __init__(
@@ -130,15 +188,24 @@ class PioneerClient:
         backoff_cap: float = 20.0,
         max_retry_after: float = 120.0,
         rng: random.Random | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        auth_scheme: str = "x-api-key",
+        warmup_timeout: float = 600.0,
     ) -> None:
-        if not api_key:
+        self._redactor = Redactor([api_key] if api_key else [])
+        api_key = check_api_key(api_key)
+        if max_retries < 0 or timeout <= 0 or deadline <= 0 or warmup_timeout < 0:
             raise PioneerConfigurationError(
-                "No Pioneer API key: set it in the connection's API key field (or its api_key_variable)."
+                "timeout and deadline must be positive, max_retries and warmup_timeout >= 0."
             )
-        if max_retries < 0 or timeout <= 0 or deadline <= 0:
-            raise PioneerConfigurationError("timeout and deadline must be positive and max_retries >= 0.")
+        if auth_scheme.lower() not in AUTH_SCHEMES:
+            raise PioneerConfigurationError(
+                f"auth_scheme must be one of {', '.join(AUTH_SCHEMES)}, not {auth_scheme!r}."
+            )
         self.base_url = validate_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        self.auth_scheme = auth_scheme.lower()
+        self.warmup_timeout = float(warmup_timeout)
+        self._warming_since: float | None = None
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.deadline = float(deadline)
@@ -149,12 +216,11 @@ class PioneerClient:
         self._backoff_cap = backoff_cap
         self._max_retry_after = max_retry_after
         self._rng = rng or random.Random()
-        #: How to wait between attempts; replaceable (e.g. by a wait that a stop event ends early).
-        self.retry_sleep = sleep
+        self._sleep = sleep or self.pacer.sleep
         self._key_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._api_key = api_key
-        self._known_keys: list[str] = [api_key]
+        self._redactor.add(api_key)
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
         self._session.mount("https://", adapter)
@@ -188,36 +254,42 @@ class PioneerClient:
         if schema is not None:
             body["schema"] = schema
         body.update({k: v for k, v in options.items() if v is not None})
-        doc = self._call("POST", INFERENCE_PATH, body)
+        doc = self._call(INFERENCE, body)
         result = doc.get("result") if isinstance(doc, dict) else None
         if isinstance(texts, list) and not (isinstance(result, list) and len(result) == len(texts)):
             raise PioneerResponseError(
-                f"Pioneer POST /inference answered {type(result).__name__} for a batch of {len(texts)} texts; "
+                f"Pioneer {INFERENCE} answered {type(result).__name__} for a batch of {len(texts)} texts; "
                 "expected one result per text."
             )
-        if result is None:
-            raise PioneerResponseError("Pioneer POST /inference answered without a 'result'.")
+        entries: list[Any] = result if isinstance(result, list) and isinstance(texts, list) else [result]
+        for index, entry in enumerate(entries):
+            problem = _result_problem(entry)
+            if problem:
+                where = f"result {index} of {len(texts)}" if isinstance(texts, list) else "the result"
+                raise PioneerResponseError(f"Pioneer {INFERENCE} answered HTTP 200 but {where} {problem}.")
         return doc
 
     def create_api_key(self, name: str) -> dict[str, Any]:
         """``POST /create-api-key``: returns ``{key, name, created_at, ...}``; the key is shown only now."""
-        doc = self._call("POST", "/create-api-key", {"name": name})
+        # Never retried: if the server created the key and the answer was lost, a retry would make a
+        # second key under the same name (and count twice against the 50-per-hour limit).
+        doc = self._call(CREATE_API_KEY, {"name": name}, max_retries=0)
         if not isinstance(doc, dict) or not isinstance(doc.get("key"), str) or not doc["key"]:
-            raise PioneerResponseError("Pioneer POST /create-api-key answered without a key.")
-        self._remember_secret(doc["key"])
+            raise PioneerResponseError(f"Pioneer {CREATE_API_KEY} answered without a key.")
+        self._redactor.add(doc["key"])
         return doc
 
     def list_api_keys(self) -> list[dict[str, Any]]:
         """``GET /list-api-keys``: the account's key records (never key values)."""
-        doc = self._call("GET", "/list-api-keys")
+        doc = self._call(LIST_API_KEYS)
         keys = doc.get("keys") if isinstance(doc, dict) else doc
         if not isinstance(keys, list):
-            raise PioneerResponseError("Pioneer GET /list-api-keys answered without a list of keys.")
+            raise PioneerResponseError(f"Pioneer {LIST_API_KEYS} answered without a list of keys.")
         return keys
 
     def delete_api_key(self, name: str) -> dict[str, Any]:
         """``DELETE /delete-api-key``: revoke the key called ``name`` (immediate, permanent)."""
-        doc = self._call("DELETE", "/delete-api-key", {"name": name})
+        doc = self._call(DELETE_API_KEY, {"name": name})
         return doc if isinstance(doc, dict) else {"deleted": True, "name": name}
 
     def list_base_models(self) -> list[dict[str, Any]]:
@@ -225,10 +297,10 @@ class PioneerClient:
         models: list[dict[str, Any]] = []
         params: dict[str, Any] = {}
         for _ in range(1000):  # a bound, in case a server never says has_more=false
-            doc = self._call("GET", "/v1/models", params=params)
+            doc = self._call(LIST_MODELS, params=params)
             page = doc.get("data") if isinstance(doc, dict) else None
             if not isinstance(page, list):
-                raise PioneerResponseError("Pioneer GET /v1/models answered without a 'data' list.")
+                raise PioneerResponseError(f"Pioneer {LIST_MODELS} answered without a 'data' list.")
             models.extend(page)
             if not doc.get("has_more") or not page or not doc.get("last_id"):
                 break
@@ -241,38 +313,44 @@ class PioneerClient:
 
     def set_api_key(self, api_key: str) -> None:
         """Use another key from now on (a rotated one)."""
+        self._redactor.add(api_key)
+        api_key = check_api_key(api_key, "the rotated key")
+        self._redactor.add(api_key)
         with self._key_lock:
             self._api_key = api_key
-        self._remember_secret(api_key)
 
     def redact(self, text: str) -> str:
-        """``text`` with every key this client has seen replaced by ``***``."""
-        for key in self._known_keys:
-            if key:
-                text = text.replace(key, "***")
-        return text
+        """``text`` with every key this client has seen, and every 8+ character piece of one, as ``***``."""
+        return self._redactor.redact(text)
 
     # -- the call loop ----------------------------------------------------------------------------
 
-    def _remember_secret(self, key: str) -> None:
-        with self._key_lock:
-            if key not in self._known_keys:
-                self._known_keys.append(key)
-
-    def _call(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
-        state = _CallState(f"{method} {path}", path, time.monotonic() + self.deadline)
+    def _call(
+        self,
+        route: Route,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        max_retries: int | None = None,
+    ) -> Any:
+        retries = self.max_retries if max_retries is None else max_retries
+        state = _CallState(route, time.monotonic() + self.deadline, retries)
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: self._retryable(exc, state)),
             stop=lambda rs: self._should_stop(rs, state),
-            wait=self._wait,
-            sleep=self.retry_sleep,
+            wait=lambda rs: self._wait(rs, state),
+            sleep=self._sleep,
             before_sleep=lambda rs: self._before_sleep(rs, state),
             reraise=True,
         )
         try:
-            return retrying(self._attempt, method, path, body, params, state)
+            return retrying(self._attempt, body, params, state)
         except PioneerError:
             raise
+        except _DeadlinePassed as exc:
+            raise PioneerConnectionError(
+                f"Pioneer {state.what}: the answer was still arriving when the call's {self.deadline:g} s "
+                f"deadline passed{self._tries(retrying)}. Raise the connection extra 'deadline' or try later."
+            ) from self._scrubbed(exc)
         except requests.Timeout as exc:
             raise PioneerConnectionError(
                 f"Pioneer {state.what} timed out after {self.timeout:g} s{self._tries(retrying)}. "
@@ -290,12 +368,19 @@ class PioneerClient:
         return f" ({attempts} attempts)" if attempts > 1 else ""
 
     def _scrubbed(self, exc: BaseException) -> BaseException | None:
-        # requests' own messages carry URLs, never headers; still, never chain anything holding a key.
-        return None if any(k and k in str(exc) for k in self._known_keys) else exc
+        # requests' own messages carry URLs, never headers; still, never chain anything holding a
+        # key, or a piece of one, anywhere in the chain.
+        seen: BaseException | None = exc
+        while seen is not None:
+            if str(seen) != self.redact(str(seen)):
+                return None
+            seen = seen.__cause__ or seen.__context__
+        return exc
 
-    def _attempt(
-        self, method: str, path: str, body: Any, params: dict[str, Any] | None, state: _CallState
-    ) -> Any:
+    def _auth_header(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"} if self.auth_scheme == "bearer" else {"X-API-Key": key}
+
+    def _attempt(self, body: Any, params: dict[str, Any] | None, state: _CallState) -> Any:
         while True:
             if not self.pacer.acquire(deadline=state.deadline):
                 raise PioneerRateLimitError(
@@ -307,23 +392,58 @@ class PioneerClient:
             remaining = max(0.1, state.deadline - time.monotonic())
             try:
                 response = self._session.request(
-                    method,
-                    self.base_url + path,
+                    state.route.method,
+                    self.base_url + state.route.path,
                     json=body,
                     params=params,
-                    headers={"X-API-Key": key},
+                    headers=self._auth_header(key),
                     timeout=(min(10.0, self.timeout, remaining), min(self.timeout, remaining)),
                     allow_redirects=False,
+                    stream=True,
                 )
+                self._read_body(response, state)
             except requests.RequestException:
                 self.stats.record()
                 raise
             self.stats.record(status=response.status_code)
+            self.pacer.observe(response.status_code, response.headers)
             try:
                 return self._handle(response, state)
             except PioneerAuthError:
                 if not self._try_refreshed_key(key, state):
                     raise
+
+    def _read_body(self, response: requests.Response, state: _CallState) -> None:
+        """Read the whole body within the call's deadline (plus one read timeout at most) and size cap.
+
+        ``read1`` returns whatever arrived (after at most one read timeout), so a server trickling
+        its answer a byte at a time cannot hold the call past its deadline.
+        """
+        chunks: list[bytes] = []
+        size = 0
+        raw = response.raw
+        try:
+            while True:
+                chunk = raw.read1(_READ_CHUNK, decode_content=True)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise PioneerResponseError(
+                        f"Pioneer {state.what} answered more than {MAX_BODY_BYTES // 2**20} MiB; refused. "
+                        "Check the connection's host: this is not Pioneer's API."
+                    )
+                if time.monotonic() > state.deadline:
+                    raise _DeadlinePassed(f"deadline passed after {size} bytes of the answer")
+        except (OSError, ValueError) as exc:  # urllib3's protocol and read errors, as requests raises them
+            if isinstance(exc, requests.RequestException):
+                raise
+            raise requests.ConnectionError(f"the answer broke off: {type(exc).__name__}") from None
+        finally:
+            response.close()
+        response._content = b"".join(chunks)  # what .json()/.text read
+        response._content_consumed = True  # type: ignore[attr-defined]
 
     def _try_refreshed_key(self, used_key: str, state: _CallState) -> bool:
         """After a 401: re-read the key once per call; ``True`` if a different key is now in use."""
@@ -347,6 +467,7 @@ class PioneerClient:
     def _handle(self, response: requests.Response, state: _CallState) -> Any:
         if 200 <= response.status_code < 300:
             self.pacer.on_success()
+            self._warming_since = None
             if not response.content:
                 return {}
             try:
@@ -357,43 +478,49 @@ class PioneerClient:
                 ) from None
         if 300 <= response.status_code < 400:
             target = urlsplit(response.headers.get("Location", "")).netloc or "another location"
-            raise PioneerResponseError(
+            raise PioneerRedirectError(
                 f"Pioneer {state.what} was redirected (HTTP {response.status_code}) to {self.redact(target)}; "
                 "redirects are not followed so the API key is never sent elsewhere. "
                 "Set the connection host to the final base URL.",
                 status=response.status_code,
             )
         error = error_for_response(response, state.what, self.redact)
-        if error.retry_after is not None:
-            wait = min(error.retry_after, self._max_retry_after)
-            if isinstance(error, PioneerSpendCapError):
-                pass  # waiting does not help; the caller fails fast
-            elif response.status_code == 429:
-                self.pacer.on_rate_limited(wait)
-            else:
-                self.pacer.hold(wait)
-        elif response.status_code == 429 and not isinstance(error, PioneerSpendCapError):
-            self.pacer.on_rate_limited(None)
+        wait = None if error.retry_after is None else min(error.retry_after, self._max_retry_after)
+        if isinstance(error, PioneerBillingError):
+            pass  # waiting does not help; the caller fails fast
+        elif isinstance(error, PioneerRateLimitError):
+            self.pacer.on_rate_limited(wait)
+        elif isinstance(error, PioneerModelWarmingError):
+            # Every thread would meet the same cold model: hold them all until it should be up.
+            self.pacer.hold(_DEFAULT_WARMUP_WAIT if wait is None else wait)
+        elif wait is not None:
+            self.pacer.hold(wait)
         raise error
 
     # -- tenacity policy ----------------------------------------------------------------------------
 
     def _retryable(self, exc: BaseException, state: _CallState) -> bool:
-        if isinstance(exc, PioneerSpendCapError):
-            return False
-        if isinstance(exc, PioneerRateLimitError):
-            return exc.status == 429
-        if isinstance(exc, PioneerServerError):
-            return exc.status in RETRIED_SERVER_STATUSES
+        if isinstance(exc, PioneerError):
+            return exc.retryable
         if isinstance(exc, requests.ReadTimeout):
             state.read_timeouts += 1
             # The server may have done (and billed) the work; a second retry could bill it again.
-            return state.path != INFERENCE_PATH or state.read_timeouts <= 1
+            return state.route != INFERENCE or state.read_timeouts <= 1
         return isinstance(exc, requests.ConnectionError | requests.Timeout)
 
+    def _warmup_spent(self) -> float:
+        now = time.monotonic()
+        if self._warming_since is None:
+            self._warming_since = now
+        return now - self._warming_since
+
     def _should_stop(self, retry_state: RetryCallState, state: _CallState) -> bool:
-        # Out of retries, or the wait alone would pass the call's deadline.
-        if retry_state.attempt_number > self.max_retries:
+        # Out of retries (a warming model: out of warm-up budget), or the wait would pass the deadline.
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, PioneerModelWarmingError):
+            if self._warmup_spent() >= self.warmup_timeout:
+                return True
+        elif state.retries >= state.max_retries:
             return True
         return time.monotonic() + (retry_state.upcoming_sleep or 0.0) >= state.deadline
 
@@ -401,23 +528,49 @@ class PioneerClient:
         """Largest backoff before retry number ``attempt`` (1-based): base * 2**(attempt-1), capped."""
         return float(min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)))
 
-    def _wait(self, retry_state: RetryCallState) -> float:
-        # Full jitter (AWS architecture blog): uniform in [0, ceiling]. A Retry-After
-        # is enforced separately by the shared pacer gate, for every thread at once.
-        return self._rng.uniform(0.0, self.backoff_ceiling(retry_state.attempt_number))
+    def _wait(self, retry_state: RetryCallState, state: _CallState) -> float:
+        # Full jitter (AWS architecture blog): uniform in [0, ceiling]. A Retry-After (and a
+        # warming model's wait) is enforced separately by the shared pacer gate, for every thread.
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, PioneerModelWarmingError):
+            return self._rng.uniform(0.0, 1.0)  # spread the threads the gate releases together
+        return self._rng.uniform(0.0, self.backoff_ceiling(state.retries + 1))
 
     def _before_sleep(self, retry_state: RetryCallState, state: _CallState) -> None:
         self.stats.record(retry=True)
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if not isinstance(exc, PioneerModelWarmingError):
+            state.retries += 1
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(exc, PioneerError):
             reason = f"HTTP {exc.status}" if exc.status else type(exc).__name__
         else:
             reason = type(exc).__name__ if exc else "unknown error"
+        if isinstance(exc, PioneerModelWarmingError):
+            log.warning(
+                "Pioneer %s: the model is warming up (HTTP 425); waiting (%.0f of %.0f s warm-up budget used).",
+                state.what,
+                self._warmup_spent(),
+                self.warmup_timeout,
+            )
+            return
         log.warning(
             "Pioneer %s: %s; retry %d of %d in %.1f s.",
             state.what,
             self.redact(reason),
-            retry_state.attempt_number,
-            self.max_retries,
+            state.retries,
+            state.max_retries,
             retry_state.upcoming_sleep,
         )
+
+
+def _result_problem(entry: Any) -> str | None:
+    """Why one entry of ``result`` is not a per-text result, or ``None`` when it is one."""
+    if not isinstance(entry, dict):
+        return "is null" if entry is None else f"is a {type(entry).__name__}, not an object"
+    entities = entry.get("entities")
+    if "entities" in entry and not (
+        isinstance(entities, dict) and all(isinstance(v, list) for v in entities.values())
+    ):
+        return "has malformed 'entities' (expected {label: [entity, ...]})"
+    return None

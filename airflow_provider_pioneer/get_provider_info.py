@@ -18,14 +18,16 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "relabeling": {"host": "Base URL", "password": "API key"},
     "placeholders": {
         "host": "https://api.pioneer.ai",
-        "password": "pio_sk_...",
-        "extra": '{"api_key_variable": "pioneer_api_key", "timeout": 60, "max_retries": 5}',
+        "password": "pio_sk_... or fast_sk_...",
+        "extra": '{"key_variable": "pioneer_api_key", "timeout": 60, "max_retries": 5}',
     },
 }
 
 CONN_FIELDS: dict[str, Any] = {
-    "api_key_variable": {
-        "label": "API key Variable",
+    # Not "api_key_variable": Airflow masks the values of extras whose names look sensitive, and
+    # the Variable's name would then read '***' in every log line and rendered field.
+    "key_variable": {
+        "label": "Key Variable",
         "description": "Name of an Airflow Variable holding the current key (written by key rotation); "
         "when it exists it wins over the API key field.",
         "schema": {"type": ["string", "null"]},
@@ -42,7 +44,7 @@ CONN_FIELDS: dict[str, Any] = {
     },
     "max_retries": {
         "label": "Max retries",
-        "description": "Retries of connection errors, 5xx and 429 (never of 401/402/404/422).",
+        "description": "Retries of connection errors, 5xx and 429 (never of 401/402/403/404/409/422).",
         "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0},
     },
     "deadline": {
@@ -54,6 +56,16 @@ CONN_FIELDS: dict[str, Any] = {
         "label": "Allow plain http",
         "description": "Send the key over http:// to a non-loopback host. Leave off outside a trusted network.",
         "schema": {"type": ["boolean", "null"], "default": False},
+    },
+    "auth_scheme": {
+        "label": "Send the key as",
+        "description": "x-api-key (the X-API-Key header, default) or bearer (Authorization: Bearer).",
+        "schema": {"type": ["string", "null"], "enum": ["x-api-key", "bearer", None], "default": "x-api-key"},
+    },
+    "warmup_timeout": {
+        "label": "Warm-up budget (s)",
+        "description": "Total seconds a task waits for a warming model (HTTP 425) to come up.",
+        "schema": {"type": ["number", "null"], "default": 600, "minimum": 0},
     },
 }
 

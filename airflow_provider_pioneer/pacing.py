@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 __all__ = ["Pacer"]
 
@@ -95,6 +95,14 @@ class Pacer:
                     if self._gate_until <= self._clock():
                         return True
                 # A 429 closed the gate while this thread waited for its slot: wait for the gate too.
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (retry backoffs wait here too, so a stoppable pacer ends them early)."""
+        if seconds > 0:
+            self._sleep(seconds)
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        """See every response's status and headers (rate-limit headers); this pacer needs none."""
 
     def on_success(self) -> None:
         """Creep the rate back toward the configured rate after a 429 slowed it."""

@@ -1,9 +1,12 @@
 """Turn Pioneer's HTTP error responses into typed exceptions.
 
-Both error envelopes of the API are understood: FastAPI's ``{"detail": ...}``
-(a string, an object, or a list of validation errors) and the older
-``{"error": ..., "message": ...}``. A proxy's HTML page is summarised to its
-title; nothing is ever dumped whole into a message or a log.
+Every error envelope of the API is understood: FastAPI's ``{"detail": ...}`` (a
+string, an object, or a list of validation errors), the older ``{"error", "message"}``,
+the billing ``{"code", "message", "resolution_url"}`` and the OpenAI-compatible
+``{"error": {code, message}}``; both API generations' statuses (June 2026: 429 spend
+cap; August 2026: 402/403 billing codes, 409, 413, 425, 529). A proxy's HTML page is
+summarised to its title; nothing is ever dumped whole into a message or a log, and the
+whole body is redacted before it is parsed or cut.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ import requests
 
 from airflow_provider_pioneer.exceptions import (
     PioneerAuthError,
+    PioneerCreditCeilingError,
     PioneerError,
+    PioneerModelNotServableError,
+    PioneerModelWarmingError,
     PioneerNotFoundError,
+    PioneerPayloadTooLargeError,
     PioneerPaymentRequiredError,
     PioneerRateLimitError,
     PioneerServerError,
@@ -28,9 +35,21 @@ from airflow_provider_pioneer.exceptions import (
     PioneerValidationError,
 )
 
-__all__ = ["SPEND_CAP_REASON", "error_for_response", "parse_retry_after", "summarize_body"]
+__all__ = [
+    "BILLING_CODES",
+    "SPEND_CAP_REASON",
+    "error_for_response",
+    "is_billing_code",
+    "parse_retry_after",
+    "summarize_body",
+]
 
 SPEND_CAP_REASON = "daily_spend_cap_exceeded"
+#: Billing ``code``s of the August 2026 API (402 and 403 bodies).
+BILLING_CODES = frozenset(
+    {"out_of_credits", "direct_model_requires_credits", "credit_ceiling_reached", "card_required"}
+)
+INFERENCE_ROUTE_SUFFIX = "/inference"
 _MAX_SUMMARY = 300
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]+>")
@@ -77,23 +96,60 @@ def _summarize_detail(detail: Any) -> str:
     return json.dumps(detail, default=str, sort_keys=True)
 
 
-def summarize_body(response: requests.Response) -> tuple[str, Any]:
-    """One line that says what the server answered, and the parsed detail (if it was JSON)."""
+def _envelope_summary(body: dict[str, Any]) -> tuple[str, Any] | None:
+    """Summary and detail of a JSON error body, in any of the API's envelopes."""
+    if "detail" in body:
+        return _summarize_detail(body["detail"]), body["detail"]
+    error = body.get("error")
+    if isinstance(error, dict):  # OpenAI-compatible routes: {"error": {code, type, param, message}}
+        parts = [str(error[k]) for k in ("code", "message") if error.get(k)]
+        return ": ".join(parts) or json.dumps(error, sort_keys=True, default=str), body
+    if "message" in body or error or body.get("code"):
+        # The legacy {"error", "message"} and the billing {"code", "message", "resolution_url"}.
+        parts = [str(body[k]) for k in ("error", "code", "message") if body.get(k)]
+        return ": ".join(dict.fromkeys(parts)), body
+    return None
+
+
+def _body_text(response: requests.Response, redact: Callable[[str], str]) -> str:
+    # Redact the WHOLE body before anything parses, summarises or cuts it: a cut made first
+    # could leave most of an echoed key behind its edge, where no whole-key masker finds it.
+    # Decoded directly: response.text would guess the charset of a whole (maybe huge) body first.
+    if not response.content:
+        return ""
+    return redact(response.content.decode(response.encoding or "utf-8", errors="replace"))
+
+
+def summarize_body(
+    response: requests.Response, redact: Callable[[str], str] = lambda s: s
+) -> tuple[str, Any]:
+    """One line that says what the server answered, and the parsed detail (if it was JSON).
+
+    :param response: the error response.
+    :param redact: scrubs secrets; applied to the whole body before it is parsed or cut.
+    """
+    return _summarize(_body_text(response, redact), response)
+
+
+def _parse_json(text: str, response: requests.Response) -> Any:
     content_type = response.headers.get("Content-Type", "").lower()
-    text = response.text if response.content else ""
-    if not text:
-        return (response.reason or "empty body", None)
     if "json" in content_type or text.lstrip()[:1] in ("{", "["):
         try:
-            body = response.json()
+            return json.loads(text)
         except ValueError:
-            body = None
-        if isinstance(body, dict):
-            if "detail" in body:
-                return (_one_line(_summarize_detail(body["detail"])), body["detail"])
-            if "message" in body or "error" in body:
-                parts = [str(body[k]) for k in ("error", "message") if body.get(k)]
-                return (_one_line(": ".join(parts)), body)
+            return None
+    return None
+
+
+def _summarize(text: str, response: requests.Response, body: Any = None) -> tuple[str, Any]:
+    if not text:
+        return (response.reason or "empty body", None)
+    body = body if body is not None else _parse_json(text, response)
+    if isinstance(body, dict):
+        found = _envelope_summary(body)
+        if found is not None:
+            return (_one_line(found[0]), found[1])
+    content_type = response.headers.get("Content-Type", "").lower()
     if "html" in content_type or text.lstrip()[:1] == "<":
         title = _TITLE.search(text)
         inner = title.group(1) if title else _TAG.sub(" ", text)
@@ -113,37 +169,91 @@ def _text_errors(detail: Any) -> dict[int, str]:
     return found
 
 
+def _code(body: Any, response: requests.Response) -> str | None:
+    """The machine-readable error code: the body's ``code`` (or ``error.code``), else ``X-RateLimit-Code``."""
+    code: Any = None
+    if isinstance(body, dict):
+        code = body.get("code")
+        if code is None and isinstance(body.get("error"), dict):
+            code = body["error"].get("code")
+        if code is None and isinstance(body.get("detail"), dict):
+            code = body["detail"].get("code")
+    code = code or response.headers.get("X-RateLimit-Code")
+    return str(code).strip()[:64] or None if code else None
+
+
+def _resolution_url(body: Any) -> str | None:
+    url = body.get("resolution_url") if isinstance(body, dict) else None
+    if not isinstance(url, str):
+        return None
+    url = url.strip()
+    # Shown to the user as advice: only a plain https link of sane length, never a javascript: or data: one.
+    return url if url.startswith("https://") and len(url) <= 200 and " " not in url else None
+
+
+def is_billing_code(code: str | None) -> bool:
+    """Whether an error ``code`` is about money (credits, ceiling, card), whatever its status."""
+    if not code:
+        return False
+    code = code.lower()
+    return code in BILLING_CODES or any(word in code for word in ("credit", "card", "billing", "payment"))
+
+
 def error_for_response(
     response: requests.Response, what: str, redact: Callable[[str], str] = lambda s: s
 ) -> PioneerError:
-    """The typed exception for an error response.
+    """The typed exception for an error response (either API generation, any envelope).
 
     :param response: the HTTP response (status >= 400).
     :param what: the call, e.g. ``"POST /inference"``, for the message.
-    :param redact: scrubs secrets from anything the server echoed back.
+    :param redact: scrubs secrets from anything the server echoed back; applied to the whole
+        body before it is parsed, summarised or cut.
     """
     status = response.status_code
-    summary, detail = summarize_body(response)
-    summary = redact(summary)
-    if detail is not None:  # the detail travels with the exception (and into logs): scrub it too
-        detail = json.loads(redact(json.dumps(detail, default=str)))
+    text = _body_text(response, redact)
+    body = _parse_json(text, response) if text else None
+    summary, detail = _summarize(text, response, body)
+    code = _code(body, response)
     message = f"Pioneer {what} failed with HTTP {status}: {summary}"
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    kwargs: dict[str, Any] = {"status": status, "detail": detail, "retry_after": retry_after}
-    if status in (401, 403):
+    kwargs: dict[str, Any] = {
+        "status": status,
+        "detail": detail,
+        "retry_after": parse_retry_after(response.headers.get("Retry-After")),
+        "code": code,
+        "resolution_url": _resolution_url(body),
+    }
+    inference = what.endswith(INFERENCE_ROUTE_SUFFIX)
+    reason = response.headers.get("X-RateLimit-Reason", "").strip().lower()
+    if status == 401:
         return PioneerAuthError(message, **kwargs)
     if status == 402:
         return PioneerPaymentRequiredError(message, **kwargs)
+    if status == 403:
+        # The newer API answers a credit ceiling with 403 + a billing code: money, not the key.
+        if is_billing_code(code):
+            return PioneerCreditCeilingError(message, **kwargs)
+        return PioneerAuthError(message, **kwargs)
     if status == 404:
-        if what.endswith("/inference"):
+        if inference:
             message += " Check the model_id (is the model deployed?)."
         return PioneerNotFoundError(message, **kwargs)
+    if status == 409 and inference:
+        return PioneerModelNotServableError(message, **kwargs)
+    if status == 413:
+        return PioneerPayloadTooLargeError(message, **kwargs)
     if status in (400, 422):
         return PioneerValidationError(message, text_errors=_text_errors(detail), **kwargs)
+    if status == 425:
+        return PioneerModelWarmingError(message, **kwargs)
     if status == 429:
-        if response.headers.get("X-RateLimit-Reason", "").strip().lower() == SPEND_CAP_REASON:
+        if SPEND_CAP_REASON in (reason, code):
             return PioneerSpendCapError(message, **kwargs)
-        return PioneerRateLimitError(message, **kwargs)
-    if status >= 500:
+        if is_billing_code(code):
+            return PioneerCreditCeilingError(message, **kwargs)
+        scope = response.headers.get("X-RateLimit-Scope") or (
+            body.get("scope") if isinstance(body, dict) else None
+        )
+        return PioneerRateLimitError(message, scope=str(scope)[:64] if scope else None, **kwargs)
+    if status >= 500 or status == 408:
         return PioneerServerError(message, **kwargs)
     return PioneerError(message, **kwargs)

@@ -1,16 +1,23 @@
 """The key rotation's Variable document: ``{"api_key", "name", "created_at", "pending_revoke", ...}``.
 
 One reader for both sides of it: the hook (which only needs the key) and the rotation (which
-also keeps its bookkeeping there). A plain key string is accepted too. Standard library only.
+also keeps its bookkeeping there). A plain key string is accepted too. A value that is neither
+(malformed JSON, a document without a key, Airflow's masked ``***`` placeholder saved back from
+the UI) is reported as a ``problem`` with a message that says how to recover, never silently
+skipped: falling back to the connection's password then would send a key that may be revoked.
+Standard library only.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["StoredKey", "build_document", "parse_stored"]
+__all__ = ["StoredKey", "build_document", "is_masked_placeholder", "parse_stored", "problem_message"]
+
+#: Why a present value holds no usable key.
+Problem = Literal["malformed", "not_a_document", "masked"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +29,9 @@ class StoredKey:
     :param name: the key's Pioneer-side name, when the rotation document says.
     :param created_at: when Pioneer created it, when the document says.
     :param pending_revoke: names an earlier run meant to revoke and may not have.
+    :param created_recently: names of keys the rotation created lately (its creation budget).
     :param raw: the value exactly as read (to restore it); never shown in the repr.
+    :param problem: why a present value holds no usable key (``None`` when it does, or is absent).
     """
 
     present: bool = False
@@ -30,13 +39,21 @@ class StoredKey:
     name: str | None = None
     created_at: str | None = None
     pending_revoke: tuple[str, ...] = ()
+    created_recently: tuple[str, ...] = ()
     raw: str | None = field(default=None, repr=False)
+    problem: Problem | None = None
 
 
 def _names(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
     return tuple(dict.fromkeys(v for v in value if isinstance(v, str) and v))
+
+
+def is_masked_placeholder(value: str) -> bool:
+    """Whether ``value`` is Airflow's mask (``***``) rather than a key: only asterisks."""
+    text = value.strip()
+    return bool(text) and set(text) == {"*"}
 
 
 def parse_stored(value: Any) -> StoredKey:
@@ -47,25 +64,70 @@ def parse_stored(value: Any) -> StoredKey:
     doc = value
     if isinstance(value, str):
         text = value.strip()
-        if not text.startswith("{"):
-            return StoredKey(present=True, api_key=text or None, raw=raw)
+        if not text:
+            return StoredKey(present=True, raw=raw, problem="not_a_document")
+        if is_masked_placeholder(text):
+            return StoredKey(present=True, raw=raw, problem="masked")
+        if not text.startswith(("{", "[")):
+            return StoredKey(present=True, api_key=text, raw=raw)
         try:
             doc = json.loads(text)
         except ValueError:
-            return StoredKey(present=True, raw=raw)
+            # It starts like JSON (the rotation's document): a broken one, never a key.
+            return StoredKey(present=True, raw=raw, problem="malformed")
     if not isinstance(doc, dict):
-        return StoredKey(present=True, raw=raw)
+        return StoredKey(present=True, raw=raw, problem="not_a_document")
     key = doc.get("api_key")
     name = doc.get("name")
     created_at = doc.get("created_at")
-    return StoredKey(
-        present=True,
-        api_key=key if isinstance(key, str) and key else None,
-        name=name if isinstance(name, str) and name else None,
-        created_at=str(created_at) if created_at else None,
-        pending_revoke=_names(doc.get("pending_revoke")),
-        raw=raw,
-    )
+    fields: dict[str, Any] = {
+        "present": True,
+        "name": name if isinstance(name, str) and name else None,
+        "created_at": str(created_at) if created_at else None,
+        "pending_revoke": _names(doc.get("pending_revoke")),
+        "created_recently": _names(doc.get("created_recently")),
+        "raw": raw,
+    }
+    if isinstance(key, str) and is_masked_placeholder(key):
+        return StoredKey(**fields, problem="masked")
+    if not (isinstance(key, str) and key.strip()):
+        return StoredKey(**fields, problem="not_a_document")
+    return StoredKey(**fields, api_key=key.strip())
+
+
+def problem_message(variable: str, stored: StoredKey) -> str | None:
+    """What is wrong with the Variable and how to fix it, or ``None`` when it is usable (or absent).
+
+    :param variable: the Variable's name, quoted in the message.
+    :param stored: what :func:`parse_stored` read from it.
+    """
+    if stored.problem == "masked":
+        lost = (
+            f" (the lost key is named {stored.name!r}; it is still alive on Pioneer)" if stored.name else ""
+        )
+        return (
+            f"Variable {variable!r} holds Airflow's masked placeholder '***' instead of an API key: it was "
+            "saved from the UI's edit dialog, which shows secrets masked, and the stored key is lost"
+            f"{lost}. To recover: set it to a working key, as "
+            '{"api_key": "<key>", "name": "<its name in Pioneer>"} (or delete the Variable, if the '
+            "connection's API key still works). Then run the key rotation: it stores a fresh key, "
+            "revokes the key you set, and revokes the lost one once it is older than "
+            "orphan_grace_period. Edit this Variable only by replacing its whole value."
+        )
+    if stored.problem == "malformed":
+        return (
+            f"Variable {variable!r} holds malformed JSON: it starts like the key rotation's document "
+            '({"api_key": ..., "name": ...}) but does not parse, so it holds no usable API key. Set it to '
+            'a working key, as {"api_key": "<key>", "name": "<its name in Pioneer>"} (or delete it '
+            "to use the connection's API key); the next key rotation rewrites it."
+        )
+    if stored.problem == "not_a_document":
+        return (
+            f"Variable {variable!r} holds no API key: it is neither a plain key nor the key rotation's "
+            'JSON document with a non-empty "api_key". Set it to a working key, or delete it to use the '
+            "connection's API key."
+        )
+    return None
 
 
 def build_document(

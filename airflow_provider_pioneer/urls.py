@@ -1,16 +1,51 @@
-"""Base-URL policy: where the API key may be sent. Cheap to import (DAG files import the hook)."""
+"""Where requests go: the base-URL policy (where the API key may be sent) and every route.
+
+Every path the provider calls is listed here, once, as documented by Pioneer (API.md,
+CHANGES-2026-08.md); a base path such as ``/v1`` comes from the base URL itself
+(``https://api.example.com/v1``), never from a guessed route. Cheap to import (DAG files
+import the hook).
+"""
 
 from __future__ import annotations
 
 import ipaddress
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from airflow_provider_pioneer.exceptions import PioneerConfigurationError
 
-__all__ = ["DEFAULT_BASE_URL", "is_loopback", "validate_base_url"]
+__all__ = [
+    "CREATE_API_KEY",
+    "DEFAULT_BASE_URL",
+    "DELETE_API_KEY",
+    "INFERENCE",
+    "LIST_API_KEYS",
+    "LIST_MODELS",
+    "Route",
+    "is_loopback",
+    "normalize_host",
+    "validate_base_url",
+]
 
 DEFAULT_BASE_URL = "https://api.pioneer.ai"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+class Route(NamedTuple):
+    """One API call: its method and its path below the base URL."""
+
+    method: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+INFERENCE = Route("POST", "/inference")
+CREATE_API_KEY = Route("POST", "/create-api-key")
+LIST_API_KEYS = Route("GET", "/list-api-keys")
+DELETE_API_KEY = Route("DELETE", "/delete-api-key")
+LIST_MODELS = Route("GET", "/v1/models")
 
 
 def is_loopback(host: str) -> bool:
@@ -23,23 +58,70 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def validate_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
+def _host_of(netloc: str) -> str:
+    """The host of ``host[:port]`` / ``[v6]:port`` (no URL parsing: no scheme yet)."""
+    if netloc.startswith("["):
+        return netloc[1 : netloc.find("]")] if "]" in netloc else netloc
+    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+
+def normalize_host(host: str, scheme_hint: str | None = None) -> str:
+    """A connection's host field as a base URL: a scheme-less host is ``https://`` (``http://`` for loopback).
+
+    :param host: ``https://api.pioneer.ai``, ``api.pioneer.ai``, ``localhost:8090``, ``[::1]:8090``...
+    :param scheme_hint: the connection's schema field (``http``/``https``) for a scheme-less host.
+    """
+    host = host.strip()
+    if "://" in host:
+        return host
+    scheme = (scheme_hint or "").lower()
+    if scheme not in ("http", "https"):
+        netloc = host.split("/", 1)[0]
+        scheme = "http" if is_loopback(_host_of(netloc)) else "https"
+    return f"{scheme}://{host}"
+
+
+def _shown(url: str) -> str:
+    """``url`` without anything before an ``@`` in its authority (it could be a key), for messages."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{authority}{slash}{path}"[:200]
+
+
+def validate_base_url(url: str, *, allow_insecure_http: bool = False, field: str = "host") -> str:
     """Check and normalise a base URL; plain ``http`` only for loopback unless explicitly allowed.
 
+    :param url: the base URL (a scheme-less host is accepted, see :func:`normalize_host`).
+    :param allow_insecure_http: allow ``http://`` to a non-loopback host.
+    :param field: the connection field the URL came from, for the message.
     :raises PioneerConfigurationError: when the URL cannot be used safely.
     """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PioneerConfigurationError(
-            f"Pioneer base URL {url!r} is not an http(s) URL. Set the connection host to e.g. {DEFAULT_BASE_URL}."
-        )
-    if parts.username or parts.password:
+    url = normalize_host(url)
+    shown = _shown(url)
+    example = f"Set the connection's {field} to e.g. {DEFAULT_BASE_URL} (or http://127.0.0.1:8090 for the emulator)."
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise PioneerConfigurationError(f"Pioneer base URL {shown!r} cannot be parsed. {example}") from None
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise PioneerConfigurationError(f"Pioneer base URL {shown!r} is not an http(s) URL. {example}")
+    if parts.username or parts.password or "@" in parts.netloc:
         raise PioneerConfigurationError(
             "Pioneer base URL must not carry credentials; put the API key in the connection's API key field."
         )
-    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
+    if parts.query or parts.fragment or url.rstrip("/").endswith(("?", "#")):
         raise PioneerConfigurationError(
-            f"Refusing to send the API key over plain http to {parts.hostname}: use https://, "
+            f"Pioneer base URL {shown!r} has a query or fragment, which the API would not see. {example}"
+        )
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise PioneerConfigurationError(f"Pioneer base URL {shown!r} contains whitespace. {example}")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(hostname):
+        raise PioneerConfigurationError(
+            f"Refusing to send the API key over plain http to {hostname}: use https://, "
             "or set the connection extra allow_insecure_http to true if that host is trusted."
         )
-    return url.strip().rstrip("/")
+    return url.rstrip("/")

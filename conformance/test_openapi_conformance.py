@@ -23,9 +23,10 @@ WORDS = ["Apple", "Google", "announced", "MacBook", "Pro", "in", "Paris", "on", 
 LABELS = ["organization", "product", "location", "person", "date", "money"]
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[PioneerEmulator]:
-    with PioneerEmulator(rate_limit_per_minute=None) as emulator:
+@pytest.fixture(scope="module", params=["legacy", "current"])
+def emu(request: pytest.FixtureRequest) -> Iterator[PioneerEmulator]:
+    """Both API generations: the document is June 2026's, and today's answers must still fit it."""
+    with PioneerEmulator(rate_limit_per_minute=None, api_profile=request.param) as emulator:
         yield emulator
 
 

@@ -6,11 +6,13 @@
 ``pioneer_api_key`` as JSON (``{"api_key", "name", "created_at"}``), then revokes the old key.
 Every step is idempotent and any crash leaves a working key stored, so Airflow retries are safe.
 ``check_connection`` then proves that ``pioneer_default`` resolves the new key: the connection must
-carry the extra ``{"api_key_variable": "pioneer_api_key"}`` (otherwise it would keep sending the
+carry the extra ``{"key_variable": "pioneer_api_key"}`` (otherwise it would keep sending the
 revoked key) and, for the very first rotation, ``{"key_name": "<name of the key in password>"}``.
 
-Safety settings: one run at a time (``max_active_runs=1``), one rotation task at a time across
-runs (``max_active_tis_per_dag=1``), no catch-up (a missed night needs one rotation, not many).
+Settings: one run at a time (``max_active_runs=1``), one rotation task at a time across runs
+(``max_active_tis_per_dag=1``), no catch-up (a missed night needs one rotation, not many). A second
+rotation of the same Variable at the same time (another DAG, a manual ``airflow tasks test``) is
+safe anyway: one run's key wins and the other deletes its own.
 """
 
 from __future__ import annotations
@@ -58,15 +60,17 @@ with DAG(
     def check_connection(rotation: dict[str, Any]) -> dict[str, Any]:
         """Fail loudly if ``pioneer_default`` does not pick up the key the rotation just stored."""
         hook = PioneerHook(pioneer_conn_id="pioneer_default")
-        if hook.api_key_variable != VARIABLE_KEY:
+        if hook.key_variable != VARIABLE_KEY:
             raise AirflowFailException(
-                f"Connection pioneer_default has extra api_key_variable={hook.api_key_variable!r}: tasks "
+                f"Connection pioneer_default has extra key_variable={hook.key_variable!r}: tasks "
                 f"using it still send the old, revoked key. Set the extra "
-                f'{{"api_key_variable": "{VARIABLE_KEY}"}} on the connection.'
+                f'{{"key_variable": "{VARIABLE_KEY}"}} on the connection.'
             )
         ok, message = hook.test_connection()
         if not ok:
             raise AirflowFailException(f"pioneer_default does not work with the rotated key: {message}")
+        # rotation["name"] is the key the Variable holds: this run's, or (superseded) the key a
+        # concurrent rotation stored instead of it.
         log.info(
             "pioneer_default now uses key %r (revoked: %s)", rotation.get("name"), rotation.get("revoked")
         )

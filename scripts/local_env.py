@@ -149,9 +149,9 @@ def airflow_env(home: Path, output: Path, emulator: Emulator) -> dict[str, str]:
         "conn_type": "pioneer",
         "host": emulator.url,
         "password": emulator.api_key,
-        # key_name lets the first rotation revoke the bootstrap key; api_key_variable makes every
+        # key_name lets the first rotation revoke the bootstrap key; key_variable makes every
         # task pick up the key the rotation stores.
-        "extra": {"key_name": BOOTSTRAP_KEY_NAME, "api_key_variable": ROTATED_KEY_VARIABLE},
+        "extra": {"key_name": BOOTSTRAP_KEY_NAME, "key_variable": ROTATED_KEY_VARIABLE},
     }
     env.update(
         {

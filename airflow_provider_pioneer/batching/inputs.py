@@ -3,19 +3,42 @@
 Both sources yield :class:`Item` one at a time, so a file of a million lines never sits
 in memory. Each source also produces a digest of its content (the file's bytes, streamed),
 which keys the checkpoint: a checkpoint left by different inputs is never reused.
+
+Both check every input before the first request (the list when it is given, the file in
+its counting pass), so nothing that cannot be written back is discovered after it was billed:
+
+* an id that standard JSON in UTF-8 cannot hold (``NaN``/``Infinity``, which Python's
+  ``json`` reads, or a lone surrogate such as ``"\\ud83d"``, which JSON's escapes allow)
+  refuses the run, naming the line or the position: its record could not carry it;
+* a text that is not valid Unicode (a lone surrogate) gets an error record and is not sent;
+* ids that repeat are counted (:attr:`Source.duplicate_ids`): allowed, each input still gets
+  its own record in input order, but a join on the id downstream will see them twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-__all__ = ["FileSource", "InputError", "Item", "ListSource", "Source", "request_fingerprint"]
+__all__ = [
+    "DUPLICATE_CHECK_LIMIT",
+    "FileSource",
+    "InputError",
+    "Item",
+    "ListSource",
+    "Source",
+    "json_problem",
+    "request_fingerprint",
+]
 
 _CHUNK = 1 << 20
+#: Distinct ids checked for duplicates per run (about 60 MB of hashes); past it the check stops.
+DUPLICATE_CHECK_LIMIT = 1_000_000
+_SHOWN_DUPLICATES = 3
 
 
 class InputError(ValueError):
@@ -38,26 +61,113 @@ class Item:
     problem: str | None = None
 
 
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be written as standard JSON in UTF-8, or ``None`` when it can.
+
+    The output is written with ``default=str`` (a datetime id becomes its string), so only
+    non-finite numbers and text that is not valid Unicode are problems.
+    """
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False, default=str).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else ""
+        return f"holds {bad!a}, a lone surrogate, which is not valid Unicode"
+    except ValueError:
+        if _has_non_finite(value):
+            return "holds NaN or Infinity, which standard JSON cannot hold"
+        return "cannot be written as JSON"  # e.g. a circular structure
+    except (TypeError, RecursionError):
+        return "cannot be written as JSON"
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"text is not valid Unicode (a lone surrogate {text[exc.start]!a} at character "
+            f"{exc.start}); fix the text, e.g. decode its source with errors='replace'"
+        )
+    return None
+
+
 def _item(index: int, value: Any, id_field: str, text_field: str) -> Item:
     if isinstance(value, str):
-        return Item(index, index, value)
+        return Item(index, index, value, _text_problem(value))
     if isinstance(value, dict):
         ident = value.get(id_field, index)
         text = value.get(text_field)
         if isinstance(text, str):
-            return Item(index, ident, text)
+            return Item(index, ident, text, _text_problem(text))
         return Item(index, ident, None, f"record has no string field {text_field!r}")
     return Item(index, index, None, f"input is a {type(value).__name__}, not a string or a record")
 
 
+class _InputCheck:
+    """Checks each item's id before anything is sent and counts ids seen more than once."""
+
+    def __init__(self, id_field: str) -> None:
+        self._id_field = id_field
+        self._seen: set[int] = set()
+        self.duplicates = 0
+        self.first_duplicates: list[Any] = []
+        self.complete = True  # False once more distinct ids came than the check keeps
+
+    def add(self, item: Item, where: str) -> None:
+        problem = json_problem(item.id)
+        if problem:
+            raise InputError(
+                f"{where}: the id ({self._id_field!r}) {problem}, so its output record could not be "
+                f"written. Fix that id (or give every record a string id); nothing was sent."
+            )
+        ident = item.id
+        # Typed, so that the id 1 and the id "1" (different in the output) are not duplicates.
+        key = hash(
+            ("s", ident) if isinstance(ident, str) else ("j", json.dumps(ident, sort_keys=True, default=str))
+        )
+        if key in self._seen:
+            self.duplicates += 1
+            if len(self.first_duplicates) < _SHOWN_DUPLICATES and ident not in self.first_duplicates:
+                self.first_duplicates.append(ident)
+        elif len(self._seen) < DUPLICATE_CHECK_LIMIT:
+            self._seen.add(key)
+        else:
+            self.complete = False
+
+
 class Source:
-    """A stream of :class:`Item`, with its length and a digest of its content."""
+    """A stream of :class:`Item`, with its length, a digest of its content and its duplicate ids.
+
+    :ivar duplicate_ids: inputs whose id an earlier input already had.
+    :ivar first_duplicates: a few of those ids, for the log.
+    :ivar duplicates_checked_all: ``False`` when more than :data:`DUPLICATE_CHECK_LIMIT`
+        distinct ids came and later ones were not checked.
+    """
 
     total: int
     digest: str
+    duplicate_ids: int = 0
+    first_duplicates: tuple[Any, ...] = ()
+    duplicates_checked_all: bool = True
 
     def items(self) -> Iterator[Item]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def _keep(self, check: _InputCheck) -> None:
+        self.duplicate_ids = check.duplicates
+        self.first_duplicates = tuple(check.first_duplicates)
+        self.duplicates_checked_all = check.complete
 
 
 class ListSource(Source):
@@ -85,11 +195,16 @@ class ListSource(Source):
         self._id_field = id_field
         self._text_field = text_field
         self.total = len(self._texts)
+        check = _InputCheck(id_field)
         h = hashlib.sha256(b"list\n")
-        for value in self._texts:
-            h.update(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False).encode())
+        for index, value in enumerate(self._texts):
+            check.add(_item(index, value, id_field, text_field), f"texts[{index}]")
+            # surrogatepass: a text that is not valid Unicode still hashes (it gets an error record).
+            doc = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+            h.update(doc.encode("utf-8", "surrogatepass"))
             h.update(b"\n")
         self.digest = h.hexdigest()
+        self._keep(check)
 
     def items(self) -> Iterator[Item]:
         for index, value in enumerate(self._texts):
@@ -100,8 +215,8 @@ class FileSource(Source):
     """A JSONL file (any ``ObjectStoragePath`` URL), one record or JSON string per line; blank lines skipped.
 
     Opening the file twice is the price of flat memory: a first streamed pass checks every
-    line, counts the items (for progress and ETA) and hashes the bytes (for the checkpoint);
-    the second pass yields the items.
+    line and id, counts the items (for progress and ETA) and hashes the bytes (for the
+    checkpoint); the second pass yields the items.
 
     :param path: the file, e.g. ``file:///data/in.jsonl`` or ``s3://bucket/in.jsonl``.
     :param id_field: key of the id in a record.
@@ -141,21 +256,26 @@ class FileSource(Source):
 
     def _scan(self) -> tuple[int, str]:
         h = hashlib.sha256(b"jsonl\n")
+        check = _InputCheck(self._id_field)
+        total = 0
         with self._open() as handle:
-            total = sum(self._check(lineno, line) for lineno, line in self._lines(handle, h))
+            for lineno, line in self._lines(handle, h):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except ValueError:
+                    raise InputError(
+                        f"input_path {self._path}, line {lineno}: not valid JSON. Each line must be a JSON "
+                        "record (or a JSON string)."
+                    ) from None
+                check.add(
+                    _item(total, value, self._id_field, self._text_field),
+                    f"input_path {self._path}, line {lineno}",
+                )
+                total += 1
+        self._keep(check)
         return total, h.hexdigest()
-
-    def _check(self, lineno: int, line: bytes) -> int:
-        if not line.strip():
-            return 0
-        try:
-            json.loads(line)
-        except ValueError:
-            raise InputError(
-                f"input_path {self._path}, line {lineno}: not valid JSON. Each line must be a JSON "
-                "record (or a JSON string)."
-            ) from None
-        return 1
 
     def items(self) -> Iterator[Item]:
         index = 0
@@ -169,5 +289,6 @@ class FileSource(Source):
 
 def request_fingerprint(source_digest: str, **request: Any) -> str:
     """What was asked, as one hash: the inputs' digest plus model, schema, options and field names."""
-    doc = json.dumps({"inputs": source_digest, **request}, sort_keys=True, default=str)
+    # ASCII escapes: a request holding text that is not valid Unicode still hashes (and is refused later).
+    doc = json.dumps({"inputs": source_digest, **request}, sort_keys=True, default=str, ensure_ascii=True)
     return hashlib.sha256(doc.encode()).hexdigest()

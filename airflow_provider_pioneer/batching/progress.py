@@ -1,4 +1,4 @@
-"""Progress lines at a steady cadence, and the numbers for the final summary."""
+"""Progress lines: the first as soon as the first batch is written, then one every ``interval``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Logs ``done/total, items/s, ETA, retries, 429s`` every ``interval`` seconds.
+    """Logs ``done/total, items/s, ETA; requests, retries, 429s; pace`` in one short line.
+
+    The first line comes as soon as the first batch is written (a run that takes minutes shows
+    life at once), then one every ``interval`` seconds while the run waits or writes.
 
     :param log: where the lines go (the task's logger).
     :param total: inputs in this run, checkpointed ones included.
@@ -26,6 +29,7 @@ class Progress:
     :param stats: returns the client's ``{attempts, retries, rate_limited, ...}`` snapshot.
     :param interval: seconds between lines.
     :param clock: monotonic clock.
+    :param pace: returns a few words on the client's pace (e.g. ``pace 1,200/min``: requests per minute), or ``None``.
     """
 
     def __init__(
@@ -36,6 +40,7 @@ class Progress:
         stats: Callable[[], dict[str, Any]],
         interval: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
+        pace: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._log = log
         self.total = total
@@ -44,11 +49,20 @@ class Progress:
         self._stats = stats
         self._interval = interval
         self._clock = clock
+        self.pace = pace
         self.started = clock()
         self._next = self.started + interval
+        self._first = True
 
     def advance(self, n: int) -> None:
+        """``n`` more items are written; the first batch gets its line at once."""
         self.done += n
+        if self._first:
+            self._first = False
+            self._next = self._clock() + self._interval
+            self.log_line()
+        else:
+            self.maybe_log()
 
     @property
     def elapsed(self) -> float:
@@ -73,8 +87,9 @@ class Progress:
         eta = _duration(left / rate) if rate > 0 else "?"
         pct = 100.0 * self.done / self.total if self.total else 100.0
         stats = self._stats()
+        pace = self.pace()
         self._log.info(
-            "Pioneer inference: %d/%d items (%.1f%%), %.1f items/s, ETA %s, %d requests, %d retries, %d x 429",
+            "Pioneer inference: %d/%d items (%.1f%%), %.1f items/s, ETA %s; %d requests, %d retries, %d x 429%s",
             self.done,
             self.total,
             pct,
@@ -83,4 +98,5 @@ class Progress:
             stats.get("attempts", 0),
             stats.get("retries", 0),
             stats.get("rate_limited", 0),
+            f"; {pace}" if pace else "",
         )

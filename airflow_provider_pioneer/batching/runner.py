@@ -7,10 +7,21 @@ split until the offending texts stand alone (the server's ``loc`` indices are us
 shortcut); they become error records and their neighbours get results. A failure that
 no retry can fix (402, spend cap, 401 after the key re-read, unknown model, options the
 API rejects, an answer that is not what the API promises) stops every worker before its
-next request and is raised to the caller as :class:`FatalStop`. A batch that still fails after the client's retries (5xx, connection
-errors, a 429 storm) stops the run the same way, as :class:`TransientStop`: its items get
-no record, so a later attempt (an Airflow retry resuming from the checkpoint) sends them
+next request and is raised to the caller as :class:`FatalStop`. A batch that still fails
+after the client's retries (5xx, connection errors, a 429 storm, a 200 whose results are
+null or malformed) stops the run the same way, as :class:`TransientStop`: its items get no
+record, so a later attempt (an Airflow retry resuming from the checkpoint) sends them
 again, instead of a passing outage being written down as permanent per-item failures.
+
+A 413 (the body is too large, usually for a proxy) is isolated like a 422: the batch is
+split until the texts that are too large stand alone, and they get error records.
+
+Setting ``stop`` from outside (the operator's ``on_kill``) ends the run at once: no worker
+sends again, and :meth:`BatchRunner.run` stops waiting for the requests on the wire and
+raises :class:`RunStopped` after the batches that were already done in order.
+
+A result that cannot be written as standard JSON (``NaN``, a lone surrogate) becomes an
+error record for its text rather than a crash after the call was billed.
 """
 
 from __future__ import annotations
@@ -23,13 +34,10 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from airflow_provider_pioneer.batching.inputs import Item
+from airflow_provider_pioneer.batching.inputs import Item, json_problem
 from airflow_provider_pioneer.exceptions import (
-    PioneerConnectionError,
     PioneerError,
-    PioneerRateLimitError,
-    PioneerServerError,
-    PioneerSpendCapError,
+    PioneerPayloadTooLargeError,
     PioneerValidationError,
 )
 from airflow_provider_pioneer.pacing import Pacer
@@ -44,12 +52,6 @@ __all__ = [
     "batches",
 ]
 
-#: Errors that outlasted the client's retries but say nothing about the items: an outage. Every
-#: other error (402, spend cap, 401 after the key re-read, 404, an unexpected answer) is fatal.
-TRANSIENT_ERRORS = (PioneerServerError, PioneerConnectionError, PioneerRateLimitError)
-#: Statuses a proxy may answer that are timing, not a verdict (request timeout, too early).
-TRANSIENT_STATUSES = frozenset({408, 425})
-
 #: Sent once, only when a 422 names no text and nothing has succeeded yet: if even this is
 #: rejected, the request's options (model, schema, threshold...) are at fault, not the texts.
 PROBE_TEXT = "Pioneer"
@@ -59,7 +61,10 @@ InferFn = Callable[[list[str]], tuple[list[Any], int]]
 
 
 class RunStopped(Exception):
-    """Raised in a worker that was about to send after the run was stopped."""
+    """Raised in a worker that was about to send after the run was stopped.
+
+    :meth:`BatchRunner.run` raises it too when ``stop`` was set from outside (no error caused it).
+    """
 
 
 class FatalStop(Exception):
@@ -117,7 +122,17 @@ def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 
 def _error(item: Item, status: int | None, message: str) -> dict[str, Any]:
+    # A server's message may quote the text; whatever it holds, the record must stay writable.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return {"id": item.id, "error": {"status": status, "message": message}}
+
+
+def _record(item: Item, result: Any) -> dict[str, Any]:
+    problem = json_problem(result)
+    if problem is None:
+        return {"id": item.id, "result": result}
+    # Billed already: sending it again would most likely bill the same answer again.
+    return _error(item, 200, f"Pioneer answered HTTP 200, but its result for this text {problem}")
 
 
 def _is_request_level(exc: PioneerValidationError) -> bool:
@@ -176,10 +191,8 @@ class BatchRunner:
         self._stop.set()
 
     def _stop_for(self, exc: PioneerError) -> RunStopped:
-        transient = (
-            isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, PioneerSpendCapError)
-        ) or exc.status in TRANSIENT_STATUSES
-        self._fail(exc, transient=transient)
+        # The error's class says whether it is an outage (an Airflow retry may succeed) or a verdict.
+        self._fail(exc, transient=exc.transient)
         return RunStopped()
 
     def _send(self, items: list[Item], records: dict[int, dict[str, Any]]) -> int:
@@ -196,7 +209,7 @@ class BatchRunner:
         else:
             self._options_accepted = True
             for it, result in zip(items, results, strict=True):
-                records[it.index] = {"id": it.id, "result": result}
+                records[it.index] = _record(it, result)
             return tokens
         blamed, probe_tokens = self._blames_the_request(rejected)
         if blamed:
@@ -235,7 +248,15 @@ class BatchRunner:
         """A 422 on ``items``: find the texts it is about; everything else still gets a result."""
         if len(items) == 1:
             msg = exc.text_errors.get(0)
-            text = f"Pioneer rejected this text (HTTP {exc.status}): {msg}" if msg else exc.message
+            if msg:
+                text = f"Pioneer rejected this text (HTTP {exc.status}): {msg}"
+            elif isinstance(exc, PioneerPayloadTooLargeError):
+                text = (
+                    f"Pioneer (or a proxy in front of it) refused this text alone as too large "
+                    f"(HTTP {exc.status}); shorten or split it"
+                )
+            else:
+                text = exc.message
             records[items[0].index] = _error(items[0], exc.status, text)
             return 0
         blamed = {i for i in exc.invalid_indices if 0 <= i < len(items)}
@@ -276,8 +297,8 @@ class BatchRunner:
         pending: deque[Future[BatchResult]] = deque()
         source = iter(work)
         executor = ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="pioneer-batch")
+        exhausted = False
         try:
-            exhausted = False
             while True:
                 while not exhausted and len(pending) < self._window and not self._stop.is_set():
                     batch = next(source, None)
@@ -290,6 +311,11 @@ class BatchRunner:
                 head = pending[0]
                 while not wait([head], timeout=self._tick, return_when=FIRST_COMPLETED).done:
                     self._on_tick()
+                    if self._stop.is_set() and self._fatal is None:
+                        # Stopped from outside (on_kill): do not wait for the requests on the wire.
+                        break
+                if not head.done():
+                    break
                 self._on_tick()
                 try:
                     result = head.result()
@@ -304,5 +330,5 @@ class BatchRunner:
             executor.shutdown(wait=False, cancel_futures=True)
         if self._fatal is not None:
             raise (TransientStop if self._fatal_is_transient else FatalStop)(self._fatal)
-        if self._stop.is_set() and pending:
+        if pending or not exhausted:  # stopped from outside, maybe before the first batch
             raise RunStopped

@@ -16,11 +16,12 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from airflow_provider_pioneer.exceptions import PioneerConfigurationError, PioneerError
-from airflow_provider_pioneer.stored_key import parse_stored
-from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, is_loopback
+from airflow_provider_pioneer.stored_key import parse_stored, problem_message
+from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, normalize_host
 
 if TYPE_CHECKING:
     from airflow_provider_pioneer.client import PioneerClient
+    from airflow_provider_pioneer.pacing import Pacer
 
 __all__ = ["PioneerHook", "parse_stored_key"]
 
@@ -28,9 +29,19 @@ _TRUE = {"true", "1", "yes", "on"}
 _N = TypeVar("_N", int, float)
 
 
-def parse_stored_key(value: Any) -> str | None:
-    """The API key inside a Variable's value: a plain key, or the rotation JSON ``{"api_key": ...}``."""
-    return parse_stored(value).api_key
+def parse_stored_key(value: Any, variable: str = "the key Variable") -> str | None:
+    """The API key inside a Variable's value: a plain key, or the rotation JSON ``{"api_key": ...}``.
+
+    :param value: the Variable's value (``None``: absent).
+    :param variable: its name, for the error message.
+    :raises PioneerConfigurationError: the value holds no usable key (malformed JSON, a document
+        without a key, Airflow's masked ``***`` placeholder), with how to fix it.
+    """
+    stored = parse_stored(value)
+    message = problem_message(variable, stored)
+    if message:
+        raise PioneerConfigurationError(message)
+    return stored.api_key
 
 
 def _as_bool(value: Any) -> bool:
@@ -42,7 +53,7 @@ class PioneerHook(BaseHook):
 
     The connection (type ``pioneer``) holds the base URL in *host* (empty means
     ``https://api.pioneer.ai``) and the API key in *password*. Extras:
-    ``api_key_variable`` (a Variable holding the current key, written by
+    ``key_variable`` (a Variable holding the current key, written by
     :class:`~airflow_provider_pioneer.operators.key_rotation.PioneerKeyRotationOperator`;
     wins over the password), ``timeout`` (seconds per request, 60), ``max_retries`` (5),
     ``deadline`` (seconds per call, retries included, 600), ``key_name`` (the key's
@@ -53,6 +64,8 @@ class PioneerHook(BaseHook):
     :param pool_size: pooled HTTP connections; size it to the threads that share the hook.
     :param timeout: override the connection's per-request timeout, seconds.
     :param max_retries: override the connection's retry budget.
+    :param pacer: the pacing (and retry waits) the client uses; default: one at ``requests_per_minute``.
+    :param warmup_timeout: seconds in all to wait for warming models (HTTP 425), default 600.
     """
 
     conn_name_attr = "pioneer_conn_id"
@@ -68,6 +81,8 @@ class PioneerHook(BaseHook):
         pool_size: int = 10,
         timeout: float | None = None,
         max_retries: int | None = None,
+        pacer: Pacer | None = None,
+        warmup_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,6 +91,8 @@ class PioneerHook(BaseHook):
         self.pool_size = pool_size
         self._timeout = timeout
         self._max_retries = max_retries
+        self._pacer = pacer
+        self._warmup_timeout = warmup_timeout
 
     def __repr__(self) -> str:
         return f"PioneerHook(pioneer_conn_id={self.pioneer_conn_id!r})"
@@ -100,9 +117,13 @@ class PioneerHook(BaseHook):
         return self.get_connection(self.pioneer_conn_id)
 
     @property
-    def api_key_variable(self) -> str | None:
-        """Name of the Variable that holds the current (rotated) key, if the connection names one."""
-        name = self._extras.get("api_key_variable")
+    def key_variable(self) -> str | None:
+        """Name of the Variable that holds the current (rotated) key, if the connection names one.
+
+        The extra is ``key_variable``: a name without ``api_key`` in it, so that Airflow's masker,
+        which hides the values of sensitive-looking extras, leaves the Variable's name readable.
+        """
+        name = self._extras.get("key_variable")
         return str(name) if name else None
 
     @property
@@ -118,21 +139,28 @@ class PioneerHook(BaseHook):
         host = (conn.host or "").strip()
         if not host:
             return DEFAULT_BASE_URL
-        if "://" not in host:
-            # A URI-style connection (pioneer://:KEY@host:port) gives no scheme: loopback is the
-            # emulator (plain http); anything else is https unless the schema says otherwise.
-            scheme = (conn.schema or "").lower()
-            if scheme not in ("http", "https"):
-                scheme = "http" if is_loopback(host) else "https"
-            host = f"{scheme}://{host}"
-        parts = urlsplit(host)
-        if conn.port and parts.port is None:
+        # A URI-style connection (pioneer://:KEY@host:port) or a bare "localhost:8090" gives no
+        # scheme: loopback is the emulator (plain http); anything else is https unless the
+        # schema field says otherwise.
+        url = normalize_host(host, conn.schema)
+        try:
+            parts = urlsplit(url)
+            has_port = parts.port is not None
+        except ValueError:
+            return url  # the client refuses it, naming the field
+        # The UI stores 0 (or nothing) for an empty port field.
+        if conn.port and not has_port:
             parts = parts._replace(netloc=f"{parts.netloc}:{conn.port}")
         return urlunsplit(parts).rstrip("/")
 
     def read_variable_key(self) -> str | None:
-        """The key in the ``api_key_variable`` Variable now, or ``None`` (unset, missing or unreadable)."""
-        name = self.api_key_variable
+        """The key in the ``key_variable`` Variable now, or ``None`` (unset, missing or unreadable).
+
+        :raises PioneerConfigurationError: the Variable exists but holds no usable key (malformed
+            JSON, Airflow's masked placeholder...): falling back to the password then would hide
+            the problem behind a 401 from a key that may be revoked.
+        """
+        name = self.key_variable
         if not name:
             return None
         from airflow.sdk import Variable
@@ -144,14 +172,14 @@ class PioneerHook(BaseHook):
                 "Could not read Variable %r for the Pioneer API key; using the connection's.", name
             )
             return None
-        key = parse_stored_key(value)
+        key = parse_stored_key(value, name)
         if key:
             mask_secret(key)
         return key
 
     def _reread_variable_key(self) -> str | None:
         """After a 401: the Variable's key as stored now, past Airflow's secrets cache."""
-        name = self.api_key_variable
+        name = self.key_variable
         if name:
             # With [secrets] use_cache on, Variable.get may serve the pre-rotation key for the
             # cache's whole TTL, and the one re-read would be wasted on it.
@@ -164,13 +192,19 @@ class PioneerHook(BaseHook):
         return self.read_variable_key()
 
     def get_api_key(self) -> str:
-        """The key to use now: the Variable's (when ``api_key_variable`` names one that exists), else the password."""
-        key = self.read_variable_key() or (self._connection.password or "")
-        if not key:
-            raise PioneerConfigurationError(
-                f"Connection {self.pioneer_conn_id!r} has no API key: set its 'API key' field "
-                "(or extra api_key_variable to a Variable holding one)."
-            )
+        """The key to use now: the Variable's (when ``key_variable`` names one that exists), else the password.
+
+        Surrounding whitespace (a pasted newline) is stripped; a key that no HTTP header can carry is
+        refused with a message naming the connection, never the key.
+        """
+        from airflow_provider_pioneer.client import check_api_key
+
+        key = self.read_variable_key()
+        where = f"Variable {self.key_variable!r}" if key else f"connection {self.pioneer_conn_id!r}"
+        key = key or (self._connection.password or "")
+        if key:
+            mask_secret(key)
+        key = check_api_key(key, where)
         mask_secret(key)
         return key
 
@@ -178,7 +212,7 @@ class PioneerHook(BaseHook):
     def client(self) -> PioneerClient:
         """The authenticated client, built once per hook."""
         return self.client_for_key(
-            self.get_api_key(), refresh_key=self._reread_variable_key if self.api_key_variable else None
+            self.get_api_key(), refresh_key=self._reread_variable_key if self.key_variable else None
         )
 
     def client_for_key(
@@ -204,6 +238,10 @@ class PioneerHook(BaseHook):
             max_retries = self._max_retries
         if max_retries is None:
             max_retries = self._extra_number("max_retries", 5, int)
+        mask_secret(api_key.strip())
+        warmup = self._warmup_timeout
+        if warmup is None:
+            warmup = self._extra_number("warmup_timeout", 600.0, float)
         return PioneerClient(
             self.base_url,
             api_key,
@@ -212,8 +250,10 @@ class PioneerHook(BaseHook):
             deadline=self._extra_number("deadline", 600.0, float),
             pool_size=self.pool_size,
             allow_insecure_http=_as_bool(self._extras.get("allow_insecure_http", False)),
-            pacer=Pacer(self.requests_per_minute),
+            pacer=self._pacer or Pacer(self.requests_per_minute),
             refresh_key=refresh_key,
+            auth_scheme=str(self._extras.get("auth_scheme") or "x-api-key"),
+            warmup_timeout=warmup,
         )
 
     def _extra_number(self, name: str, default: _N, kind: Callable[[Any], _N]) -> _N:

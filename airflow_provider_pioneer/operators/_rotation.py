@@ -7,22 +7,26 @@ unit-testable on its own. :mod:`~airflow_provider_pioneer.operators.key_rotation
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow_provider_pioneer.stored_key import StoredKey, build_document, parse_stored
+from airflow_provider_pioneer.stored_key import StoredKey, build_document, parse_stored, problem_message
 
 __all__ = [
     "StoredKey",
     "build_document",
     "check_key_name_prefix",
     "check_variable_key",
+    "created_within",
     "default_key_name_prefix",
     "is_managed",
+    "key_birth",
     "key_names",
     "managed_name",
     "orphans",
     "parse_stored",
+    "problem_message",
     "still_pending",
 ]
 
@@ -102,6 +106,85 @@ def still_pending(
     return [n for n in dict.fromkeys(names) if n != new_name]
 
 
-def orphans(live_names: list[str], prefix: str, keep: set[str]) -> list[str]:
-    """Managed keys alive on the account that nobody holds (a create whose response was lost)."""
-    return [n for n in dict.fromkeys(live_names) if is_managed(n, prefix) and n not in keep]
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _name_time(name: str, prefix: str) -> datetime | None:
+    if not is_managed(name, prefix):
+        return None
+    stamp = name[len(prefix) + 1 :]
+    return datetime.strptime(stamp, _TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+
+
+def key_birth(name: str, prefix: str, created_at: Any = None) -> datetime | None:
+    """When a managed key was created: the later of its name's timestamp and Pioneer's ``created_at``.
+
+    The later one, so that clock skew between the worker that named the key and Pioneer can only
+    make a key look younger than it is (kept longer), never older (revoked too early).
+    """
+    times = [t for t in (_name_time(name, prefix), _parse_time(created_at)) if t is not None]
+    return max(times) if times else None
+
+
+def orphans(
+    records: Any,
+    prefix: str,
+    keep: set[str],
+    *,
+    now: datetime,
+    grace: timedelta,
+    before: datetime | None = None,
+) -> list[str]:
+    """Managed keys alive on the account that nobody holds (a create whose response was lost).
+
+    A young key may be a concurrent rotation's, created and not yet stored: it is an orphan only
+    once older than ``grace`` (a run that took longer than half of it to store its key discards it
+    instead), and created before ``before`` (the key the Variable holds), when that is known.
+
+    :param records: the ``GET /list-api-keys`` answer.
+    :param prefix: the managed-key prefix.
+    :param keep: names never revoked (the stored key, the new key, names pending anyway).
+    :param now: the current time (UTC).
+    :param grace: the youngest age at which an unstored managed key counts as an orphan.
+    :param before: only keys created before this moment.
+    """
+    found: list[str] = []
+    for record in records if isinstance(records, list) else []:
+        if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+            continue
+        name = record["name"]
+        if name in keep or name in found or not is_managed(name, prefix):
+            continue
+        born = key_birth(name, prefix, record.get("created_at"))
+        if born is None or now - born < grace or (before is not None and born >= before):
+            continue
+        found.append(name)
+    return found
+
+
+def created_within(
+    records: Any, remembered: Iterable[str], prefix: str, *, now: datetime, window: timedelta
+) -> list[str]:
+    """Managed keys created in the last ``window``: alive ones (listed) and remembered ones.
+
+    ``GET /list-api-keys`` lists only live keys, so the keys earlier rotations created and then
+    revoked are remembered in the Variable's document (``created_recently``).
+    """
+    names: dict[str, datetime | None] = {}
+    for record in records if isinstance(records, list) else []:
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("name"), str)
+            and is_managed(record["name"], prefix)
+        ):
+            names[record["name"]] = key_birth(record["name"], prefix, record.get("created_at"))
+    for name in (n for n in remembered if is_managed(n, prefix)):
+        names.setdefault(name, key_birth(name, prefix))
+    return sorted(n for n, born in names.items() if born is not None and now - born < window)

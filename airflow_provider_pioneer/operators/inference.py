@@ -8,7 +8,7 @@ checkpoint, progress lines).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,9 @@ from airflow.sdk import BaseOperator
 from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.exceptions import (
     PioneerAuthError,
+    PioneerModelNotServableError,
     PioneerNotFoundError,
+    PioneerPayloadTooLargeError,
     PioneerValidationError,
 )
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_pioneer.batching.inputs import Source
     from airflow_provider_pioneer.batching.output import Sink
+    from airflow_provider_pioneer.batching.progress import Progress
     from airflow_provider_pioneer.batching.runner import FatalStop, TransientStop
 
 __all__ = ["SUMMARY_XCOM_KEY", "PioneerInferenceOperator"]
@@ -131,6 +134,10 @@ class PioneerInferenceOperator(BaseOperator):
         self.model_id = model_id
         self.texts = texts
         self.input_path = input_path
+        # Given but rendered to nothing (an upstream task that returned None) reads differently
+        # from not given at all.
+        self._texts_given = texts is not None
+        self._input_path_given = bool(input_path)
         self.id_field = id_field
         self.text_field = text_field
         self.entities = entities
@@ -149,12 +156,23 @@ class PioneerInferenceOperator(BaseOperator):
         self.progress_interval = float(progress_interval)
 
     @cached_property
+    def stop_event(self) -> threading.Event:
+        """Set once the run must stop sending (a verdict, an outage, or Airflow killing the task)."""
+        return threading.Event()
+
+    @cached_property
     def hook(self) -> PioneerHook:
-        """One hook (one client, one pacer, one connection pool) shared by every worker thread."""
+        """One hook (one client, one pacer, one connection pool) shared by every worker thread.
+
+        Its pacer is checked right before every HTTP attempt and ends retry waits, so once the run
+        stops no request leaves and no worker sleeps out a backoff.
+        """
+        from airflow_provider_pioneer.batching.runner import StoppablePacer
+
         return PioneerHook(
             self.pioneer_conn_id,
-            requests_per_minute=self.requests_per_minute,
             pool_size=self.max_concurrency,
+            pacer=StoppablePacer(self.requests_per_minute, self.stop_event),
         )
 
     # -- checking what was rendered --------------------------------------------------------------
@@ -204,6 +222,19 @@ class PioneerInferenceOperator(BaseOperator):
 
         has_texts = self.texts is not None
         has_path = bool(self.input_path)
+        if not has_texts and not has_path:
+            if self._texts_given:
+                # An XComArg or a template that rendered to None: the upstream task returned nothing.
+                raise AirflowFailException(
+                    "texts resolved to None: the upstream task that feeds it returned nothing, or its "
+                    "XCom is missing (a different task_id or key, or do_xcom_push=False). Make that task "
+                    "return the list of texts or records (return it, do not print it), then clear both tasks."
+                )
+            if self._input_path_given:
+                raise AirflowFailException(
+                    "input_path rendered to an empty value: check the template or params that fill it "
+                    "(e.g. run with conf {'input_path': 's3://bucket/in.jsonl'})."
+                )
         if has_texts == has_path:
             raise AirflowFailException("Give exactly one of texts=[...] or input_path='<jsonl file>'.")
         try:
@@ -215,26 +246,79 @@ class PioneerInferenceOperator(BaseOperator):
         except InputError as exc:
             raise AirflowFailException(str(exc)) from None
 
+    def _check_writable(self, request: dict[str, Any]) -> None:
+        """Refuse, before any request, option values that standard JSON cannot carry (NaN, lone surrogates)."""
+        from airflow_provider_pioneer.batching.inputs import json_problem
+
+        for name, value in request.items():
+            problem = json_problem(value)
+            if problem:
+                raise AirflowFailException(f"{name} {problem}; fix it (nothing was sent).")
+
+    def _sink(self, context: Context, total: int, fingerprint: str) -> Sink:
+        from airflow_provider_pioneer.batching.output import FileSink, ListSink, Owner
+
+        if self.output_path:
+            from airflow.sdk import ObjectStoragePath
+
+            # The owner (this task instance and try) holds a lease on the output, so a second
+            # task given the same output_path fails instead of overwriting it.
+            return FileSink(
+                ObjectStoragePath(str(self.output_path)),
+                fingerprint,
+                total,
+                owner=Owner.from_context(context),
+            )
+        if total > _RETURN_LIST_WARN:
+            self.log.warning(
+                "%d texts without output_path: every record goes to XCom. Set output_path for large runs.",
+                total,
+            )
+        return ListSink()
+
+    def _warn_duplicates(self, source: Source) -> None:
+        from airflow_provider_pioneer.batching.inputs import DUPLICATE_CHECK_LIMIT
+
+        if source.duplicate_ids:
+            shown = ", ".join(repr(i) for i in source.first_duplicates)
+            self.log.warning(
+                "%d inputs repeat an id seen earlier (first: %s). Each input still gets its own record, "
+                "in input order; a join on the id downstream sees these ids more than once.",
+                source.duplicate_ids,
+                shown,
+            )
+        if not source.duplicates_checked_all:
+            self.log.info(
+                "Ids were checked for duplicates up to the first %s distinct ids only.",
+                f"{DUPLICATE_CHECK_LIMIT:,}",
+            )
+
     # -- the run ------------------------------------------------------------------------------------
+
+    def on_kill(self) -> None:
+        """Airflow is stopping the task (marked failed, execution timeout): stop sending at once.
+
+        Only sets the stop event (this may run in a signal handler): no worker sends again, the
+        run stops waiting for requests on the wire, and execute() checkpoints what is done.
+        """
+        self.stop_event.set()
 
     def execute(self, context: Context) -> Any:
         from airflow_provider_pioneer.batching.inputs import request_fingerprint
-        from airflow_provider_pioneer.batching.output import FileSink, ListSink
+        from airflow_provider_pioneer.batching.output import ListSink
         from airflow_provider_pioneer.batching.progress import Progress
-        from airflow_provider_pioneer.batching.runner import (
-            BatchRunner,
-            FatalStop,
-            StoppablePacer,
-            TransientStop,
-            batches,
-        )
+        from airflow_provider_pioneer.batching.runner import BatchRunner, FatalStop, RunStopped, batches
 
         model_id = str(self.model_id or "").strip()
         if not model_id:
             raise AirflowFailException("model_id is required, e.g. 'fastino/gliner2-base-v1' or a job id.")
         schema = self._request_schema()
         options = self._options()
+        self._check_writable(
+            {"model_id": model_id, "schema" if self.schema else "entities": schema, **options}
+        )
         source = self._source()
+        self._warn_duplicates(source)
         fingerprint = request_fingerprint(
             source.digest,
             model_id=model_id,
@@ -243,79 +327,72 @@ class PioneerInferenceOperator(BaseOperator):
             id_field=self.id_field,
             text_field=self.text_field,
         )
-        sink: Sink
-        if self.output_path:
-            from airflow.sdk import ObjectStoragePath
-
-            sink = FileSink(ObjectStoragePath(str(self.output_path)), fingerprint, source.total)
-        else:
-            if source.total > _RETURN_LIST_WARN:
-                self.log.warning(
-                    "%d texts without output_path: every record goes to XCom. Set output_path for large runs.",
-                    source.total,
-                )
-            sink = ListSink()
+        sink = self._sink(context, source.total, fingerprint)
         skipped = sink.counts.records
-        if isinstance(sink, FileSink) and sink.already_complete:
+        already_complete = bool(getattr(sink, "already_complete", False))
+        if already_complete:
             self.log.info(
                 "Output %s is already complete for this exact request (%d records): no API call made.",
                 self.output_path,
                 skipped,
             )
-            summary = self._finish(context, sink, source.total, skipped, {}, 0.0, 0.0)
-            self._check_failures(sink, source.total)
-            return summary
-        if skipped:
+        elif skipped:
             self.log.info("Resuming from the checkpoint: %d of %d items already done.", skipped, source.total)
 
-        stop = threading.Event()
-        client = self.hook.client
-        # Checked before every HTTP attempt: once the run stops, no request leaves.
-        client.pacer = pacer = StoppablePacer(self.requests_per_minute, stop)
-        # A worker in a retry backoff wakes up when the run stops (and its next send is refused),
-        # so the task does not wait out a 20 s backoff before it can report.
-        client.retry_sleep = pacer.wait
-        progress = Progress(self.log, source.total, skipped, client.stats.snapshot, self.progress_interval)
+        # The client (and its connection) is made only when there is something to send.
+        client = None if already_complete else self.hook.client
+        stats = client.stats.snapshot if client else dict
+        pace = self._pace_reader(client)
+        progress = Progress(self.log, source.total, skipped, stats, self.progress_interval, pace=pace)
 
         def infer(texts: list[str]) -> tuple[list[Any], int]:
             doc = self.hook.infer(texts, schema=schema, model_id=model_id, **options)
             return list(doc["result"]), int(doc.get("token_usage") or 0)
 
-        runner = BatchRunner(
-            infer,
-            max_concurrency=self.max_concurrency,
-            window=2 * self.max_concurrency,
-            stop=stop,
-            tick=min(1.0, self.progress_interval),
-            on_tick=progress.maybe_log,
-        )
-        items = source.items()
-        for _ in range(skipped):  # done by an earlier attempt
-            next(items)
+        stopped: BaseException | None = None
+        complete = False
         try:
-            for batch in runner.run(batches(items, self.batch_size)):
-                sink.write(batch.records, batch.tokens)
-                progress.advance(len(batch.items))
-        except FatalStop as stopped:
-            sink.close(complete=False)
-            self._finish(
-                context, sink, source.total, skipped, client.stats.snapshot(), progress.elapsed, progress.rate
-            )
-            if isinstance(stopped, TransientStop):
-                # An outage, not a verdict on the items: Airflow's retry resumes from the checkpoint.
-                raise AirflowException(self._transient_message(stopped, sink, source.total)) from None
-            raise AirflowFailException(self._fatal_message(stopped, sink, source.total)) from None
-        except BaseException:
-            sink.close(complete=False)
-            raise
-        sink.close(complete=True)
-        summary = self._finish(
-            context, sink, source.total, skipped, client.stats.snapshot(), progress.elapsed, progress.rate
-        )
+            if not already_complete:
+                runner = BatchRunner(
+                    infer,
+                    max_concurrency=self.max_concurrency,
+                    window=2 * self.max_concurrency,
+                    stop=self.stop_event,
+                    tick=min(1.0, self.progress_interval),
+                    on_tick=progress.maybe_log,
+                )
+                items = source.items()
+                for _ in range(skipped):  # done by an earlier attempt
+                    next(items)
+                for batch in runner.run(batches(items, self.batch_size)):
+                    sink.write(batch.records, batch.tokens)
+                    progress.advance(len(batch.items))
+            complete = True
+        except (FatalStop, RunStopped) as exc:
+            stopped = exc
+        finally:
+            # Always, whatever ended the run (a verdict, an outage, a kill, a timeout): the checkpoint
+            # then holds exactly what is written, and a later attempt resumes there.
+            sink.close(complete=complete)
+        summary = self._finish(context, sink, source, skipped, stats(), progress)
+        if stopped is not None:
+            raise self._stopped_error(stopped, sink, source.total)
         self._check_failures(sink, source.total)
-        if isinstance(sink, ListSink):
-            return sink.records
-        return summary
+        return sink.records if isinstance(sink, ListSink) else summary
+
+    @staticmethod
+    def _pace_reader(client: Any) -> Callable[[], str | None]:
+        """What the progress lines say about the pace: the pacer's own words, else its current rate."""
+        pacer = getattr(client, "pacer", None)
+        describe = getattr(pacer, "describe", None)
+        if callable(describe):
+            return lambda: str(describe())
+
+        def rate() -> str | None:
+            per_minute = getattr(pacer, "rate_per_minute", None)
+            return f"pace {per_minute:,.0f}/min" if per_minute else None
+
+        return rate
 
     # -- reporting ----------------------------------------------------------------------------------
 
@@ -323,43 +400,54 @@ class PioneerInferenceOperator(BaseOperator):
         self,
         context: Context,
         sink: Sink,
-        total: int,
+        source: Source,
         skipped: int,
         stats: dict[str, Any],
-        elapsed: float,
-        rate: float,
+        progress: Progress,
     ) -> dict[str, Any]:
         counts = sink.counts
+        total = source.total
         summary = {
             "total": total,
             "succeeded": counts.succeeded,
             "failed": counts.failed,
             "skipped_from_checkpoint": skipped,
+            "duplicate_ids": source.duplicate_ids,
             "requests": stats.get("attempts", 0),
             "retries": stats.get("retries", 0),
             "rate_limited": stats.get("rate_limited", 0),
             "token_usage": counts.token_usage,
-            "elapsed_s": round(elapsed, 3),
-            "items_per_s": round(rate, 2),
+            "elapsed_s": round(progress.elapsed, 3),
+            "items_per_s": round(progress.rate, 2),
             "output_path": str(self.output_path) if self.output_path else None,
         }
         context["ti"].xcom_push(key=SUMMARY_XCOM_KEY, value=summary)
+        # Short lines, each readable without scrolling sideways in the task log.
+        pace = progress.pace()
         self.log.info(
-            "Pioneer inference summary: %d/%d items written (%d succeeded, %d failed, %d from checkpoint) "
-            "in %.1f s at %.1f items/s; %d requests, %d retries, %d x 429, %d tokens; output: %s",
+            "Pioneer inference summary: %d/%d items written (%d succeeded, %d failed, %d from checkpoint).",
             counts.records,
             total,
             counts.succeeded,
             counts.failed,
             skipped,
-            elapsed,
-            rate,
+        )
+        self.log.info(
+            "  time: %.1f s at %.1f items/s%s",
+            progress.elapsed,
+            progress.rate,
+            f"; {pace}" if pace else "",
+        )
+        self.log.info(
+            "  calls: %d requests, %d retries, %d x 429; %d tokens",
             summary["requests"],
             summary["retries"],
             summary["rate_limited"],
             counts.token_usage,
-            summary["output_path"] or "the task's return value",
         )
+        if source.duplicate_ids:
+            self.log.info("  duplicate ids: %d inputs repeat an earlier id", source.duplicate_ids)
+        self.log.info("  output: %s", summary["output_path"] or "the task's return value")
         return summary
 
     def _saved(self, sink: Sink, total: int, resumes: str) -> str:
@@ -371,6 +459,22 @@ class PioneerInferenceOperator(BaseOperator):
             )
         return f"{done} of {total} items were done (set output_path to keep partial work)"
 
+    def _stopped_error(self, stopped: BaseException, sink: Sink, total: int) -> AirflowException:
+        """The exception execute() raises when the run stopped before every item had its record."""
+        from airflow_provider_pioneer.batching.runner import FatalStop, TransientStop
+
+        if isinstance(stopped, TransientStop):
+            # An outage, not a verdict on the items: Airflow's retry resumes from the checkpoint.
+            return AirflowException(self._transient_message(stopped, sink, total))
+        if isinstance(stopped, FatalStop):
+            return AirflowFailException(self._fatal_message(stopped, sink, total))
+        # Stopped from outside: on_kill (the task was marked failed, timed out, or its worker stops).
+        return AirflowException(
+            "Stopped sending: Airflow stopped this task (marked failed, timed out, or its worker is "
+            f"shutting down). {self._saved(sink, total, 'the next attempt')}; items not yet answered "
+            "are sent again then."
+        )
+
     def _transient_message(self, stopped: TransientStop, sink: Sink, total: int) -> str:
         return (
             f"Stopped sending: {stopped.error.message} (still failing after the connection's retries). "
@@ -380,8 +484,13 @@ class PioneerInferenceOperator(BaseOperator):
     def _fatal_message(self, stopped: FatalStop, sink: Sink, total: int) -> str:
         err = stopped.error
         # 402, the spend cap and 401 carry their own advice in err.message (the exception's hint).
-        if isinstance(err, PioneerNotFoundError):
+        if isinstance(err, PioneerNotFoundError | PioneerModelNotServableError):
             todo = f"The model_id is {self.model_id!r}; then clear this task"
+        elif isinstance(err, PioneerPayloadTooLargeError):
+            todo = (
+                "Even a one-text request was too large for Pioneer or a proxy in front of it: shrink "
+                "the schema, or raise the proxy's body-size limit; then clear this task"
+            )
         elif isinstance(err, PioneerValidationError):
             todo = "Fix the request options (model_id, schema/entities, threshold...), then clear this task"
         elif isinstance(err, PioneerAuthError):

@@ -12,18 +12,26 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from airflow_provider_pioneer.testing.faults import BAD_RESULTS, ECHO_ENVELOPES, FAULT_KINDS
+    from airflow_provider_pioneer.testing.profiles import API_PROFILES
     from airflow_provider_pioneer.testing.server import EmulatorControl, PioneerEmulator
     from airflow_provider_pioneer.testing.state import (
         BASE_MODELS,
         BOOTSTRAP_KEY_NAME,
+        UNSERVABLE_PREFIX,
         EmulatorConfig,
         EmulatorState,
         count_tokens,
     )
 
 __all__ = [
+    "API_PROFILES",
+    "BAD_RESULTS",
     "BASE_MODELS",
     "BOOTSTRAP_KEY_NAME",
+    "ECHO_ENVELOPES",
+    "FAULT_KINDS",
+    "UNSERVABLE_PREFIX",
     "EmulatorConfig",
     "EmulatorControl",
     "EmulatorState",
@@ -34,6 +42,11 @@ __all__ = [
 ]
 
 _WHERE = {
+    "API_PROFILES": "profiles",
+    "BAD_RESULTS": "faults",
+    "ECHO_ENVELOPES": "faults",
+    "FAULT_KINDS": "faults",
+    "UNSERVABLE_PREFIX": "state",
     "PioneerEmulator": "server",
     "EmulatorControl": "server",
     "BASE_MODELS": "state",

@@ -1,14 +1,12 @@
 """FastAPI app of the Pioneer emulator: Pioneer's HTTP API plus the admin API under ``/_emulator/``.
 
-Faults and counters live in :class:`_EmulatorApp.__call__`, the outermost ASGI layer, because
-that is the only place that still holds uvicorn's own ``send`` (whose ``__self__`` is the
-request cycle with the TCP transport) and so can drop a connection without answering.
+Counting, the body-size limit and faults live in ``transport.py``, the outermost ASGI layer
+(see there why); this module holds the routes and their request validation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from typing import Annotated, Any
@@ -17,25 +15,17 @@ from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from airflow_provider_pioneer.testing import extractor
-from airflow_provider_pioneer.testing.state import ApiKey, AuthError, EmulatorState, Fault
+from airflow_provider_pioneer.testing import extractor, transport
+from airflow_provider_pioneer.testing.faults import Fault, corrupt_results
+from airflow_provider_pioneer.testing.state import ApiKey, AuthError, EmulatorState
 
 __all__ = ["create_app"]
 
 ADMIN_PREFIX = "/_emulator"
 MAX_BATCH = 1000
 _SUNSET = "Wed, 30 Jun 2027 23:59:59 GMT"
-_HTML_ERROR = (
-    "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n<center><h1>{status} {reason}"
-    "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
-)
-_REASONS = {
-    401: "Unauthorized", 402: "Payment Required", 404: "Not Found", 422: "Unprocessable Entity",
-    429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-    504: "Gateway Timeout",
-}  # fmt: skip
 
 
 class InferenceBody(BaseModel):
@@ -99,6 +89,9 @@ def _check_texts(text: Any, max_chars: int) -> list[str]:
             errors.append(_error(loc, "Input should be a valid string", "string_type", t))
         elif not t.strip():
             errors.append(_error(loc, "Value error, text must not be empty or whitespace", "value_error", t))
+        elif not _is_valid_unicode(t):
+            # JSON can carry a lone surrogate ("\ud83d"); it is no text. Answer 422, never a 500.
+            errors.append(_error(loc, "Value error, text is not valid Unicode", "value_error", None))
         elif len(t) > max_chars:
             errors.append(
                 _error(
@@ -111,6 +104,14 @@ def _check_texts(text: Any, max_chars: int) -> list[str]:
     if errors:
         raise RequestValidationError(errors)
     return texts
+
+
+def _is_valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_labels(schema: Any) -> tuple[list[str], bool]:
@@ -146,12 +147,14 @@ def _check_labels(schema: Any) -> tuple[list[str], bool]:
 
 
 async def _api_key(
+    request: Request,
     x_api_key: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> str | None:
     if x_api_key:
         return x_api_key
-    if authorization and authorization.lower().startswith("bearer "):
+    # The legacy API knew X-API-Key only: a Bearer token there is no key at all (401).
+    if _state(request).profile.bearer and authorization and authorization.lower().startswith("bearer "):
         return authorization[7:].strip()
     return None
 
@@ -165,7 +168,11 @@ def _state(request: Request) -> EmulatorState:
 
 
 async def _inference_key(request: Request, key: ApiKeyHeader) -> ApiKey:
-    return _state(request).authenticate(key, limit="inference")
+    state = _state(request)
+    api_key = state.authenticate(key, limit="inference")
+    # Every answer after the limiter carries its headers (the transport layer adds them).
+    request.scope[transport.RATE_HEADERS_SCOPE_KEY] = state.inference_headers(api_key)
+    return api_key
 
 
 async def _management_key(request: Request, key: ApiKeyHeader) -> ApiKey:
@@ -184,90 +191,19 @@ JsonBody = Annotated[dict[str, Any], Body()]
 
 
 class _EmulatorApp(FastAPI):
-    """FastAPI with the fault-injection and counting layer outermost (see module docstring)."""
+    """FastAPI with the counting and fault-injection layer (``transport.py``) outermost."""
 
     emulator_state: EmulatorState
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Admin calls and health probes are neither counted nor faulted: tests poll them freely.
-        if scope["type"] != "http" or scope["path"] == "/health" or scope["path"].startswith(ADMIN_PREFIX):
-            await super().__call__(scope, receive, send)
-            return
-        state = self.emulator_state
-        path: str = scope["path"]
-        state.record_request(scope["method"], path)
-        fault = state.match_fault(path)
-        if fault is not None:
-            await self._answer_fault(fault, send)
-            return
-        lost = False
-
-        async def counting_send(message: Message) -> None:
-            nonlocal lost
-            if lost:
-                return
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if 200 <= status < 300 and state.match_fault(path, lose_response=True) is not None:
-                    # Everything is committed by now; the client just never hears about it.
-                    lost = True
-                    _drop_connection(send)
-                    return
-                state.record_status(status)
-            await send(message)
-
-        inference = path == "/inference"
-        if inference:
-            state.inference_started()
-        try:
-            await super().__call__(scope, receive, counting_send)
-        finally:
-            if inference:
-                state.inference_finished()
-
-    async def _answer_fault(self, fault: Fault, send: Send) -> None:
-        if fault.kind in ("drop", "lose_response"):
-            _drop_connection(send)
-            return
-        status = fault.status if fault.status is not None else 307
-        headers = dict(fault.headers)
-        if fault.kind == "redirect":
-            body: bytes = b""
-        elif fault.content_type == "text/html":
-            text = fault.body if isinstance(fault.body, str) else None
-            body = (text or _HTML_ERROR.format(status=status, reason=_REASONS.get(status, "Error"))).encode()
-            headers["content-type"] = "text/html; charset=utf-8"
-        elif isinstance(fault.body, str | bytes) and fault.content_type:
-            body = fault.body.encode() if isinstance(fault.body, str) else fault.body
-            headers["content-type"] = fault.content_type
+        if transport.is_api_request(scope, ADMIN_PREFIX):
+            await transport.handle(self.emulator_state, super().__call__, scope, receive, send)
         else:
-            payload = fault.body if fault.body is not None else {"detail": f"Injected fault {fault.id}"}
-            body = json.dumps(payload).encode()
-            headers["content-type"] = "application/json"
-        headers["content-length"] = str(len(body))
-        self.emulator_state.record_status(status)
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": body})
-
-
-def _drop_connection(send: Send) -> None:
-    """Close the TCP connection under the request without writing a byte of response.
-
-    uvicorn's ``send`` is a bound method of its RequestResponseCycle, which holds the transport.
-    Marking the cycle disconnected stops uvicorn from writing its own 500 afterwards.
-    """
-    cycle = getattr(send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if transport is None:
-        raise RuntimeError("drop faults need uvicorn (no transport reachable from the ASGI send callable)")
-    transport.abort()
-    if hasattr(cycle, "disconnected"):
-        cycle.disconnected = True  # type: ignore[union-attr]
+            await super().__call__(scope, receive, send)
 
 
 def _error_response(exc: AuthError) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+    return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
 
 
 def create_app(state: EmulatorState) -> FastAPI:
@@ -287,12 +223,13 @@ def create_app(state: EmulatorState) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/inference")
-    async def inference(body: InferenceBody, key: InferenceKey) -> Response:
+    async def inference(request: Request, body: InferenceBody, key: InferenceKey) -> Response:
         started = time.perf_counter()
         texts = _check_texts(body.text, state.config.max_text_chars)
         labels, deprecated = _check_labels(body.schema_)
         if not state.model_exists(body.model_id):
             return JSONResponse({"detail": f"Model {body.model_id} not found"}, status_code=404)
+        state.check_model_ready(body.model_id)  # current profile: 409 not servable, 425 warming up
         state.check_budget(key, sum(len(t.split()) for t in texts))  # fail fast, before the wait
         delay = state.latency_seconds(len(texts))
         if delay > 0:
@@ -311,12 +248,15 @@ def create_app(state: EmulatorState) -> FastAPI:
             "token_usage": tokens,
             "model_used": body.model_id,
         }
+        fault: Fault | None = request.scope.get(transport.FAULT_SCOPE_KEY)
+        if fault is not None:  # bad_results: billed like any 200, then the entries are spoiled
+            _spoil_results(payload, isinstance(body.text, str), fault)
         headers = {"Deprecation": "true", "Sunset": _SUNSET} if deprecated else None
         return JSONResponse(payload, headers=headers)
 
     @app.post("/create-api-key")
     async def create_api_key(body: CreateKeyBody, key: ManagementKey) -> Response:
-        return JSONResponse(state.create_key(body.name, account_of_key=key.value))
+        return JSONResponse(state.create_key_via_api(body.name, key))
 
     @app.get("/list-api-keys")
     async def list_api_keys(key: ManagementKey) -> Response:
@@ -345,6 +285,17 @@ def create_app(state: EmulatorState) -> FastAPI:
     return app
 
 
+def _spoil_results(payload: dict[str, Any], single: bool, fault: Fault) -> None:
+    if not single:
+        payload["result"] = corrupt_results(payload["result"], fault.indices, fault.bad)
+        return
+    spoiled = corrupt_results([payload["result"]], fault.indices, fault.bad)
+    if spoiled:
+        payload["result"] = spoiled[0]
+    else:
+        del payload["result"]
+
+
 def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
     """The ``/_emulator/`` API that :class:`~airflow_provider_pioneer.testing.EmulatorControl` speaks."""
     p = ADMIN_PREFIX
@@ -353,13 +304,17 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
         try:
             result = fn(*args, **kwargs)
             return JSONResponse({"ok": True} if result is None else result)
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             return JSONResponse({"detail": str(exc)}, status_code=400)
 
     @app.get(f"{p}/info")
     async def info() -> Response:
         return JSONResponse(
-            {"api_key": state.bootstrap_key, "api_key_name": state.key_name_of(state.bootstrap_key)}
+            {
+                "api_key": state.bootstrap_key,
+                "api_key_name": state.key_name_of(state.bootstrap_key),
+                "api_profile": state.profile.name,
+            }
         )
 
     @app.get(f"{p}/counters")
@@ -402,7 +357,13 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
 
     @app.put(f"{p}/credits")
     async def credits(body: JsonBody) -> Response:
-        return admin(lambda: state.set_credits(body.get("tokens"), body.get("account_of_key")))
+        return admin(
+            lambda: state.set_credits(body.get("tokens"), body.get("account_of_key"), body.get("code"))
+        )
+
+    @app.put(f"{p}/credit-ceiling")
+    async def credit_ceiling(body: JsonBody) -> Response:
+        return admin(lambda: state.set_credit_ceiling(**body))
 
     @app.put(f"{p}/spend-cap")
     async def spend_cap(body: JsonBody) -> Response:
@@ -419,6 +380,30 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
     @app.put(f"{p}/key-rate-limit")
     async def key_rate_limit(body: JsonBody) -> Response:
         return admin(lambda: state.set_key_rate_limit(body.get("per_minute")))
+
+    @app.put(f"{p}/rate-limit-headers")
+    async def rate_limit_headers(body: JsonBody) -> Response:
+        return admin(lambda: state.set_rate_limit_headers(body["enabled"]))
+
+    @app.put(f"{p}/create-key-limit")
+    async def create_key_limit(body: JsonBody) -> Response:
+        return admin(lambda: state.set_create_key_limit(body.get("per_hour")))
+
+    @app.put(f"{p}/warmup")
+    async def warmup(body: JsonBody) -> Response:
+        return admin(lambda: state.set_warmup(body["seconds"]))
+
+    @app.put(f"{p}/unservable-models")
+    async def unservable_models(body: JsonBody) -> Response:
+        return admin(lambda: state.set_unservable_models(list(body["models"])))
+
+    @app.put(f"{p}/max-body-bytes")
+    async def max_body_bytes(body: JsonBody) -> Response:
+        return admin(lambda: state.set_max_body_bytes(body.get("limit"), body.get("response", "html")))
+
+    @app.post(f"{p}/account-counters")
+    async def account_counters(body: JsonBody) -> Response:
+        return admin(lambda: state.account_counters(body.get("account_of_key")))
 
     @app.post(f"{p}/extract")
     async def extract(body: JsonBody) -> Response:

@@ -18,12 +18,12 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 
 from airflow_provider_pioneer.testing._deps import require_server_dependencies
-from airflow_provider_pioneer.testing.state import EmulatorConfig
+from airflow_provider_pioneer.testing.state import DEFAULT, EmulatorConfig
 
 if TYPE_CHECKING:
     import uvicorn
@@ -98,9 +98,29 @@ class EmulatorControl:
             self._info = self._call("GET", "info")
         return str(self._info["api_key_name"])
 
-    def new_account(self, credits: int | None = None, spend_cap_tokens: int | None = None) -> tuple[str, str]:
-        """Create an account; returns ``(key, key_name)`` of its bootstrap key."""
-        out = self._call("POST", "accounts", {"credits": credits, "spend_cap_tokens": spend_cap_tokens})
+    @property
+    def api_profile(self) -> str:
+        """The API generation the emulator speaks: ``"current"`` or ``"legacy"``."""
+        if self._info is None:
+            self._info = self._call("GET", "info")
+        return str(self._info["api_profile"])
+
+    def new_account(
+        self,
+        credits: int | None = None,
+        spend_cap_tokens: int | None = None,
+        credit_ceiling_tokens: int | None = None,
+    ) -> tuple[str, str]:
+        """Create an account; returns ``(key, key_name)`` of its bootstrap key.
+
+        ``spend_cap_tokens`` (daily, 429) is legacy only; ``credit_ceiling_tokens`` (monthly, 403) current only.
+        """
+        body = {
+            "credits": credits,
+            "spend_cap_tokens": spend_cap_tokens,
+            "credit_ceiling_tokens": credit_ceiling_tokens,
+        }
+        out = self._call("POST", "accounts", body)
         return out["key"], out["key_name"]
 
     def create_key(self, name: str, account_of_key: str | None = None) -> str:
@@ -117,24 +137,64 @@ class EmulatorControl:
     def alive_key_names(self, account_of_key: str | None = None) -> list[str]:
         return [k["name"] for k in self.alive_keys(account_of_key)]
 
-    def set_credits(self, tokens: int | None, account_of_key: str | None = None) -> None:
-        """Set remaining credits in tokens (None: unlimited)."""
-        self._call("PUT", "credits", {"tokens": tokens, "account_of_key": account_of_key})
+    def set_credits(
+        self, tokens: int | None, account_of_key: str | None = None, code: str | None = None
+    ) -> None:
+        """Set remaining credits in tokens (None: unlimited).
+
+        :param code: current profile: the 402's ``code``, ``"out_of_credits"`` (default) or
+            ``"direct_model_requires_credits"``.
+        """
+        self._call("PUT", "credits", {"tokens": tokens, "account_of_key": account_of_key, "code": code})
 
     def set_spend_cap(self, tokens: int | None, account_of_key: str | None = None) -> None:
-        """Set the daily spend cap in tokens (None: off); also resets today's spend."""
+        """Legacy profile: the daily spend cap in tokens (None: off), answered 429 +
+        ``X-RateLimit-Reason: daily_spend_cap_exceeded``; also resets today's spend."""
         self._call("PUT", "spend-cap", {"tokens": tokens, "account_of_key": account_of_key})
+
+    def set_credit_ceiling(
+        self, tokens: int | None, code: str = "credit_ceiling_reached", account_of_key: str | None = None
+    ) -> None:
+        """Current profile: the monthly credit ceiling in tokens (None: off), answered 403
+        ``{code, message, resolution_url}`` with ``code`` ``"credit_ceiling_reached"`` or
+        ``"card_required"``; also resets this month's spend."""
+        self._call(
+            "PUT", "credit-ceiling", {"tokens": tokens, "code": code, "account_of_key": account_of_key}
+        )
 
     def set_latency(self, latency_ms: float, per_text_latency_ms: float = 0.0) -> None:
         self._call("PUT", "latency", {"latency_ms": latency_ms, "per_text_latency_ms": per_text_latency_ms})
 
     def set_rate_limit(self, per_minute: float | None, burst: float | None = None) -> None:
-        """Per-key limit of ``/inference`` (None disables); buckets restart full."""
+        """Limit of ``/inference``, per key (legacy) or per account (current); None disables.
+        Buckets restart full; ``burst`` is their capacity (None: one second's worth)."""
         self._call("PUT", "rate-limit", {"per_minute": per_minute, "burst": burst})
+
+    def set_rate_limit_headers(self, enabled: bool) -> None:
+        """Send or hide ``X-RateLimit-Limit/-Remaining/-Reset`` (e.g. to pace from Retry-After only)."""
+        self._call("PUT", "rate-limit-headers", {"enabled": enabled})
 
     def set_key_rate_limit(self, per_minute: float | None) -> None:
         """Per-key limit of the key-management endpoints (None disables)."""
         self._call("PUT", "key-rate-limit", {"per_minute": per_minute})
+
+    def set_create_key_limit(self, per_hour: int | None) -> None:
+        """``POST /create-api-key`` calls per account and rolling hour (None: unlimited)."""
+        self._call("PUT", "create-key-limit", {"per_hour": per_hour})
+
+    def set_warmup(self, seconds: float) -> None:
+        """Current profile: a model answers 425 + ``Retry-After`` for ``seconds`` after its first
+        use; every model becomes cold again."""
+        self._call("PUT", "warmup", {"seconds": seconds})
+
+    def set_unservable_models(self, models: list[str]) -> None:
+        """Current profile: these model ids answer 409 (ids starting with ``job_unservable`` always do)."""
+        self._call("PUT", "unservable-models", {"models": list(models)})
+
+    def set_max_body_bytes(self, limit: int | None, response: str = "html") -> None:
+        """Answer request bodies over ``limit`` bytes with a proxy's 413 before the API sees them
+        (nothing billed); ``response`` is ``"html"`` (nginx's page) or ``"json"``. None: no limit."""
+        self._call("PUT", "max-body-bytes", {"limit": limit, "response": response})
 
     def inject(
         self,
@@ -147,11 +207,20 @@ class EmulatorControl:
         headers: dict[str, str] | None = None,
         body: Any = None,
         content_type: str | None = None,
+        trickle_bytes: int = 1,
+        trickle_interval: float = 1.0,
+        envelope: str = "detail",
+        body_size: int | None = None,
+        offset: int = 0,
+        indices: list[int] | None = None,
+        bad: str = "null",
     ) -> str:
         """Inject a fault; see :meth:`EmulatorState.inject`. Returns the fault id."""
         payload = {
             "status": status, "fault": fault, "rate": rate, "times": times, "after": after, "path": path,
-            "headers": headers, "body": body, "content_type": content_type,
+            "headers": headers, "body": body, "content_type": content_type, "trickle_bytes": trickle_bytes,
+            "trickle_interval": trickle_interval, "envelope": envelope, "body_size": body_size,
+            "offset": offset, "indices": indices, "bad": bad,
         }  # fmt: skip
         return str(self._call("POST", "faults", payload)["fault_id"])
 
@@ -162,7 +231,19 @@ class EmulatorControl:
         return list(self._call("GET", "faults")["faults"])
 
     def counters(self) -> dict[str, Any]:
+        """Counters of the whole emulator: ``requests`` and ``statuses`` by name, ``text_counts``
+        (texts billed, per text), ``tokens_billed``, ``rate_limited`` (429s of the ``/inference``
+        limiter), ``inference_rpm_peak`` / ``inference_rpm_peak_admitted`` (most ``/inference``
+        requests one account sent / got past the limiter in any 60 s), ``keys_created_last_hour``
+        (``/create-api-key`` calls), ``faults_fired``, ``max_concurrent_inference``,
+        ``inference_in_flight`` (``/inference`` requests being answered right now)..."""
         return dict(self._call("GET", "counters"))
+
+    def account_counters(self, account_of_key: str | None = None) -> dict[str, Any]:
+        """One account's counters: ``inference_requests``, ``inference_rpm_peak``,
+        ``inference_rpm_peak_admitted``, ``rate_limited``, ``keys_created_last_hour``, ``credits``,
+        ``spent_today``, ``spent_this_month``."""
+        return dict(self._call("POST", "account-counters", {"account_of_key": account_of_key}))
 
     def reset_counters(self) -> None:
         self._call("POST", "reset-counters")
@@ -193,17 +274,16 @@ class PioneerEmulator(EmulatorControl):
 
     :param host: loopback address to bind.
     :param port: port (0 picks a free one).
-    :param latency_ms: fixed wait of each ``/inference`` call.
-    :param per_text_latency_ms: extra wait per text.
-    :param rate_limit_per_minute: per-key ``/inference`` limit (None disables).
-    :param rate_limit_burst: bucket capacity (None: one second's worth).
-    :param key_rate_limit_per_minute: per-key limit of the key endpoints (None disables).
-    :param credits: tokens of the default account (None: unlimited).
-    :param spend_cap_tokens: daily spend cap of the default account (None: off).
-    :param seed: seed for fault ``rate``.
-    :param max_text_chars: longer texts get 422.
+    :param api_profile: ``"current"`` (August 2026 API, default) or ``"legacy"`` (June 2026); see
+        :class:`~airflow_provider_pioneer.testing.state.EmulatorConfig` for what each means.
     :param subprocess: run the server in a child process.
-    :param bootstrap_key: fixed bootstrap key value (random when None).
+
+    Every other keyword is a field of :class:`~airflow_provider_pioneer.testing.state.EmulatorConfig`
+    (``latency_ms``, ``per_text_latency_ms``, ``rate_limit_per_minute``, ``rate_limit_burst``,
+    ``rate_limit_headers``, ``key_rate_limit_per_minute``, ``create_key_limit_per_hour``,
+    ``credits``, ``credits_code``, ``spend_cap_tokens``, ``credit_ceiling_tokens``,
+    ``credit_ceiling_code``, ``warmup_seconds``, ``unservable_models``, ``max_body_bytes``,
+    ``max_body_response``, ``seed``, ``max_text_chars``, ``bootstrap_key``).
     """
 
     def __init__(
@@ -212,7 +292,7 @@ class PioneerEmulator(EmulatorControl):
         port: int = 0,
         latency_ms: float = 0.0,
         per_text_latency_ms: float = 0.0,
-        rate_limit_per_minute: float | None = 1200,
+        rate_limit_per_minute: float | Literal["default"] | None = DEFAULT,
         rate_limit_burst: float | None = None,
         key_rate_limit_per_minute: float | None = None,
         credits: int | None = None,
@@ -221,19 +301,40 @@ class PioneerEmulator(EmulatorControl):
         max_text_chars: int = 10_000,
         subprocess: bool = False,
         bootstrap_key: str | None = None,
+        *,
+        api_profile: str = "current",
+        rate_limit_headers: bool | None = None,
+        create_key_limit_per_hour: int | Literal["default"] | None = DEFAULT,
+        credits_code: str = "out_of_credits",
+        credit_ceiling_tokens: int | None = None,
+        credit_ceiling_code: str = "credit_ceiling_reached",
+        warmup_seconds: float = 0.0,
+        unservable_models: tuple[str, ...] | list[str] = (),
+        max_body_bytes: int | None = None,
+        max_body_response: str = "html",
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"the Pioneer emulator only binds loopback addresses, not {host!r}")
         self.host = host
         self.port = port
         self.config = EmulatorConfig(
+            api_profile=api_profile,
             latency_ms=latency_ms,
             per_text_latency_ms=per_text_latency_ms,
             rate_limit_per_minute=rate_limit_per_minute,
             rate_limit_burst=rate_limit_burst,
+            rate_limit_headers=rate_limit_headers,
             key_rate_limit_per_minute=key_rate_limit_per_minute,
+            create_key_limit_per_hour=create_key_limit_per_hour,
             credits=credits,
+            credits_code=credits_code,
             spend_cap_tokens=spend_cap_tokens,
+            credit_ceiling_tokens=credit_ceiling_tokens,
+            credit_ceiling_code=credit_ceiling_code,
+            warmup_seconds=warmup_seconds,
+            unservable_models=tuple(unservable_models),
+            max_body_bytes=max_body_bytes,
+            max_body_response=max_body_response,
             seed=seed,
             max_text_chars=max_text_chars,
             bootstrap_key=bootstrap_key,
@@ -307,17 +408,25 @@ class PioneerEmulator(EmulatorControl):
     def _cli_args(self) -> list[str]:
         c = self.config
 
-        def opt(value: float | None) -> str:
+        def opt(value: float | str | None) -> str:
             return "none" if value is None else str(value)
 
         args = [
-            "--host", self.host, "--port", str(self.port), "--latency-ms", str(c.latency_ms),
-            "--per-text-latency-ms", str(c.per_text_latency_ms),
+            "--host", self.host, "--port", str(self.port), "--api-profile", c.api_profile,
+            "--latency-ms", str(c.latency_ms), "--per-text-latency-ms", str(c.per_text_latency_ms),
             "--rate-limit-per-minute", opt(c.rate_limit_per_minute), "--rate-limit-burst", opt(c.rate_limit_burst),
-            "--key-rate-limit-per-minute", opt(c.key_rate_limit_per_minute), "--credits", opt(c.credits),
-            "--spend-cap-tokens", opt(c.spend_cap_tokens), "--seed", str(c.seed),
-            "--max-text-chars", str(c.max_text_chars),
+            "--key-rate-limit-per-minute", opt(c.key_rate_limit_per_minute),
+            "--create-key-limit-per-hour", opt(c.create_key_limit_per_hour),
+            "--credits", opt(c.credits), "--credits-code", c.credits_code,
+            "--spend-cap-tokens", opt(c.spend_cap_tokens), "--credit-ceiling-tokens", opt(c.credit_ceiling_tokens),
+            "--credit-ceiling-code", c.credit_ceiling_code, "--warmup-seconds", str(c.warmup_seconds),
+            "--max-body-bytes", opt(c.max_body_bytes), "--max-body-response", c.max_body_response,
+            "--seed", str(c.seed), "--max-text-chars", str(c.max_text_chars),
         ]  # fmt: skip
+        if c.rate_limit_headers is not None:
+            args.append("--rate-limit-headers" if c.rate_limit_headers else "--no-rate-limit-headers")
+        for model in c.unservable_models:
+            args += ["--unservable-model", model]
         if c.bootstrap_key:
             args += ["--bootstrap-key", c.bootstrap_key]
         return args

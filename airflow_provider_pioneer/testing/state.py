@@ -1,16 +1,17 @@
 """All mutable state of the Pioneer emulator, in plain Python behind one lock.
 
-The HTTP layer (``app.py``) and the admin API only call methods of
-:class:`EmulatorState`; nothing here knows about FastAPI, so every behaviour
-(billing, revocation, rate limits, faults, counters) is implemented once.
+The HTTP layer (``app.py``, ``transport.py``) and the admin API only call methods of
+:class:`EmulatorState`; nothing here knows about FastAPI, so every behaviour (billing, revocation,
+rate limits, model readiness, faults, counters) is implemented once. The arithmetic lives in
+small helpers: settings in ``config.py``, money in ``billing.py``, rate limits in ``limits.py``,
+faults in ``faults.py``, and what differs between API generations in ``profiles.py``.
 
-Billing rule: the token count of a text is its number of whitespace-separated
-words (``len(text.split())``); a request costs the sum over its texts.
+Billing rule: the token count of a text is its number of whitespace-separated words
+(``len(text.split())``); a request costs the sum over its texts.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import secrets
 import threading
@@ -18,13 +19,26 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from airflow_provider_pioneer.testing import billing, faults
+from airflow_provider_pioneer.testing.billing import CEILING_CODES, CREDIT_CODES, Account, count_tokens
+from airflow_provider_pioneer.testing.config import DEFAULT, EmulatorConfig, check_codes, check_money_settings
+from airflow_provider_pioneer.testing.errors import AuthError
+from airflow_provider_pioneer.testing.faults import BAD_RESULTS, ECHO_ENVELOPES, FAULT_KINDS, Fault
+from airflow_provider_pioneer.testing.limits import HourlyLog, SlidingPeak, TokenBucket, retry_after
+
 __all__ = [
+    "BAD_RESULTS",
     "BASE_MODELS",
     "BOOTSTRAP_KEY_NAME",
+    "CEILING_CODES",
+    "CREDIT_CODES",
+    "DEFAULT",
+    "ECHO_ENVELOPES",
     "FAULT_KINDS",
+    "UNSERVABLE_PREFIX",
     "Account",
     "ApiKey",
     "AuthError",
@@ -38,101 +52,14 @@ __all__ = [
 #: Base encoder models every account can call; ids starting with ``job_`` or UUIDs are fine-tuned models.
 BASE_MODELS: tuple[str, ...] = ("fastino/gliner2-base-v1", "fastino/gliner2-large-v1")
 BOOTSTRAP_KEY_NAME = "bootstrap"
-#: Values of ``fault=`` for :meth:`EmulatorState.inject` (``status=`` covers plain error answers).
-FAULT_KINDS = ("drop", "lose_response", "redirect")
+#: Current profile: fine-tuned model ids starting with this exist but are not servable (409).
+UNSERVABLE_PREFIX = "job_unservable"
 _MODELS_CREATED_AT = "2025-01-15T00:00:00Z"
-
-
-def count_tokens(texts: list[str]) -> int:
-    """Billable tokens of a request: whitespace-separated words summed over its texts."""
-    return sum(len(t.split()) for t in texts)
+_RATE_LIMITED = {"code": "rate_limited", "scope": "request-rate"}
 
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _seconds_to_utc_midnight() -> int:
-    now = datetime.now(UTC)
-    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
-    return max(1, math.ceil((midnight - now).total_seconds()))
-
-
-class AuthError(Exception):
-    """A request the state refuses: ``status`` and ``detail`` become the HTTP answer.
-
-    :param status: HTTP status code.
-    :param detail: the ``detail`` of the JSON body.
-    :param headers: extra response headers (``Retry-After``, ``X-RateLimit-Reason``).
-    """
-
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.headers = headers or {}
-
-
-@dataclass
-class EmulatorConfig:
-    """Start-up settings of an emulator (most can be changed later through the state).
-
-    :param latency_ms: fixed wait of each ``/inference`` call.
-    :param per_text_latency_ms: extra wait per text of an ``/inference`` call.
-    :param rate_limit_per_minute: per-key token bucket on ``/inference``; None disables.
-    :param rate_limit_burst: bucket capacity; None means one second's worth (at least 1).
-    :param key_rate_limit_per_minute: per-key limit on the key-management endpoints; None disables.
-    :param credits: tokens the default account may spend; None is unlimited.
-    :param spend_cap_tokens: daily (UTC) spend cap of the default account in tokens; None disables.
-    :param seed: seed of the random generator behind fault ``rate``.
-    :param max_text_chars: longer texts are rejected with 422.
-    :param bootstrap_key: fixed value of the bootstrap key (random when None).
-    """
-
-    latency_ms: float = 0.0
-    per_text_latency_ms: float = 0.0
-    rate_limit_per_minute: float | None = 1200
-    rate_limit_burst: float | None = None
-    key_rate_limit_per_minute: float | None = None
-    credits: int | None = None
-    spend_cap_tokens: int | None = None
-    seed: int = 0
-    max_text_chars: int = 10_000
-    bootstrap_key: str | None = None
-
-
-class TokenBucket:
-    """Classic token bucket; ``take`` returns 0 when allowed, else seconds until a token is available.
-
-    :param per_minute: refill rate.
-    :param burst: capacity (None: one second's worth, at least 1).
-    """
-
-    def __init__(self, per_minute: float, burst: float | None = None) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = burst if burst is not None else max(1.0, self.rate)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-
-    def take(self) -> float:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
-
-
-@dataclass
-class Account:
-    """A Pioneer account: keys belong to it, credits and the spend cap are per account."""
-
-    id: str
-    credits: int | None = None
-    spend_cap_tokens: int | None = None
-    spent_day: date | None = None
-    spent_today: int = 0
 
 
 @dataclass
@@ -151,30 +78,12 @@ class ApiKey:
 
 
 @dataclass
-class Fault:
-    """An injected fault; see :meth:`EmulatorState.inject`."""
+class _Usage:
+    """Per-account traffic counters: ``/inference`` requests per 60 s window, 429s of the limiter."""
 
-    id: str
-    status: int | None
-    kind: str | None
-    rate: float | None
-    times: int | None
-    after: int
-    path: str | None
-    headers: dict[str, str]
-    body: Any
-    content_type: str | None
-    seen: int = 0
-    fired: int = 0
-
-    def matches(self, path: str) -> bool:
-        return path == self.path if self.path is not None else path != "/health"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "status": self.status, "fault": self.kind, "rate": self.rate,
-            "times": self.times, "after": self.after, "path": self.path, "fired": self.fired,
-        }  # fmt: skip
+    sent: SlidingPeak = field(default_factory=SlidingPeak)
+    admitted: SlidingPeak = field(default_factory=SlidingPeak)
+    rate_limited: int = 0
 
 
 @dataclass
@@ -189,37 +98,70 @@ class _Counters:
     keys_revoked: int = 0
     faults_fired: Counter[str] = field(default_factory=Counter)
     max_concurrent_inference: int = 0
+    rate_limited: int = 0
+    usage: dict[str, _Usage] = field(default_factory=dict)  # by account id
 
 
 class EmulatorState:
     """Accounts, keys, credits, limits, faults and counters of one emulator (thread-safe).
 
-    :param config: start-up settings; the default account gets ``config.credits`` and
-        ``config.spend_cap_tokens`` and a bootstrap key named ``"bootstrap"``.
+    :param config: start-up settings; the default account gets ``config.credits``,
+        ``config.spend_cap_tokens`` / ``config.credit_ceiling_tokens`` and a bootstrap key named
+        ``"bootstrap"``.
     """
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
+        self.profile = self.config.profile
+        c = self.config
         self._lock = threading.Lock()
-        self._rng = random.Random(self.config.seed)
+        self._rng = random.Random(c.seed)
         self._accounts: dict[str, Account] = {}
         self._keys: dict[str, ApiKey] = {}  # by value
-        self._buckets: dict[str, TokenBucket] = {}  # by key id
-        self._key_buckets: dict[str, TokenBucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}  # by key id (legacy) or account id (current)
+        self._key_buckets: dict[str, TokenBucket] = {}  # by key id
+        self._key_creations: dict[str, HourlyLog] = {}  # by account id; a limit, not a counter
+        self._rpm = (
+            self.profile.inference_rpm if c.rate_limit_per_minute == DEFAULT else c.rate_limit_per_minute
+        )
+        self._burst = c.rate_limit_burst
+        self._headers = (
+            self.profile.rate_limit_headers if c.rate_limit_headers is None else c.rate_limit_headers
+        )
+        self._create_per_hour = (
+            self.profile.create_key_per_hour
+            if c.create_key_limit_per_hour == DEFAULT
+            else c.create_key_limit_per_hour
+        )
+        self._warmup = float(c.warmup_seconds)
+        self._first_use: dict[str, float] = {}  # model id -> monotonic time of its first call
+        self._unservable = set(c.unservable_models)
+        self._max_body: int | None = c.max_body_bytes
+        self._max_body_response = c.max_body_response
         self._faults: list[Fault] = []
         self._fault_seq = 0
         self._counters = _Counters()
         self._in_flight = 0
-        self.default_account = self._new_account(self.config.credits, self.config.spend_cap_tokens)
+        self.default_account = self._new_account(
+            c.credits, c.spend_cap_tokens, c.credit_ceiling_tokens, c.credits_code, c.credit_ceiling_code
+        )
         self.bootstrap_key = self._create_key(
-            self.default_account.id, BOOTSTRAP_KEY_NAME, value=self.config.bootstrap_key
+            self.default_account.id, BOOTSTRAP_KEY_NAME, value=c.bootstrap_key
         ).value
 
     # -- accounts and keys -------------------------------------------------------------------------
-    def _new_account(self, credits: int | None, spend_cap_tokens: int | None) -> Account:
+    def _new_account(
+        self,
+        credits: int | None,
+        spend_cap_tokens: int | None,
+        ceiling_tokens: int | None = None,
+        credits_code: str = "out_of_credits",
+        ceiling_code: str = "credit_ceiling_reached",
+    ) -> Account:
         account = Account(
-            id=f"acct_{len(self._accounts) + 1}", credits=credits, spend_cap_tokens=spend_cap_tokens
-        )
+            id=f"acct_{len(self._accounts) + 1}", credits=credits, credits_code=credits_code,
+            spend_cap_tokens=spend_cap_tokens, ceiling_tokens=ceiling_tokens, ceiling_code=ceiling_code,
+        )  # fmt: skip
         self._accounts[account.id] = account
         return account
 
@@ -240,19 +182,43 @@ class EmulatorState:
             return self.default_account
         key = self._keys.get(key_value)
         if key is None:
-            raise KeyError(f"unknown key {key_value[:12]}...")
+            raise KeyError("unknown key (not issued by this emulator)")
         return self._accounts[key.account_id]
 
-    def new_account(self, credits: int | None = None, spend_cap_tokens: int | None = None) -> tuple[str, str]:
+    def new_account(
+        self,
+        credits: int | None = None,
+        spend_cap_tokens: int | None = None,
+        credit_ceiling_tokens: int | None = None,
+    ) -> tuple[str, str]:
         """Create an account with a bootstrap key; returns ``(key, key_name)``."""
+        check_money_settings(self.profile, spend_cap_tokens, credit_ceiling_tokens)
         with self._lock:
-            account = self._new_account(credits, spend_cap_tokens)
+            account = self._new_account(credits, spend_cap_tokens, credit_ceiling_tokens)
             return self._create_key(account.id, BOOTSTRAP_KEY_NAME).value, BOOTSTRAP_KEY_NAME
 
     def create_key(self, name: str, account_of_key: str | None = None) -> dict[str, Any]:
-        """Create a key in the account of ``account_of_key`` (default account when None)."""
+        """Create a key in the account of ``account_of_key`` (default account when None); no limit applies."""
         with self._lock:
             key = self._create_key(self._account_of(account_of_key).id, name)
+            return {"key": key.value, **key.public()}
+
+    def create_key_via_api(self, name: str, caller: ApiKey) -> dict[str, Any]:
+        """``POST /create-api-key``: like :meth:`create_key`, within the per-account hourly limit.
+
+        :raises AuthError: 429 with ``Retry-After`` when the account created its limit this hour.
+        """
+        with self._lock:
+            log = self._key_creations.setdefault(caller.account_id, HourlyLog())
+            if self._create_per_hour is not None:
+                wait = log.wait(self._create_per_hour)
+                if wait > 0:
+                    raise self._too_many(
+                        f"API key creation limit reached ({self._create_per_hour} per hour)",
+                        {"Retry-After": retry_after(wait)},
+                    )
+            log.add()
+            key = self._create_key(caller.account_id, name)
             return {"key": key.value, **key.public()}
 
     def list_keys(self, account_of_key: str | None = None) -> list[dict[str, Any]]:
@@ -291,15 +257,38 @@ class EmulatorState:
             return key.name if key else None
 
     # -- settings ----------------------------------------------------------------------------------
-    def set_credits(self, tokens: int | None, account_of_key: str | None = None) -> None:
+    def set_credits(
+        self, tokens: int | None, account_of_key: str | None = None, code: str | None = None
+    ) -> None:
+        """Set remaining credits (None: unlimited); ``code`` picks the current profile's 402 code."""
+        if code is not None and not self.profile.coded_errors:
+            raise ValueError("a 402 code needs api_profile='current' (the legacy 402 has a detail string)")
+        check_codes(code, None)
         with self._lock:
-            self._account_of(account_of_key).credits = tokens
+            account = self._account_of(account_of_key)
+            account.credits = tokens
+            if code is not None:
+                account.credits_code = code
 
     def set_spend_cap(self, tokens: int | None, account_of_key: str | None = None) -> None:
+        """Legacy: the daily spend cap in tokens (None: off); also resets today's spend."""
+        check_money_settings(self.profile, tokens, None)
         with self._lock:
             account = self._account_of(account_of_key)
             account.spend_cap_tokens = tokens
             account.spent_today, account.spent_day = 0, None
+
+    def set_credit_ceiling(
+        self, tokens: int | None, code: str = "credit_ceiling_reached", account_of_key: str | None = None
+    ) -> None:
+        """Current: the monthly credit ceiling in tokens (None: off), answered with a 403 ``code``;
+        also resets this month's spend."""
+        check_money_settings(self.profile, None, tokens)
+        check_codes(None, code)
+        with self._lock:
+            account = self._account_of(account_of_key)
+            account.ceiling_tokens, account.ceiling_code = tokens, code
+            account.spent_this_month, account.spent_month = 0, None
 
     def set_latency(self, latency_ms: float, per_text_latency_ms: float = 0.0) -> None:
         with self._lock:
@@ -307,15 +296,54 @@ class EmulatorState:
             self.config.per_text_latency_ms = float(per_text_latency_ms)
 
     def set_rate_limit(self, per_minute: float | None, burst: float | None = None) -> None:
+        """The ``/inference`` limit (per key in legacy, per account in current); buckets restart full."""
         with self._lock:
-            self.config.rate_limit_per_minute = per_minute
-            self.config.rate_limit_burst = burst
+            self._rpm, self._burst = per_minute, burst
             self._buckets.clear()
+
+    def set_rate_limit_headers(self, enabled: bool) -> None:
+        """Send (or hide) ``X-RateLimit-Limit/-Remaining/-Reset`` on ``/inference`` answers."""
+        with self._lock:
+            self._headers = bool(enabled)
 
     def set_key_rate_limit(self, per_minute: float | None) -> None:
         with self._lock:
             self.config.key_rate_limit_per_minute = per_minute
             self._key_buckets.clear()
+
+    def set_create_key_limit(self, per_hour: int | None) -> None:
+        """``POST /create-api-key`` calls per account and rolling hour (None: unlimited)."""
+        with self._lock:
+            self._create_per_hour = per_hour
+
+    def set_warmup(self, seconds: float) -> None:
+        """Current: models answer 425 for ``seconds`` after their first use; every model is cold again."""
+        self._need_readiness("a warm-up")
+        with self._lock:
+            self._warmup = float(seconds)
+            self._first_use.clear()
+
+    def set_unservable_models(self, models: list[str]) -> None:
+        """Current: model ids that answer 409 (besides ids starting with ``job_unservable``)."""
+        self._need_readiness("a not-servable model")
+        with self._lock:
+            self._unservable = set(models)
+
+    def set_max_body_bytes(self, limit: int | None, response: str = "html") -> None:
+        """Answer request bodies over ``limit`` bytes with a proxy's 413 (``response`` "html" or "json")."""
+        if response not in ("html", "json"):
+            raise ValueError(f"response must be 'html' or 'json', not {response!r}")
+        with self._lock:
+            self._max_body, self._max_body_response = limit, response
+
+    def body_limit(self) -> tuple[int | None, str]:
+        """The request-body limit in bytes (None: none) and the kind of its 413 body."""
+        with self._lock:
+            return self._max_body, self._max_body_response
+
+    def _need_readiness(self, what: str) -> None:
+        if not self.profile.model_readiness:
+            raise ValueError(f"{what} needs api_profile='current'")
 
     def latency_seconds(self, n_texts: int) -> float:
         return (self.config.latency_ms + self.config.per_text_latency_ms * n_texts) / 1000.0
@@ -330,67 +358,97 @@ class EmulatorState:
             key = self._keys.get(key_value) if key_value else None
             if key is None or not key.alive:
                 raise AuthError(401, "Invalid or missing API key")
-            account = self._accounts[key.account_id]
-            if account.credits is not None and account.credits <= 0:
-                raise AuthError(402, "Insufficient credits: top up your account to continue")
+            billing.refuse_if_broke(self._accounts[key.account_id], self.profile)
             if limit == "inference":
-                self._take(
-                    self._buckets, key.id, self.config.rate_limit_per_minute, self.config.rate_limit_burst
-                )
+                self._admit_inference(key)
             elif limit == "keys":
-                self._take(self._key_buckets, key.id, self.config.key_rate_limit_per_minute, None)
+                self._admit_keys(key)
             return key
 
-    @staticmethod
-    def _take(
-        buckets: dict[str, TokenBucket], key_id: str, per_minute: float | None, burst: float | None
-    ) -> None:
+    def inference_headers(self, key: ApiKey) -> dict[str, str]:
+        """``X-RateLimit-*`` headers for an ``/inference`` answer to ``key`` ({} when hidden or unlimited)."""
+        with self._lock:
+            bucket = self._buckets.get(self._bucket_id(key))
+            return bucket.headers() if bucket is not None and self._headers else {}
+
+    def _bucket_id(self, key: ApiKey) -> str:
+        return key.account_id if self.profile.rate_limit_scope == "account" else key.id
+
+    def _admit_inference(self, key: ApiKey) -> None:
+        usage = self._counters.usage.setdefault(key.account_id, _Usage())
+        usage.sent.add()
+        if self._rpm is not None:
+            bucket_id = self._bucket_id(key)
+            bucket = self._buckets.get(bucket_id)
+            if bucket is None:
+                bucket = self._buckets[bucket_id] = TokenBucket(self._rpm, self._burst)
+            wait = bucket.take()
+            if wait > 0:
+                usage.rate_limited += 1
+                self._counters.rate_limited += 1
+                headers = {"Retry-After": retry_after(wait), **(bucket.headers() if self._headers else {})}
+                raise self._too_many("Rate limit exceeded", headers)
+        usage.admitted.add()
+
+    def _admit_keys(self, key: ApiKey) -> None:
+        per_minute = self.config.key_rate_limit_per_minute
         if per_minute is None:
             return
-        bucket = buckets.get(key_id)
+        bucket = self._key_buckets.get(key.id)
         if bucket is None:
-            bucket = buckets[key_id] = TokenBucket(per_minute, burst)
+            bucket = self._key_buckets[key.id] = TokenBucket(per_minute)
         wait = bucket.take()
         if wait > 0:
-            raise AuthError(429, "Rate limit exceeded", {"Retry-After": str(max(1, math.ceil(wait)))})
+            raise self._too_many("Rate limit exceeded", {"Retry-After": retry_after(wait)})
 
-    def check_budget(self, key: ApiKey, tokens: int) -> None:
-        """Raise the 402 / spend-cap 429 a request of ``tokens`` would get, without billing."""
+    def _too_many(self, detail: str, headers: dict[str, str]) -> AuthError:
+        if not self.profile.coded_errors:
+            return AuthError(429, detail, headers)
+        headers = {
+            **headers,
+            "X-RateLimit-Scope": _RATE_LIMITED["scope"],
+            "X-RateLimit-Code": _RATE_LIMITED["code"],
+        }
+        return AuthError(429, detail, headers, body={"detail": detail, **_RATE_LIMITED})
+
+    def check_model_ready(self, model_id: str) -> None:
+        """Current profile: 409 for a model that is not servable, 425 while a model warms up.
+
+        A model's warm-up starts at its first call (that call gets the first 425).
+        """
+        if not self.profile.model_readiness:
+            return
         with self._lock:
-            self._check_budget(self._accounts[key.account_id], tokens)
-
-    def _check_budget(self, account: Account, tokens: int) -> None:
-        if account.credits is not None and account.credits < tokens:
-            raise AuthError(
-                402, f"Insufficient credits: {account.credits} tokens left, request needs {tokens}"
-            )
-        if account.spend_cap_tokens is not None:
-            today = datetime.now(UTC).date()
-            if account.spent_day != today:
-                account.spent_day, account.spent_today = today, 0
-            if account.spent_today + tokens > account.spend_cap_tokens:
+            if model_id in self._unservable or model_id.startswith(UNSERVABLE_PREFIX):
                 raise AuthError(
-                    429,
-                    "Daily spend cap exceeded",
-                    {
-                        "X-RateLimit-Reason": "daily_spend_cap_exceeded",
-                        "Retry-After": str(_seconds_to_utc_midnight()),
-                    },
+                    409,
+                    f"Model {model_id} exists but is not servable yet: on-demand provisioning has not "
+                    "finished. Check supports_inference / supports_on_demand_inference in GET /base-models.",
+                )
+            if self._warmup <= 0:
+                return
+            now = time.monotonic()
+            left = self._first_use.setdefault(model_id, now) + self._warmup - now
+            if left > 0:
+                raise AuthError(
+                    425, f"Model {model_id} is warming up; retry later", {"Retry-After": retry_after(left)}
                 )
 
-    def bill_inference(self, key: ApiKey, texts: list[str]) -> int:
-        """Commit an inference: check credits and spend cap, charge, count. Returns the tokens billed.
+    def check_budget(self, key: ApiKey, tokens: int) -> None:
+        """Raise the 402 / spend-cap 429 / ceiling 403 a request of ``tokens`` would get, without billing."""
+        with self._lock:
+            billing.check_budget(self._accounts[key.account_id], tokens, self.profile)
 
-        :raises AuthError: 402 (not enough credits) or 429 spend cap; nothing is billed then.
+    def bill_inference(self, key: ApiKey, texts: list[str]) -> int:
+        """Commit an inference: check credits and caps, charge, count. Returns the tokens billed.
+
+        :raises AuthError: 402, 429 spend cap or 403 ceiling; nothing is billed then.
         """
         tokens = count_tokens(texts)
         with self._lock:
             account = self._accounts[key.account_id]
-            self._check_budget(account, tokens)
-            if account.credits is not None:
-                account.credits -= tokens
-            if account.spend_cap_tokens is not None:
-                account.spent_today += tokens
+            billing.check_budget(account, tokens, self.profile)
+            billing.charge(account, tokens)
             c = self._counters
             c.inference_requests_committed += 1
             c.texts_committed += len(texts)
@@ -438,36 +496,59 @@ class EmulatorState:
         headers: dict[str, str] | None = None,
         body: Any = None,
         content_type: str | None = None,
+        trickle_bytes: int = 1,
+        trickle_interval: float = 1.0,
+        envelope: str = "detail",
+        body_size: int | None = None,
+        offset: int = 0,
+        indices: list[int] | None = None,
+        bad: str = "null",
     ) -> str:
         """Register a fault and return its id (also the key of ``counters()["faults_fired"]``).
 
-        Exactly one of ``status`` (answer that status) or ``fault`` (``"drop"``: close the connection
-        before processing; ``"lose_response"``: process fully, then close without answering;
-        ``"redirect"``: 307 with ``headers["Location"]``). ``rate`` is the probability per matching
-        request (seeded), ``times`` caps how often it fires, ``after`` skips the first N matching
-        requests. ``path`` None matches every path but ``/health`` (the admin API is never faulted).
-        Faults are tried in order; the first that fires wins and the later ones do not see that
-        request. Request faults are evaluated before authentication; a ``lose_response`` fault only
-        sees successful (2xx) answers, so its ``after`` counts successes. ``headers`` are added to
-        the answer; ``body`` replaces the default ``{"detail": ...}`` (with ``content_type``
-        "text/html" and no body, a proxy-style HTML page is sent).
+        Give ``status`` alone (answer that status) or a ``fault`` kind:
+
+        - ``"drop"``: close the connection before processing;
+        - ``"lose_response"``: process fully (bill), then close without answering;
+        - ``"redirect"``: 307 with ``headers["Location"]``;
+        - ``"trickle"``: send the answer's body ``trickle_bytes`` at a time, ``trickle_interval``
+          seconds apart (headers at once). Without ``status`` the request is processed and its
+          real answer (success or error) is trickled; with ``status`` that error answer is;
+        - ``"echo_key"``: an error answer (``status``, default 401) whose body echoes the request's
+          key (its ``X-API-Key``, else its ``Authorization: Bearer`` value) ``offset`` characters
+          into the text of ``envelope``: ``"detail"`` (``{"detail": text}``), ``"message"``
+          (``{"error": ..., "message": text}``), ``"html"`` (the text in the page's title and in
+          its body) or ``"text"`` (text/plain). ``body_size`` is the body's exact size in bytes
+          (None: just long enough for the whole key); a negative offset or a short body leaves
+          only a piece of the key;
+        - ``"bad_results"``: a normal, billed 200 of ``/inference`` whose ``result`` entries at
+          ``indices`` (None: all; negative from the end) are replaced by ``bad``: ``"null"``,
+          ``"string"``, ``"entities_null"`` (``{"entities": null}``), ``"no_entities"`` (``{}``)
+          or ``"missing"`` (removed: the list gets shorter; for a single text, no ``result``).
+
+        ``rate`` is the probability per matching request (seeded), ``times`` caps how often it
+        fires, ``after`` skips the first N matching requests. ``path`` None matches every path but
+        ``/health`` (the admin API is never faulted). Faults are tried in order; the first that
+        fires wins and the later ones do not see that request. Request faults are evaluated before
+        authentication; a ``lose_response`` fault only sees successful (2xx) answers, so its
+        ``after`` counts successes. ``headers`` are added to the answer; ``body`` replaces the
+        default ``{"detail": ...}`` (with ``content_type`` "text/html" and no body, a proxy-style
+        HTML page is sent).
         """
-        if (status is None) == (fault is None):
-            raise ValueError("give exactly one of status= or fault=")
-        if fault is not None and fault not in FAULT_KINDS:
-            raise ValueError(f"fault must be one of {FAULT_KINDS}, not {fault!r}")
-        if fault == "redirect" and not (headers and "Location" in headers):
-            raise ValueError('fault="redirect" needs headers={"Location": ...}')
-        if rate is not None and not 0.0 <= rate <= 1.0:
-            raise ValueError("rate must be within 0..1")
-        if times is not None and times < 0:
-            raise ValueError("times must be >= 0")
+        faults.validate(
+            status, fault, rate, times, headers, path, trickle_bytes, trickle_interval, envelope, body_size,
+            indices, bad,
+        )  # fmt: skip
+        if fault == "echo_key" and status is None:
+            status = 401
         with self._lock:
             self._fault_seq += 1
             kind = fault or str(status)
             f = Fault(
                 id=f"f{self._fault_seq}-{kind}", status=status, kind=fault, rate=rate, times=times,
                 after=after, path=path, headers=dict(headers or {}), body=body, content_type=content_type,
+                trickle_bytes=trickle_bytes, trickle_interval=trickle_interval, envelope=envelope,
+                body_size=body_size, offset=offset, indices=None if indices is None else list(indices), bad=bad,
             )  # fmt: skip
             self._faults.append(f)
             return f.id
@@ -516,9 +597,10 @@ class EmulatorState:
             self._in_flight -= 1
 
     def counters(self) -> dict[str, Any]:
-        """A JSON-able snapshot of the counters."""
+        """A JSON-able snapshot of the counters (see :meth:`account_counters` for one account's)."""
         with self._lock:
             c = self._counters
+            usage = c.usage.values()
             return {
                 "requests": dict(c.requests),
                 "statuses": dict(c.statuses),
@@ -529,11 +611,37 @@ class EmulatorState:
                 "keys_alive": sum(1 for k in self._keys.values() if k.alive),
                 "keys_created": c.keys_created,
                 "keys_revoked": c.keys_revoked,
+                "keys_created_last_hour": sum(log.count() for log in self._key_creations.values()),
                 "faults_fired": dict(c.faults_fired),
                 "max_concurrent_inference": c.max_concurrent_inference,
+                "inference_in_flight": self._in_flight,
+                "rate_limited": c.rate_limited,
+                "inference_rpm_peak": max((u.sent.peak for u in usage), default=0),
+                "inference_rpm_peak_admitted": max((u.admitted.peak for u in usage), default=0),
+            }
+
+    def account_counters(self, account_of_key: str | None = None) -> dict[str, Any]:
+        """One account's traffic and money: ``/inference`` requests (``inference_requests``; the
+        most in any 60 s window, sent and admitted by the limiter), its 429s from the limiter,
+        ``/create-api-key`` calls in the last hour, credits left and spend."""
+        with self._lock:
+            account = self._account_of(account_of_key)
+            usage = self._counters.usage.get(account.id, _Usage())
+            log = self._key_creations.get(account.id)
+            account.roll_periods()
+            return {
+                "account_id": account.id,
+                "inference_requests": usage.sent.total,
+                "inference_rpm_peak": usage.sent.peak,
+                "inference_rpm_peak_admitted": usage.admitted.peak,
+                "rate_limited": usage.rate_limited,
+                "keys_created_last_hour": log.count() if log else 0,
+                "credits": account.credits,
+                "spent_today": account.spent_today,
+                "spent_this_month": account.spent_this_month,
             }
 
     def reset_counters(self) -> None:
-        """Zero every counter (keys, accounts, credits and faults are kept)."""
+        """Zero every counter (keys, accounts, credits, limits and faults are kept)."""
         with self._lock:
             self._counters = _Counters()

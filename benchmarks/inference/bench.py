@@ -167,7 +167,10 @@ def scenario(
     bound = rpm * batch_size / 60.0
     row["bound_items_per_s"] = bound if emulator_rpm is not None else None
     runs = []
-    with PioneerEmulator(latency_ms=latency_ms, rate_limit_per_minute=emulator_rpm, subprocess=True) as emu:
+    # Scenarios A-C measure against the June 2026 API (per-key limit, no rate-limit headers).
+    with PioneerEmulator(
+        latency_ms=latency_ms, rate_limit_per_minute=emulator_rpm, subprocess=True, api_profile="legacy"
+    ) as emu:
         for r in range(repeats):
             emu.reset_counters()
             out = workdir / f"out-{name}-{r}.jsonl"

@@ -148,13 +148,13 @@ def test_batch_dag_shards_with_mapping_and_publishes_an_asset(airflow_db: Path) 
 
 @pytest.fixture
 def demo_setup(airflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[PioneerEmulator, Path]]:
-    """The demo's wiring: emulator, pioneer_default with key_name + api_key_variable, no Variable yet."""
+    """The demo's wiring: emulator, pioneer_default with key_name + key_variable, no Variable yet."""
     with PioneerEmulator(latency_ms=2) as emu:
         connection = {
             "conn_type": "pioneer",
             "host": emu.url,
             "password": emu.api_key,
-            "extra": {"key_name": emu.api_key_name, "api_key_variable": VARIABLE},
+            "extra": {"key_name": emu.api_key_name, "key_variable": VARIABLE},
         }
         monkeypatch.setenv("AIRFLOW_CONN_PIONEER_DEFAULT", json.dumps(connection))
         # The output root is fixed for the whole session (tests/conftest.py): start it empty.

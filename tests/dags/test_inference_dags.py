@@ -17,6 +17,7 @@ import pytest
 
 from airflow_provider_pioneer.testing import PioneerEmulator
 from tests.dags.support import load_dag
+from tests.object_stores import checkpointed_records, manifest_of
 
 pytestmark = pytest.mark.dags
 
@@ -25,7 +26,8 @@ LABELS = ["person", "organization", "location"]
 
 @pytest.fixture
 def emu(monkeypatch: pytest.MonkeyPatch, airflow_db: Path) -> Iterator[PioneerEmulator]:
-    with PioneerEmulator(latency_ms=5, rate_limit_per_minute=1200) as e:
+    # The June 2026 API (1,200 rpm per key): these runs were calibrated on it.
+    with PioneerEmulator(latency_ms=5, rate_limit_per_minute=1200, api_profile="legacy") as e:
         monkeypatch.setenv(
             "AIRFLOW_CONN_PIONEER_DEFAULT",
             json.dumps({"conn_type": "pioneer", "host": e.url, "password": e.api_key}),
@@ -104,9 +106,9 @@ def test_402_fails_the_task_without_airflow_retries_and_keeps_the_done_part(
     # max_concurrency=3: only requests already on the wire when the first 402 came back may follow it.
     assert 1 <= c["statuses"]["402"] <= 3 and c["requests"]["POST /inference"] == 6 + c["statuses"]["402"]
     assert not out.exists()
-    checkpoint = json.loads((tmp_path / "out.jsonl.checkpoint.json").read_text())
-    partial = [json.loads(line) for line in (tmp_path / "out.jsonl.partial").read_text().splitlines()]
-    assert checkpoint["records"] == len(partial) <= 30
+    checkpoint = manifest_of(str(out))
+    partial = checkpointed_records(str(out))
+    assert checkpoint is not None and checkpoint["records"] == len(partial) <= 30
     assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
     assert emu.api_key not in stored_xcoms_and_rendered(dag.dag_id, dr.run_id)
 
@@ -150,7 +152,9 @@ def test_killed_run_resumes_without_duplicates_and_resends_at_most_the_window(
     out = tmp_path / "out.jsonl"
     repo = str(Path(__file__).resolve().parents[2])
     script = _CHILD.format(repo=repo, input=str(tmp_path / "in.jsonl"), output=str(out))
-    with PioneerEmulator(latency_ms=20, rate_limit_per_minute=1200, subprocess=True) as emu:
+    with PioneerEmulator(
+        latency_ms=20, rate_limit_per_minute=1200, subprocess=True, api_profile="legacy"
+    ) as emu:
         env = dict(os.environ)
         env["AIRFLOW_CONN_PIONEER_DEFAULT"] = json.dumps(
             {"conn_type": "pioneer", "host": emu.url, "password": emu.api_key}
@@ -171,8 +175,8 @@ def test_killed_run_resumes_without_duplicates_and_resends_at_most_the_window(
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)
         assert not out.exists()
-        checkpoint = json.loads((tmp_path / "out.jsonl.checkpoint.json").read_text())
-        assert 0 < checkpoint["records"] < n
+        checkpoint = manifest_of(str(out))
+        assert checkpoint is not None and 0 < checkpoint["records"] < n
 
         second = subprocess.run(
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
@@ -188,3 +192,128 @@ def test_killed_run_resumes_without_duplicates_and_resends_at_most_the_window(
     print(f"re-billed after the kill: {rebilled} texts (window {window_texts})")
     assert rebilled <= window_texts, f"{rebilled} texts billed twice; the window is {window_texts}"
     assert emu.api_key not in second.stdout + second.stderr
+
+
+def test_a_null_result_fails_the_first_try_and_airflows_retry_resumes_and_finishes(
+    emu: PioneerEmulator, tmp_path: Path
+) -> None:
+    """A 200 whose result holds null is not a success: nothing of that batch is written, the retry re-sends it."""
+    rows = write_input(tmp_path / "in.jsonl", 40, "null")
+    good = {"entities": {"person": []}}
+    emu.inject(
+        status=200, body={"result": [good, None, good, good, good], "token_usage": 5}, times=1, after=3
+    )
+    out = tmp_path / "out.jsonl"
+    dag = load_dag("pioneer_test_inference_retry")
+    dr = dag.test(run_conf={"input_path": str(tmp_path / "in.jsonl"), "output_path": str(out)})
+    (ti,) = task_instances(dr)
+    assert ti.state == "success" and ti.try_number == 2  # the first try stopped as retryable
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+    assert [r["result"] for r in records] == [emu.extract(r["text"], LABELS) for r in rows]
+    counts = emu.counters()["text_counts"]
+    assert all(counts[r["text"]] == 1 for r in rows)  # the answered part was not sent again
+    summary = json.loads(stored_xcoms_and_rendered(dag.dag_id, dr.run_id))["xcoms"][
+        "infer[-1].pioneer_summary"
+    ]
+    assert summary["skipped_from_checkpoint"] == 15 and summary["succeeded"] == 40
+
+
+def test_texts_from_an_upstream_task_that_returned_nothing_fail_saying_so(
+    emu: PioneerEmulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    dag = load_dag("pioneer_test_inference_upstream_none")
+    dr = dag.test()
+    states = {ti.task_id: (ti.state, ti.try_number) for ti in task_instances(dr)}
+    assert states == {"load_texts": ("success", 1), "infer": ("failed", 1)}  # a verdict: no retries
+    logged = "".join(capfd.readouterr())
+    assert "texts resolved to None: the upstream task that feeds it returned nothing" in logged
+    assert "Give exactly one of texts" not in logged
+    assert emu.counters()["requests"].get("POST /inference", 0) == 0
+
+
+def test_an_execution_timeout_checkpoints_what_is_done_and_nothing_is_sent_after_it(
+    emu: PioneerEmulator, tmp_path: Path
+) -> None:
+    rows = write_input(tmp_path / "in.jsonl", 400, "timeout")
+    emu.set_latency(300)  # 80 requests, 3 at a time: far longer than the task's 2 s timeout
+    out = tmp_path / "out.jsonl"
+    dag = load_dag("pioneer_test_inference_timeout")
+    dr = dag.test(run_conf={"input_path": str(tmp_path / "in.jsonl"), "output_path": str(out)})
+    (ti,) = task_instances(dr)
+    assert ti.state == "failed"
+    sent = emu.counters()["requests"]["POST /inference"]
+    time.sleep(1.0)  # longer than three requests on the wire: any worker still sending would show
+    assert emu.counters()["requests"]["POST /inference"] == sent
+    assert not out.exists()
+    checkpoint = manifest_of(str(out))
+    partial = checkpointed_records(str(out))
+    assert (
+        checkpoint is not None
+        and checkpoint["complete"] is False
+        and 0 < checkpoint["records"] == len(partial) < len(rows)
+    )
+    assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
+
+
+class _PushOnly:
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
+
+
+def test_sigterm_stops_the_run_at_once_checkpoints_and_the_next_attempt_resumes(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """What Airflow does on "mark failed" or a worker shutdown: SIGTERM, whose handler calls on_kill."""
+    import threading
+
+    window_texts = 2 * 3 * 5  # batch_size=5, max_concurrency=3: the runner's window is 2 x 3 batches
+    n = 400  # 80 requests at 1,200/min: about 4 s, the signal comes after 25
+    rows = write_input(tmp_path / "in.jsonl", n, "term")
+    out = tmp_path / "out.jsonl"
+    sent_at_term: list[int] = []
+
+    def send_sigterm_mid_run() -> None:
+        deadline = time.monotonic() + 60
+        while emu.counters()["inference_requests_committed"] < 25 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sent_at_term.append(emu.counters()["requests"]["POST /inference"])
+        # To this very process: the task runner's handler runs in the main thread, inside dag.test().
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    dag = load_dag("pioneer_test_inference_once")
+    previous = signal.getsignal(signal.SIGTERM)
+    killer = threading.Thread(target=send_sigterm_mid_run, daemon=True)
+    killer.start()
+    try:
+        dr = dag.test(run_conf={"input_path": str(tmp_path / "in.jsonl"), "output_path": str(out)})
+    finally:
+        killer.join(timeout=60)
+        signal.signal(signal.SIGTERM, previous)
+    (ti,) = task_instances(dr)
+    assert ti.state == "failed"
+    sent = emu.counters()["requests"]["POST /inference"]
+    # At most the requests that had passed the pacer when the signal came (max_concurrency).
+    assert sent - sent_at_term[0] <= 3, (sent, sent_at_term)
+    assert "Airflow stopped this task" in "".join(capfd.readouterr())
+    assert not out.exists()
+    checkpoint = manifest_of(str(out))
+    partial = checkpointed_records(str(out))
+    assert checkpoint is not None and 0 < checkpoint["records"] == len(partial) < n
+    assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
+
+    # The next attempt (same task settings, a faster pace) resumes from that checkpoint.
+    from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
+
+    resumed = PioneerInferenceOperator(
+        task_id="infer", model_id="fastino/gliner2-base-v1", entities=LABELS,
+        input_path=str(tmp_path / "in.jsonl"), output_path=str(out), batch_size=5, max_concurrency=3,
+        requests_per_minute=60_000,
+    )  # fmt: skip
+    emu.set_rate_limit(None)
+    summary = resumed.execute({"ti": _PushOnly()})  # type: ignore[arg-type]
+    assert summary["skipped_from_checkpoint"] == len(partial) and summary["succeeded"] == n
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+    rebilled = sum(c - 1 for c in emu.counters()["text_counts"].values())
+    assert rebilled <= window_texts, f"{rebilled} texts billed twice; the window is {window_texts}"

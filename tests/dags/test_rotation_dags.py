@@ -42,8 +42,8 @@ def connect(
     password: str | None = None,
     **extra: Any,
 ) -> None:
-    """Point ``conn_id`` at the emulator; extras default to api_key_variable + key_name."""
-    extras = {"api_key_variable": VAR, "key_name": emu.api_key_name, **extra}
+    """Point ``conn_id`` at the emulator; extras default to key_variable + key_name."""
+    extras = {"key_variable": VAR, "key_name": emu.api_key_name, **extra}
     conn = {
         "conn_type": "pioneer",
         "host": emu.url,
@@ -185,7 +185,8 @@ def test_rotation_stores_a_working_key_revokes_the_old_and_leaks_nothing(
     assert not works(emu, old_key)  # the old key answers 401
     assert emu.alive_key_names() == [doc["name"]] == managed_alive(emu)
     assert first["value"] == {"name": doc["name"], "created_at": doc["created_at"], "revoked": ["bootstrap"]}
-    assert doc["pending_revoke"] == []
+    # What the run was to revoke when it wrote its one document; done now (a stale list is skipped).
+    assert doc["pending_revoke"] == ["bootstrap"]
 
     # The next night: the old key's name now comes from the Variable's document.
     second = run(ROTATE)
@@ -227,7 +228,7 @@ def test_two_rotations_on_one_account_leave_each_other_alone(
         emu,
         conn_id="pioneer_staging",
         password=staging_key,
-        api_key_variable=STAGING_VAR,
+        key_variable=STAGING_VAR,
         key_name="staging-bootstrap",
     )
     results = []
@@ -305,7 +306,7 @@ def test_budget_refusals_fail_fast_and_change_nothing(
     [
         ({"key_name": None}, "old_key_name, the connection extra key_name, or a Variable"),
         ({"key_name": "no-such-key"}, "No live key named 'no-such-key'"),
-        ({"api_key_variable": None}, "set its extra api_key_variable to 'pioneer_api_key'"),
+        ({"key_variable": None}, "set its extra key_variable to 'pioneer_api_key'"),
     ],
     ids=["old-name-unknown", "old-name-wrong", "connection-does-not-read-the-variable"],
 )
@@ -424,7 +425,8 @@ def test_failed_revocation_stays_pending_and_the_next_run_finishes_it(
     assert again["state"] == "success"
     final = stored_doc()
     assert sorted(again["value"]["revoked"]) == sorted([doc["name"], "bootstrap"])
-    assert emu.alive_key_names() == [final["name"]] and final["pending_revoke"] == []
+    assert emu.alive_key_names() == [final["name"]]
+    assert sorted(final["pending_revoke"]) == sorted([doc["name"], "bootstrap"])  # all revoked now
 
 
 @pytest.mark.parametrize(
@@ -458,7 +460,7 @@ def test_rerun_after_a_kill_converges(emu: Any, target: str, when: str) -> None:
     final = stored_doc()
     assert works(emu, final["api_key"])
     assert emu.alive_key_names() == managed_alive(emu) == [final["name"]]
-    assert final["pending_revoke"] == []
+    assert not set(final["pending_revoke"]) & set(emu.alive_key_names())
 
 
 # -- a batch inference in flight survives the rotation ------------------------------------------
@@ -546,3 +548,313 @@ def test_batch_inference_in_flight_survives_the_rotation(
     assert counters["statuses"].get("401", 0) >= 1
     assert counters["texts_committed"] == 120
     assert old_key not in output and stored_doc()["api_key"] not in output
+
+
+# -- two rotations of one Variable at once ------------------------------------------------------
+
+RACE_A = "pioneer_test_rotation_race_a"
+RACE_B = "pioneer_test_rotation_race_b"
+# Start gaps between the two rotations, seconds: from "same instant" to "one is nearly done"
+# (as many as the race DAGs have rounds: tests/dags/dagfiles/pioneer_test_rotation_race.py).
+GAPS = (0.0, 0.05, 0.15, 0.3, 0.5, 0.8, 1.2)
+# Every Pioneer call of the racing processes waits this long first, so that a rotation takes about
+# a second and the two overlap at every step for the gaps above.
+LATENCY = 0.12
+
+
+def _key_and_name(value: str | None) -> tuple[str | None, str | None]:
+    if not value:
+        return None, None
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        return value, None
+    if not isinstance(doc, dict):
+        return None, None
+    return doc.get("api_key"), doc.get("name")
+
+
+class VariableWatch:
+    """Polls the Variable during a race: it must hold a live key at every moment.
+
+    A violation counts only when the Variable held the same value before and after the liveness
+    check (else it merely changed meanwhile, and the key it held before may be revoked now).
+    """
+
+    def __init__(self, emu: Any) -> None:
+        import threading
+
+        self.emu = emu
+        self.violations: list[str | None] = []
+        self.checks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            first = metastore_value()
+            key, name = _key_and_name(first)
+            alive = bool(key) and self.emu.key_is_alive(key)
+            if not alive and metastore_value() == first:
+                self.violations.append(name)
+            self.checks += 1
+            self._stop.wait(0.005)
+
+    def __enter__(self) -> VariableWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _wait_file(path: Path, children: list[subprocess.Popen[str]], limit: float = 180.0) -> str:
+    import time
+
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        for child in children:
+            assert child.poll() is None, f"a racing process exited ({child.returncode}) before {path.name}"
+        assert time.monotonic() < deadline, f"gave up waiting for {path.name}"
+        time.sleep(0.01)
+    return path.read_text()  # written atomically: complete once it exists
+
+
+def _check_race_outcome(emu: Any, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each run's return value must be true; returns the Variable's document."""
+    doc = stored_doc()
+    alive = set(emu.alive_key_names())
+    assert doc["name"] in alive and works(emu, doc["api_key"])
+    stored_by = [r["value"]["name"] for r in results.values() if not r["value"].get("superseded")]
+    for role, result in results.items():
+        assert result["ok"], (role, result)
+        value = result["value"]
+        # What a run says it revoked or discarded is gone.
+        assert not set(value["revoked"]) & alive, (role, value)
+        if value.get("superseded"):
+            # "Another rotation stored key X": X was stored by the other run (or is stored now).
+            assert value["name"] in [*stored_by, doc["name"]], (role, value)
+            if value["discarded"]:
+                assert value["discarded"] not in alive, (role, value)
+        else:
+            assert is_managed(value["name"], default_key_name_prefix(VAR))
+    # The key the Variable holds is one a run reports as its own, or as the winner's.
+    assert doc["name"] in {r["value"]["name"] for r in results.values()}
+    return doc
+
+
+def test_two_rotations_at_once_never_leave_a_revoked_key_stored(emu: Any, tmp_path: Path) -> None:
+    import time
+
+    from tests.conftest import leaked_in
+    from tests.rotation_race import write_atomically
+
+    set_metastore(bootstrap_document(emu))
+    children = []
+    logs = []
+    for role, dag_id in (("a", RACE_A), ("b", RACE_B)):
+        if children:
+            # One process sets its DAG run up at a time: two at once wait on SQLite's lock for long.
+            _wait_file(tmp_path / "ready-a-rotate_0", children)
+        log = (tmp_path / f"child-{role}.log").open("w")
+        logs.append(log)
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.rotation_race", dag_id, str(tmp_path), role, str(LATENCY)],
+                cwd=REPO,
+                env=child_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+
+    def release(tag: str, at: float) -> None:
+        write_atomically(tmp_path / f"go-{tag}", repr(at))
+
+    def result(tag: str) -> dict[str, Any]:
+        return dict(json.loads(_wait_file(tmp_path / f"result-{tag}", children)))
+
+    outcomes: list[tuple[float, str, str]] = []
+    try:
+        for i, gap in enumerate(GAPS):
+            for role in ("a", "b"):
+                _wait_file(tmp_path / f"ready-{role}-rotate_{i}", children)
+            first, second = ("a", "b") if i % 2 == 0 else ("b", "a")
+            with VariableWatch(emu) as watch:
+                start = time.time() + 0.2
+                release(f"{first}-rotate_{i}", start)
+                release(f"{second}-rotate_{i}", start + gap)
+                results = {role: result(f"{role}-rotate_{i}") for role in ("a", "b")}
+            assert watch.checks > 10
+            assert not watch.violations, f"gap {gap}: the Variable held a revoked key: {watch.violations}"
+            _check_race_outcome(emu, results)
+            outcomes += [
+                (gap, role, "superseded" if r["value"].get("superseded") else "stored")
+                for role, r in results.items()
+            ]
+
+            # The next night: one live managed key, the stored one, and nothing else.
+            _wait_file(tmp_path / f"ready-a-next_{i}", children)
+            release(f"a-next_{i}", time.time())
+            follow_up = result(f"a-next_{i}")
+            assert follow_up["ok"], (gap, follow_up)
+            final = stored_doc()
+            assert works(emu, final["api_key"])
+            assert emu.alive_key_names() == managed_alive(emu) == [final["name"]], f"gap {gap}"
+        for child in children:
+            assert child.wait(timeout=120) == 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        for log in logs:
+            log.close()
+    # The race was real: at some gap one run's key lost to the other's.
+    assert any(kind == "superseded" for _, _, kind in outcomes), outcomes
+    output = "".join((tmp_path / f"child-{role}.log").read_text() for role in ("a", "b"))
+    assert "Pioneer key rotated" in output and "this run's key was discarded" in output
+    assert not leaked_in(output), "a racing process logged a key"
+
+
+# -- the Variable holding no usable key ---------------------------------------------------------
+
+
+def test_malformed_variable_fails_clearly_and_changes_nothing(
+    emu: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A hand edit cut the document short. The connection's password still works, and the old code
+    # silently rotated from it, as if the Variable were empty.
+    broken = bootstrap_document(emu)[:-20]
+    set_metastore(broken)
+    created = emu.counters()["keys_created"]
+    result = run(ROTATE)
+    assert (result["state"], result["try_number"]) == ("failed", 1)  # no Airflow retry either
+    assert emu.counters()["keys_created"] == created
+    assert emu.alive_key_names() == ["bootstrap"]
+    assert metastore_value() == broken
+    out = capfd.readouterr().out
+    assert "Variable 'pioneer_api_key' holds malformed JSON" in out and "Nothing was changed" in out
+    assert emu.api_key not in out
+
+
+def test_masked_placeholder_fails_clearly_and_the_documented_recovery_converges(
+    emu: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Night one stored a managed key; then someone opened the Variable in the UI's edit dialog and
+    # pressed Save: the value is now Airflow's masked rendering of the document.
+    assert run(ROTATE)["state"] == "success"
+    lost = stored_doc()
+    masked = json.dumps({**lost, "api_key": "***"})
+    set_metastore(masked)
+    created = emu.counters()["keys_created"]
+
+    result = run(ROTATE)
+
+    assert (result["state"], result["try_number"]) == ("failed", 1)
+    assert emu.counters()["keys_created"] == created
+    assert emu.alive_key_names() == [lost["name"]]  # nothing revoked: the lost key still works
+    assert works(emu, lost["api_key"])
+    assert metastore_value() == masked
+    out = capfd.readouterr().out
+    assert "masked placeholder" in out and f"the lost key is named {lost['name']!r}" in out
+    assert "set it to a working key" in out
+
+    # The recovery the message gives (the connection's own key was revoked on night one): a key
+    # made in the console, set with its name; rerun. The lost key is an unstored managed key: swept.
+    by_hand = emu.create_key("recovery")
+    set_metastore(json.dumps({"api_key": by_hand, "name": "recovery"}))
+    again = run(ROTATE)
+    assert again["state"] == "success"
+    final = stored_doc()
+    assert works(emu, final["api_key"])
+    assert emu.alive_key_names() == [final["name"]]
+    assert sorted(again["value"]["revoked"]) == sorted(["recovery", lost["name"]])
+
+
+# -- Pioneer's 50 creates per hour --------------------------------------------------------------
+
+
+def test_create_budget_refuses_before_creating_anything(emu: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    # Ten managed keys created in the last hour: five alive (orphans), five revoked but remembered
+    # in the Variable's document (GET /list-api-keys does not show revoked keys).
+    from airflow_provider_pioneer.operators._rotation import managed_name
+
+    prefix = default_key_name_prefix(VAR)
+    for _ in range(5):
+        emu.create_key(managed_name(prefix))
+    remembered = [managed_name(prefix) for _ in range(5)]
+    before = build_document(emu.api_key, emu.api_key_name, None, [], created_recently=remembered)
+    set_metastore(before)
+    alive = emu.alive_key_names()
+    created = emu.counters()["keys_created"]
+
+    result = run(ROTATE)  # retries=1: a refusal must not be retried
+
+    assert (result["state"], result["try_number"]) == ("failed", 1)
+    assert emu.counters()["keys_created"] == created
+    assert emu.counters()["requests"].get("POST /create-api-key", 0) == 0
+    assert emu.alive_key_names() == alive  # the orphans are not touched either
+    assert metastore_value() == before
+    out = capfd.readouterr().out
+    assert "10 keys named airflow-pioneer_api_key-... were created in the last hour" in out
+    assert "max_keys_created_per_hour is 10" in out and "Nothing was changed" in out
+
+
+def test_a_429_on_create_fails_the_try_without_creating_or_retrying(
+    emu: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    connect(monkeypatch, emu, max_retries=5)  # the connection's retries must not apply to create
+    before = bootstrap_document(emu)
+    set_metastore(before)
+    created = emu.counters()["keys_created"]
+    emu.inject(status=429, path="/create-api-key", headers={"Retry-After": "1800"})
+
+    result = run(ROTATE)  # retries=1
+
+    assert (result["state"], result["try_number"]) == ("failed", 1)
+    counters = emu.counters()
+    assert counters["requests"]["POST /create-api-key"] == 1
+    assert counters["keys_created"] == created
+    assert emu.alive_key_names() == ["bootstrap"] and metastore_value() == before
+    out = capfd.readouterr().out
+    assert "HTTP 429 (Pioneer asks to wait 1800 s)" in out and "50 keys per hour per account" in out
+
+
+def test_create_is_sent_once_per_try_even_when_it_fails(emu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    connect(monkeypatch, emu, max_retries=5)
+    emu.inject(status=503, path="/create-api-key", times=1)
+    result = run(ROTATE)  # the first try fails, Airflow's retry rotates
+    assert (result["state"], result["try_number"]) == ("success", 2)
+    assert emu.counters()["requests"]["POST /create-api-key"] == 2  # one per try, no client retry
+    assert emu.alive_key_names() == [stored_doc()["name"]]
+
+
+# -- names stay readable under Airflow's masker -------------------------------------------------
+
+
+def test_names_stay_readable_and_only_keys_are_masked(emu: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    # Airflow masks the values of connection extras with sensitive-looking names; an extra named
+    # api_key_variable made the Variable's name, and every key name containing it, read '***'.
+    from airflow.sdk._shared.secrets_masker import reset_secrets_masker
+
+    from tests.airflow_compat import redact
+
+    reset_secrets_masker()  # what this process registered before must not decide the outcome
+    first = run(ROTATE)
+    second = run(ROTATE)  # rendered after the first run taught the masker this process's secrets
+    assert first["state"] == second["state"] == "success"
+    doc = stored_doc()
+    names = [first["value"]["name"], doc["name"]]
+    logs = str(redact(capfd.readouterr().out))
+    assert f"Stored the new key in Variable {VAR!r}" in logs
+    for name in names:
+        assert f"Pioneer key rotated: {name} is stored in Variable {VAR!r}" in logs
+    assert second["value"]["revoked"] == [names[0]]
+    rendered = recorded_text(ROTATE, second["run_id"])
+    assert f'"variable_key": "{VAR}"' in rendered
+    # The keys themselves are masked wherever they would appear.
+    for key in (emu.api_key, doc["api_key"]):
+        assert key not in logs and redact(f"key {key} here") == "key *** here"

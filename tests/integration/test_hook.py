@@ -65,7 +65,7 @@ def test_plain_http_to_a_remote_host_is_refused(monkeypatch: pytest.MonkeyPatch)
 
 def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     set_conn(monkeypatch, {"conn_type": "pioneer", "host": "https://api.pioneer.ai"})
-    with pytest.raises(ex.PioneerConfigurationError, match="has no API key"):
+    with pytest.raises(ex.PioneerConfigurationError, match="No Pioneer API key in connection"):
         PioneerHook().client  # noqa: B018
 
 
@@ -85,14 +85,14 @@ def test_cleared_form_fields_mean_the_defaults(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.parametrize("stored", ["plain", "rotation-json"])
-def test_api_key_variable_wins_over_password(
+def test_key_variable_wins_over_password(
     pioneer_emulator: PioneerEmulator, monkeypatch: pytest.MonkeyPatch, stored: str
 ) -> None:
     key = pioneer_emulator.create_key("rotated-1")
     value = key if stored == "plain" else json.dumps({"api_key": key, "name": "rotated-1", "created_at": "x"})
     monkeypatch.setenv("AIRFLOW_VAR_PIONEER_API_KEY", value)
     set_conn(
-        monkeypatch, json_conn(pioneer_emulator, password="pio_sk_stale", api_key_variable="pioneer_api_key")
+        monkeypatch, json_conn(pioneer_emulator, password="pio_sk_stale", key_variable="pioneer_api_key")
     )
     hook = PioneerHook()
     assert hook.get_api_key() == key
@@ -100,7 +100,7 @@ def test_api_key_variable_wins_over_password(
 
 
 def test_missing_variable_falls_back_to_password(pioneer_emulator: PioneerEmulator, monkeypatch) -> None:
-    set_conn(monkeypatch, json_conn(pioneer_emulator, api_key_variable="pioneer_api_key_absent"))
+    set_conn(monkeypatch, json_conn(pioneer_emulator, key_variable="pioneer_api_key_absent"))
     assert PioneerHook().list_api_keys()
 
 
@@ -108,7 +108,7 @@ def test_401_rereads_the_variable_after_a_rotation(pioneer_emulator: PioneerEmul
     first = pioneer_emulator.create_key("gen-1")
     monkeypatch.setenv("AIRFLOW_VAR_PIONEER_API_KEY", json.dumps({"api_key": first, "name": "gen-1"}))
     set_conn(
-        monkeypatch, json_conn(pioneer_emulator, password="pio_sk_stale", api_key_variable="pioneer_api_key")
+        monkeypatch, json_conn(pioneer_emulator, password="pio_sk_stale", key_variable="pioneer_api_key")
     )
     hook = PioneerHook()
     hook.list_api_keys()
@@ -147,7 +147,7 @@ def test_every_resolved_key_is_masked(pioneer_emulator: PioneerEmulator, monkeyp
 
     rotated = pioneer_emulator.create_key("masked-1")
     monkeypatch.setenv("AIRFLOW_VAR_PIONEER_SECRET_HOLDER", rotated)  # a name Airflow would not mask itself
-    set_conn(monkeypatch, json_conn(pioneer_emulator, api_key_variable="pioneer_secret_holder"))
+    set_conn(monkeypatch, json_conn(pioneer_emulator, key_variable="pioneer_secret_holder"))
     hook = PioneerHook()
     hook.list_api_keys()
     created = hook.create_api_key("masked-2")["key"]
@@ -159,9 +159,37 @@ def test_parse_stored_key_forms() -> None:
     assert parse_stored_key("pio_sk_a") == "pio_sk_a"
     assert parse_stored_key(' {"api_key": "pio_sk_b", "name": "n"} ') == "pio_sk_b"
     assert parse_stored_key({"api_key": "pio_sk_c"}) == "pio_sk_c"
-    assert parse_stored_key('{"name": "no key"}') is None
-    assert parse_stored_key("{not json") is None
-    assert parse_stored_key("") is None and parse_stored_key(None) is None
+    assert parse_stored_key(None) is None
+    for broken in ('{"name": "no key"}', "{not json", "", '{"api_key": "***"}', "***"):
+        with pytest.raises(ex.PioneerConfigurationError, match="Variable 'v'"):
+            parse_stored_key(broken, "v")
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ('{"api_key": "pio_sk_cut", "name": "airflow-x', "holds malformed JSON"),
+        (
+            '{"api_key": "***", "name": "airflow-pioneer_api_key-20260101T000000000000Z"}',
+            "masked placeholder",
+        ),
+        ("***", "masked placeholder"),
+    ],
+    ids=["malformed-json", "masked-document", "masked-plain"],
+)
+def test_a_variable_without_a_usable_key_fails_clearly_instead_of_using_the_password(
+    pioneer_emulator: PioneerEmulator, monkeypatch, value: str, says: str
+) -> None:
+    # The password works here: the old code silently used it (it may be long revoked in real life).
+    monkeypatch.setenv("AIRFLOW_VAR_PIONEER_API_KEY", value)
+    set_conn(monkeypatch, json_conn(pioneer_emulator, key_variable="pioneer_api_key"))
+    before = pioneer_emulator.counters()["requests"]
+    with pytest.raises(ex.PioneerConfigurationError) as failure:
+        PioneerHook().list_api_keys()
+    message = str(failure.value)
+    assert "Variable 'pioneer_api_key'" in message and says in message
+    assert "delete" in message  # how to recover
+    assert pioneer_emulator.counters()["requests"] == before  # nothing was sent
 
 
 def test_hook_attributes_follow_airflow_conventions() -> None:
@@ -173,7 +201,7 @@ def test_hook_attributes_follow_airflow_conventions() -> None:
 
 
 def test_warning_when_the_variable_cannot_be_read(monkeypatch, capfd, pioneer_emulator) -> None:
-    set_conn(monkeypatch, json_conn(pioneer_emulator, api_key_variable="pioneer_api_key"))
+    set_conn(monkeypatch, json_conn(pioneer_emulator, key_variable="pioneer_api_key"))
     hook = PioneerHook()
 
     def boom(*a: object, **k: object) -> None:
@@ -198,7 +226,7 @@ def test_401_reread_goes_past_airflows_secrets_cache(pioneer_emulator: PioneerEm
         monkeypatch.setenv("AIRFLOW_VAR_PIONEER_API_KEY", json.dumps({"api_key": first, "name": "cached-1"}))
         set_conn(
             monkeypatch,
-            json_conn(pioneer_emulator, password="pio_sk_stale", api_key_variable="pioneer_api_key"),
+            json_conn(pioneer_emulator, password="pio_sk_stale", key_variable="pioneer_api_key"),
         )
         hook = PioneerHook()
         hook.list_api_keys()  # the Variable is now in the cache

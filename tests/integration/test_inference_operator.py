@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 from airflow_provider_pioneer.testing import PioneerEmulator
+from tests.object_stores import checkpointed_records, manifest_of
 
 LABELS = ["person", "organization", "location"]
 MODEL = "fastino/gliner2-base-v1"
@@ -98,7 +100,16 @@ def test_1000_texts_with_ids_in_order_with_the_emulators_answers(
     assert summary["requests"] == c["requests"]["POST /inference"] == 20
     assert summary["token_usage"] == c["tokens_billed"]
     logged = "".join(capfd.readouterr())
-    assert "Pioneer inference summary: 1000/1000 items written (1000 succeeded, 0 failed" in logged
+    assert (
+        "Pioneer inference summary: 1000/1000 items written (1000 succeeded, 0 failed, 0 from checkpoint)."
+        in logged
+    )
+    assert "  calls: 20 requests, 0 retries, 0 x 429;" in logged
+    # A few short lines, readable without scrolling sideways (the old summary was one ~330-char line).
+    messages = re.findall(r"\[info\s*\] (.*?)\s*\[airflow\.task", logged)
+    block = messages[messages.index(next(m for m in messages if m.startswith("Pioneer inference summary"))) :]
+    assert [m.split(":")[0] for m in block] == ["Pioneer inference summary", "  time", "  calls", "  output"]
+    assert all(len(m) <= 120 for m in messages), messages
     assert_no_key(emu, logged, json.dumps(ti.xcoms), json.dumps(records))
 
 
@@ -140,7 +151,9 @@ def test_faults_every_item_exactly_once_and_the_counts_add_up(
     logged = "".join(capfd.readouterr())
     # Progress at a steady cadence while the retries slow the run down.
     assert re.search(
-        r"Pioneer inference: \d+/1000 items \(.*%\), .* items/s, ETA \S+, \d+ requests, \d+ retries", logged
+        r"Pioneer inference: \d+/1000 items \(.*%\), .* items/s, ETA \S+; \d+ requests, \d+ retries, "
+        r"\d+ x 429; pace [\d,]+/min",
+        logged,
     )
     assert set(c["text_counts"].values()) == {1}
 
@@ -181,10 +194,10 @@ def test_402_stops_at_once_and_keeps_what_was_done(emu: PioneerEmulator, tmp_pat
     c = emu.counters()
     assert c["statuses"] == {"200": 5, "402": 1}  # nothing after the first 402
     assert not out.exists()  # not complete, so not in place
-    partial = read_jsonl(tmp_path / "out.jsonl.partial")
+    partial = checkpointed_records(str(out))
     assert [r["id"] for r in partial] == [t["id"] for t in texts[:50]]
-    checkpoint = json.loads((tmp_path / "out.jsonl.checkpoint.json").read_text())
-    assert checkpoint["records"] == 50 and checkpoint["complete"] is False
+    checkpoint = manifest_of(str(out))
+    assert checkpoint is not None and checkpoint["records"] == 50 and checkpoint["complete"] is False
     assert ti.xcoms["pioneer_summary"]["succeeded"] == 50
     assert_no_key(emu, message, json.dumps(ti.xcoms))
 
@@ -214,7 +227,7 @@ def test_an_outage_that_outlasts_the_retries_is_left_to_airflows_retry(
         "HTTP 503" in message and "40 of 200 records are saved" in message and "an Airflow retry" in message
     )
     assert ti.xcoms["pioneer_summary"]["failed"] == 0  # an outage is not a verdict on the items
-    assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl.partial")] == [t["id"] for t in texts[:40]]
+    assert [r["id"] for r in checkpointed_records(str(out))] == [t["id"] for t in texts[:40]]
     assert emu.counters()["statuses"] == {"200": 4, "503": 3}  # one batch, its 2 retries, then stop
 
     emu.clear_faults()  # the outage ends; the Airflow retry finishes the job, paying for nothing twice
@@ -324,3 +337,266 @@ def test_unknown_model_fails_fast(emu: PioneerEmulator) -> None:
     assert emu.counters()["requests"]["POST /inference"] == 1
     message = str(info.value)
     assert message.count("Check the model_id") == 1 and "The model_id is 'no-such-model'" in message
+
+
+# -- inputs and answers that standard JSON cannot hold (issue 8, item 4) --------------------------
+
+
+def strict_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read JSONL the way a strict consumer would: UTF-8 only, no NaN/Infinity."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    text = path.read_bytes().decode("utf-8")  # strict: a lone surrogate cannot even be encoded
+    return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("line", "where", "what"),
+    [
+        ('{"id": "\\ud83d", "text": "Alice Smith"}', "line 4", "lone surrogate"),
+        ('{"id": NaN, "text": "Alice Smith"}', "line 4", "NaN or Infinity"),
+        ('{"id": -Infinity, "text": "Alice Smith"}', "line 4", "NaN or Infinity"),
+        ('{"id": {"part": "\\udc00"}, "text": "Alice Smith"}', "line 4", "lone surrogate"),
+    ],
+)
+def test_an_id_json_cannot_hold_is_refused_before_anything_is_billed(
+    emu: PioneerEmulator, tmp_path: Path, line: str, where: str, what: str
+) -> None:
+    """Today a surrogate id is billed, then crashes the writer (and every Airflow try bills it again)."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "text": "Bob Jones"}\n\n{"id": "b", "text": "Chen Wei"}\n' + line + "\n")
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(AirflowFailException, match=f"{where}: the id \\('id'\\) holds .*{what}") as info:
+        run(input_path=str(src), output_path=str(out), batch_size=2)
+    assert "nothing was sent" in str(info.value)
+    assert emu.counters()["requests"].get("POST /inference", 0) == 0
+    assert not list(tmp_path.glob("out.jsonl*"))
+
+
+@pytest.mark.parametrize(
+    ("bad", "what"), [("\ud83d", "lone surrogate"), (float("nan"), "NaN"), (float("inf"), "Infinity")]
+)
+def test_an_id_json_cannot_hold_in_texts_is_refused_naming_its_position(
+    emu: PioneerEmulator, bad: Any, what: str
+) -> None:
+    texts = [*texts_with_ids(3), {"id": bad, "text": "Alice Smith"}]
+    with pytest.raises(AirflowFailException, match=f"texts\\[3\\]: the id \\('id'\\) holds .*{what}"):
+        run(texts=texts)
+    assert emu.counters()["requests"].get("POST /inference", 0) == 0
+
+
+@pytest.mark.parametrize("source", ["texts", "input_path"])
+def test_a_text_that_is_not_valid_unicode_gets_an_error_record_and_is_never_sent(
+    emu: PioneerEmulator, tmp_path: Path, source: str
+) -> None:
+    rows = texts_with_ids(6)
+    rows[2]["text"] = "Alice \ud83d Smith in Paris"
+    out = tmp_path / "out.jsonl"
+    if source == "texts":
+        kwargs: dict[str, Any] = {"texts": rows}
+    else:
+        src = tmp_path / "in.jsonl"
+        src.write_text("".join(json.dumps(r) + "\n" for r in rows))  # ASCII escapes: "\ud83d"
+        kwargs = {"input_path": str(src)}
+    summary, _ = run(**kwargs, output_path=str(out), batch_size=3, max_failed_ratio=0.2)
+    records = strict_jsonl(out)
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+    assert records[2]["error"]["status"] is None
+    assert (
+        "not valid Unicode" in records[2]["error"]["message"] and "\\ud83d" in records[2]["error"]["message"]
+    )
+    assert [r["result"] for r in records if "result" in r] == [
+        emu.extract(r["text"], LABELS) for i, r in enumerate(rows) if i != 2
+    ]
+    assert summary["failed"] == 1 and summary["succeeded"] == 5
+    assert emu.counters()["texts_committed"] == 5  # the bad text never left
+
+
+def test_an_answer_that_json_cannot_hold_is_an_error_record_not_a_crash_after_billing(
+    emu: PioneerEmulator, tmp_path: Path
+) -> None:
+    """A server whose result holds NaN or a lone surrogate: the run goes on, the output stays standard JSON."""
+    good = {"entities": {"person": []}}
+    # Raw JSON text: NaN and a "\ud83d" escape are what Python's json (and requests) read without complaint.
+    body = (
+        '{"result": [{"entities": {"person": []}}, '
+        '{"entities": {"person": [{"text": "Alice", "confidence": NaN}]}}, '
+        '{"entities": {"person": [{"text": "Al\\ud83dce", "confidence": 0.9}]}}], "token_usage": 3}'
+    )
+    emu.inject(status=200, body=body, content_type="application/json", times=1, after=1)
+    out = tmp_path / "out.jsonl"
+    rows = texts_with_ids(9)
+    summary, _ = run(texts=rows, output_path=str(out), batch_size=3, max_concurrency=1, max_failed_ratio=0.5)
+    records = strict_jsonl(out)
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+    assert records[3] == {"id": "doc-3", "result": good}
+    assert records[4]["error"]["status"] == 200 and "NaN or Infinity" in records[4]["error"]["message"]
+    assert records[5]["error"]["status"] == 200 and "lone surrogate" in records[5]["error"]["message"]
+    assert summary["failed"] == 2 and summary["succeeded"] == 7
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"entities": ["person\ud83d"]}, "entities holds '\\\\ud83d', a lone surrogate"),
+        ({"entities": None, "schema": {"entities": ["person"], "weight": float("nan")}}, "schema holds NaN"),
+    ],
+)
+def test_options_json_cannot_hold_are_refused_before_any_request(
+    emu: PioneerEmulator, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(AirflowFailException, match=message):
+        run(texts=texts_with_ids(3), **kwargs)
+    assert emu.counters()["requests"].get("POST /inference", 0) == 0
+
+
+# -- duplicate ids (issue 8, item 9) --------------------------------------------------------------
+
+
+def test_duplicate_ids_are_allowed_counted_and_warned_about(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    ids = ["a", "b", "a", "c", "b", "a", 1, "1"]  # 1 and "1" differ in the output: not duplicates
+    rows = [{"id": i, "text": f"Alice Smith met Bob Jones, note {n}."} for n, i in enumerate(ids)]
+    out = tmp_path / "out.jsonl"
+    summary, ti = run(texts=rows, output_path=str(out), batch_size=3)
+    records = read_jsonl(out)
+    assert [r["id"] for r in records] == ids  # one record per input, in input order
+    assert [r["result"] for r in records] == [emu.extract(r["text"], LABELS) for r in rows]
+    assert summary["duplicate_ids"] == 3 == ti.xcoms["pioneer_summary"]["duplicate_ids"]
+    logged = "".join(capfd.readouterr())
+    assert "3 inputs repeat an id seen earlier (first: 'a', 'b')" in logged
+    assert "  duplicate ids: 3 inputs repeat an earlier id" in logged
+
+
+# -- 413 from a proxy (issue 8, item 5) -----------------------------------------------------------
+
+
+def test_a_413_from_a_proxy_is_split_like_a_422_and_every_text_gets_its_result(
+    emu: PioneerEmulator, tmp_path: Path
+) -> None:
+    # The proxy refuses the first (whole) batch; its halves get through.
+    emu.inject(status=413, times=1, content_type="text/html")
+    rows = texts_with_ids(16)
+    out = tmp_path / "out.jsonl"
+    summary, _ = run(texts=rows, output_path=str(out), batch_size=16, max_concurrency=1)
+    records = read_jsonl(out)
+    assert [r["result"] for r in records] == [emu.extract(r["text"], LABELS) for r in rows]
+    assert summary["failed"] == 0
+    # the 413, one probe of the options, then the two halves
+    assert emu.counters()["statuses"] == {"413": 1, "200": 3}
+
+
+def test_a_413_even_for_one_tiny_text_fails_the_task_saying_what_to_do(emu: PioneerEmulator) -> None:
+    emu.inject(status=413, content_type="text/html")
+    with pytest.raises(AirflowFailException, match="shrink the schema, or raise the proxy's body-size limit"):
+        run(texts=texts_with_ids(8), batch_size=8, max_concurrency=1)
+    assert emu.counters()["statuses"] == {"413": 2}  # the batch, and the one probe
+
+
+# -- a 200 whose results are null or malformed (issue 8, item 6) ----------------------------------
+
+
+@pytest.mark.parametrize("bad", [None, {"entities": "person"}, "oops"])
+def test_null_or_malformed_results_are_not_written_and_are_sent_again_on_resume(
+    emu: PioneerEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: Any
+) -> None:
+    good = {"entities": {"person": []}}
+    emu.inject(status=200, body={"result": [good, bad, good, good, good], "token_usage": 5}, after=2)
+    set_fast_retries(emu, monkeypatch, max_retries=1)
+    rows = texts_with_ids(30, prefix="null")
+    out = tmp_path / "out.jsonl"
+    ti = FakeTI()
+    with pytest.raises(AirflowException) as info:
+        run(ti, texts=rows, output_path=str(out), batch_size=5, max_concurrency=1)
+    assert not isinstance(info.value, AirflowFailException)  # an Airflow retry may succeed
+    assert "result 1 of 5" in str(info.value) and "10 of 30 records are saved" in str(info.value)
+    assert ti.xcoms["pioneer_summary"]["succeeded"] == 10 and ti.xcoms["pioneer_summary"]["failed"] == 0
+    assert [r["id"] for r in checkpointed_records(str(out))] == [r["id"] for r in rows[:10]]
+
+    emu.clear_faults()  # the server is healthy again: the retry sends the unanswered items
+    summary, _ = run(texts=rows, output_path=str(out), batch_size=5, max_concurrency=1)
+    assert summary["skipped_from_checkpoint"] == 10 and summary["succeeded"] == 30
+    records = read_jsonl(out)
+    assert [r["result"] for r in records] == [emu.extract(r["text"], LABELS) for r in rows]
+    assert all(emu.counters()["text_counts"][r["text"]] == 1 for r in rows)
+
+
+# -- on_kill (issue 8, item 10) -------------------------------------------------------------------
+
+
+def test_on_kill_stops_sending_at_once_and_checkpoints_what_is_done(
+    emu: PioneerEmulator, tmp_path: Path
+) -> None:
+    import threading
+
+    emu.set_latency(30)
+    rows = texts_with_ids(3000, prefix="kill")
+    out = tmp_path / "out.jsonl"
+    op = PioneerInferenceOperator(
+        task_id="infer", model_id=MODEL, entities=LABELS, texts=rows, output_path=str(out),
+        batch_size=5, max_concurrency=3, requests_per_minute=60_000, progress_interval=0.2,
+    )  # fmt: skip
+    ti = FakeTI()
+    raised: list[BaseException] = []
+
+    def execute() -> None:
+        try:
+            op.execute({"ti": ti})  # type: ignore[arg-type]
+        except BaseException as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=execute)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while emu.counters()["inference_requests_committed"] < 20:
+        assert worker.is_alive() and time.monotonic() < deadline
+        time.sleep(0.02)
+    emu.set_latency(20_000)  # what is on the wire now hangs: execute() must not wait for it
+    op.on_kill()
+    sent_at_kill = emu.counters()["requests"]["POST /inference"]
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "execute() kept running after on_kill"
+    time.sleep(0.5)
+    sent = emu.counters()["requests"]["POST /inference"]
+    # Only a request that had passed the pacer before on_kill may arrive after it.
+    assert sent - sent_at_kill <= 3
+    (exc,) = raised
+    assert isinstance(exc, AirflowException) and not isinstance(exc, AirflowFailException)
+    assert "Airflow stopped this task" in str(exc)
+    checkpoint = manifest_of(str(out))
+    partial = checkpointed_records(str(out))
+    assert (
+        checkpoint is not None
+        and checkpoint["complete"] is False
+        and 0 < checkpoint["records"] == len(partial) < len(rows)
+    )
+    assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
+    assert ti.xcoms["pioneer_summary"]["succeeded"] == len(partial)
+
+
+def test_a_proxy_body_size_limit_isolates_the_texts_too_large_and_respects_max_failed_ratio(
+    emu: PioneerEmulator, tmp_path: Path
+) -> None:
+    emu.set_max_body_bytes(4000)
+    rows = texts_with_ids(40, prefix="big")
+    for i in (7, 30):
+        rows[i]["text"] = "Alice Smith lives in Paris. " * 200
+    out = tmp_path / "out.jsonl"
+    summary, _ = run(
+        texts=rows, output_path=str(out), batch_size=20, max_concurrency=2, max_failed_ratio=0.05
+    )
+    records = read_jsonl(out)
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+    assert [r["id"] for r in records if "error" in r] == ["big-7", "big-30"]
+    assert all(r["error"]["status"] == 413 for r in records if "error" in r)
+    assert "refused this text alone as too large" in records[7]["error"]["message"]
+    assert [r["result"] for r in records if "result" in r] == [
+        emu.extract(r["text"], LABELS) for i, r in enumerate(rows) if i not in (7, 30)
+    ]
+    assert summary["failed"] == 2 and summary["succeeded"] == 38
+    assert emu.counters()["texts_committed"] == 38 + 1  # the refused bodies cost nothing; one probe
+    with pytest.raises(AirflowFailException, match=r"2 of 40 items failed .*id='big-7'.*HTTP 413"):
+        run(texts=rows, batch_size=20, max_concurrency=2, max_failed_ratio=0.01)

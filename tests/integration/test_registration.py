@@ -31,7 +31,7 @@ def test_providers_manager_sees_package_hook_and_form() -> None:
     behaviour = pm.field_behaviours["pioneer"]
     assert behaviour["relabeling"]["password"] == "API key"
     widgets = pm.connection_form_widgets
-    assert "extra__pioneer__api_key_variable" in widgets
+    assert "extra__pioneer__key_variable" in widgets
     assert widgets["extra__pioneer__timeout"].field["value"] == 60
 
 

@@ -56,18 +56,36 @@ class _Log:
         self.lines.append(msg % args)
 
 
-def test_progress_lines_come_at_the_cadence_with_rate_and_eta() -> None:
+def test_first_progress_line_comes_with_the_first_batch_then_one_per_interval() -> None:
     now = [100.0]
     log = _Log()
     stats = {"attempts": 12, "retries": 3, "rate_limited": 2}
-    p = Progress(log, total=1000, skipped=100, stats=lambda: stats, interval=10.0, clock=lambda: now[0])
-    p.advance(200)
-    now[0] = 105.0
-    p.maybe_log()
-    assert log.lines == []  # not yet due
-    now[0] = 110.0
-    p.maybe_log()
-    p.maybe_log()
+    pace = ["pace 1,200/min"]
+    p = Progress(
+        log,
+        total=1000,
+        skipped=100,
+        stats=lambda: stats,
+        interval=10.0,
+        clock=lambda: now[0],
+        pace=lambda: pace[0],
+    )
+    now[0] = 102.0
+    p.advance(100)  # the first batch: a line at once, not after a whole interval
     assert log.lines == [
-        "Pioneer inference: 300/1000 items (30.0%), 20.0 items/s, ETA 35s, 12 requests, 3 retries, 2 x 429"
+        "Pioneer inference: 200/1000 items (20.0%), 50.0 items/s, ETA 16s; "
+        "12 requests, 3 retries, 2 x 429; pace 1,200/min"
     ]
+    now[0] = 105.0
+    p.advance(100)
+    p.maybe_log()
+    assert len(log.lines) == 1  # the next one is due 10 s after the first
+    now[0] = 112.0
+    pace[0] = "pace 1,080/min"  # slowed by a 429
+    p.maybe_log()
+    p.maybe_log()
+    assert log.lines[1:] == [
+        "Pioneer inference: 300/1000 items (30.0%), 16.7 items/s, ETA 42s; "
+        "12 requests, 3 retries, 2 x 429; pace 1,080/min"
+    ]
+    assert all(len(line) <= 120 for line in log.lines)  # readable without scrolling sideways

@@ -20,10 +20,15 @@ from airflow_provider_pioneer.batching.runner import (
 )
 from airflow_provider_pioneer.exceptions import (
     PioneerConnectionError,
+    PioneerCreditCeilingError,
     PioneerError,
+    PioneerModelNotServableError,
+    PioneerModelWarmingError,
     PioneerNotFoundError,
+    PioneerPayloadTooLargeError,
     PioneerPaymentRequiredError,
     PioneerRateLimitError,
+    PioneerRedirectError,
     PioneerResponseError,
     PioneerServerError,
     PioneerSpendCapError,
@@ -209,9 +214,14 @@ def test_a_request_level_rejection_without_locs_stops_after_one_probe() -> None:
         (PioneerRateLimitError("HTTP 429", status=429), True),
         (PioneerSpendCapError("HTTP 429 cap", status=429), False),
         (PioneerNotFoundError("HTTP 404", status=404), False),
-        (PioneerResponseError("not JSON", status=200), False),
-        (PioneerError("HTTP 413", status=413), False),
-        (PioneerError("HTTP 408", status=408), True),
+        # A 2xx not shaped as promised is a hiccup: nothing is written, an Airflow retry re-sends.
+        (PioneerResponseError("not JSON", status=200), True),
+        (PioneerRedirectError("HTTP 307", status=307), False),
+        (PioneerError("HTTP 418", status=418), False),
+        (PioneerServerError("HTTP 408", status=408), True),
+        (PioneerModelWarmingError("HTTP 425", status=425), True),
+        (PioneerCreditCeilingError("HTTP 403", status=403), False),
+        (PioneerModelNotServableError("HTTP 409", status=409), False),
     ],
 )
 def test_only_outages_are_transient(error: PioneerError, transient: bool) -> None:
@@ -248,3 +258,109 @@ def test_a_stop_wakes_a_waiting_worker_at_once() -> None:
     with pytest.raises(RunStopped):
         pacer.acquire()
     assert time.monotonic() - started < 20  # not the 30 s the gate asked for
+
+
+class ProxyWithBodyLimit:
+    """A proxy that answers 413 to a request whose texts add up to more than ``limit`` characters."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.calls: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, texts: list[str]) -> tuple[list[Any], int]:
+        with self.lock:
+            self.calls.append(list(texts))
+        if sum(len(t) for t in texts) > self.limit:
+            raise PioneerPayloadTooLargeError("HTTP 413: Request Entity Too Large", status=413, detail=None)
+        return [{"echo": t} for t in texts], len(texts)
+
+
+def test_a_413_is_split_until_the_text_too_large_stands_alone() -> None:
+    texts = [f"text {i:02d}" for i in range(32)]  # 7 characters each
+    texts[21] = "x" * 500
+    api = ProxyWithBodyLimit(limit=200)
+    out = _run(api, _items(texts), batch_size=32, concurrency=2)
+    assert [r["id"] for r in out if "error" in r] == ["id-21"]
+    error = out[21]["error"]
+    assert error["status"] == 413 and "refused this text alone as too large" in error["message"]
+    assert [r["result"]["echo"] for r in out if "result" in r] == [t for i, t in enumerate(texts) if i != 21]
+    assert api.calls.count(["Pioneer"]) == 1  # a 413 names no text: one probe tells options from texts
+    assert len(api.calls) <= 2 + 2 * 5 + 1
+
+
+def test_a_batch_too_large_only_as_a_whole_is_split_and_every_text_succeeds() -> None:
+    texts = [f"{i:03d}" + "y" * 46 for i in range(64)]  # 50 characters each, 3,200 per batch
+    out = _run(ProxyWithBodyLimit(limit=1000), _items(texts), batch_size=64, concurrency=3)
+    assert [r["result"]["echo"] for r in out] == texts
+
+
+def test_a_413_on_the_probe_too_stops_the_run_as_a_verdict() -> None:
+    with pytest.raises(FatalStop) as info:
+        _run(ProxyWithBodyLimit(limit=0), _items(["a", "b", "c"]), batch_size=3, concurrency=1)
+    assert not isinstance(info.value, TransientStop)
+    assert isinstance(info.value.error, PioneerPayloadTooLargeError)
+
+
+def test_413s_count_against_max_failed_ratio_like_422s() -> None:
+    """The runner's error records are what the operator's max_failed_ratio counts."""
+    texts = ["z" * 300 if i % 8 == 0 else f"t{i}" for i in range(40)]
+    out = _run(ProxyWithBodyLimit(limit=200), _items(texts), batch_size=10, concurrency=2)
+    assert [r["id"] for r in out if "error" in r] == [f"id-{i}" for i in range(0, 40, 8)]
+    assert {r["error"]["status"] for r in out if "error" in r} == {413}
+
+
+def test_an_answer_json_cannot_hold_becomes_an_error_record_for_its_text_only() -> None:
+    def infer(texts: list[str]) -> tuple[list[Any], int]:
+        return [
+            {"v": float("nan")} if t == "nan" else {"v": "\ud83d"} if t == "sur" else {"v": t} for t in texts
+        ], 3
+
+    out = _run(infer, _items(["a", "nan", "b", "sur"]), batch_size=4)
+    assert out[0] == {"id": "id-0", "result": {"v": "a"}} and out[2] == {"id": "id-2", "result": {"v": "b"}}
+    assert out[1]["error"]["status"] == 200 and "NaN or Infinity" in out[1]["error"]["message"]
+    assert out[3]["error"]["status"] == 200 and "lone surrogate" in out[3]["error"]["message"]
+
+
+def test_an_error_message_quoting_a_lone_surrogate_stays_writable() -> None:
+    def infer(texts: list[str]) -> tuple[list[Any], int]:
+        raise PioneerValidationError("422", status=422, text_errors={0: "bad text '\ud83d'"}, detail=[])
+
+    (record,) = _run(infer, _items(["x"]), batch_size=1)
+    assert record["error"]["message"] == "Pioneer rejected this text (HTTP 422): bad text '\\ud83d'"
+    record["error"]["message"].encode("utf-8")
+
+
+def test_a_stop_from_outside_ends_the_run_without_waiting_for_requests_on_the_wire() -> None:
+    """on_kill sets the stop event: run() raises RunStopped after what was done in order, at once."""
+    release = threading.Event()
+    sent: list[str] = []
+
+    def infer(texts: list[str]) -> tuple[list[Any], int]:
+        sent.extend(texts)
+        if texts[0] == "slow":
+            release.wait(30)  # a request hanging on the wire
+        return [{"t": t} for t in texts], 1
+
+    stop = threading.Event()
+    runner = BatchRunner(infer, max_concurrency=2, window=4, stop=stop, tick=0.05)
+    got: list[dict[str, Any]] = []
+    with pytest.raises(RunStopped):
+        for result in runner.run(batches(_items(["a", "b", "slow", "c", "d", "e", "f"]), 1)):
+            got.extend(result.records)
+            if len(got) == 2:
+                threading.Timer(0.2, stop.set).start()
+    release.set()
+    # Only what completed in order before the stop; the hanging request was not waited for.
+    assert [r["id"] for r in got] == ["id-0", "id-1"]
+
+
+def test_a_stop_before_the_first_batch_is_not_a_complete_run() -> None:
+    """on_kill may come before anything was sent: the run must not look finished."""
+    api = FakeApi()
+    stop = threading.Event()
+    stop.set()
+    runner = BatchRunner(api, max_concurrency=2, window=4, stop=stop)
+    with pytest.raises(RunStopped):
+        list(runner.run(batches(_items(["a", "b", "c"]), 1)))
+    assert api.calls == []

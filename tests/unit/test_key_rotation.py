@@ -11,12 +11,15 @@ from airflow_provider_pioneer.operators._rotation import (
     build_document,
     check_key_name_prefix,
     check_variable_key,
+    created_within,
     default_key_name_prefix,
     is_managed,
+    key_birth,
     key_names,
     managed_name,
     orphans,
     parse_stored,
+    problem_message,
     still_pending,
 )
 from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOperator
@@ -83,11 +86,42 @@ def test_parse_stored_accepts_a_plain_key_a_dict_and_nothing() -> None:
     assert (missing.present, missing.api_key, missing.raw) == (False, None, None)
 
 
-@pytest.mark.parametrize("value", ["{not json", '{"api_key": 5}', '{"name": "n"}', "   "])
-def test_parse_stored_finds_no_key_in_garbage(value: str) -> None:
+@pytest.mark.parametrize(
+    "value, problem, says",
+    [
+        ('{"api_key": "pio_sk_x", "name": ', "malformed", "holds malformed JSON"),
+        ("{not json", "malformed", "holds malformed JSON"),
+        ('{"api_key": 5}', "not_a_document", "neither a plain key nor"),
+        ('{"name": "n"}', "not_a_document", "neither a plain key nor"),
+        ("[1, 2]", "not_a_document", "neither a plain key nor"),
+        ("   ", "not_a_document", "neither a plain key nor"),
+        ("***", "masked", "masked placeholder"),
+        ('{"api_key": "***", "name": "airflow-p-20250101T000000000000Z"}', "masked", "masked placeholder"),
+        ('{"api_key": "********", "name": null}', "masked", "masked placeholder"),
+    ],
+)
+def test_values_without_a_usable_key_are_problems_with_a_way_out(value: str, problem: str, says: str) -> None:
     stored = parse_stored(value)
-    assert stored.present
-    assert stored.api_key is None
+    assert (stored.present, stored.api_key, stored.problem) == (True, None, problem)
+    message = problem_message("pioneer_api_key", stored)
+    assert message is not None
+    assert "Variable 'pioneer_api_key'" in message and says in message
+    # Every message says what to do.
+    assert "delete" in message and "working key" in message
+
+
+def test_masked_document_keeps_its_bookkeeping_and_names_the_lost_key() -> None:
+    stored = parse_stored(
+        '{"api_key": "***", "name": "airflow-p-20250101T000000000000Z", "pending_revoke": ["old"]}'
+    )
+    assert stored.name == "airflow-p-20250101T000000000000Z" and stored.pending_revoke == ("old",)
+    message = problem_message("pioneer_api_key", stored) or ""
+    assert "'airflow-p-20250101T000000000000Z'" in message and "orphan_grace_period" in message
+
+
+def test_usable_values_are_no_problem() -> None:
+    for value in (KEY, build_document(KEY, "n", None, []), None, "pio_sk_*not_only_stars*"):
+        assert problem_message("v_api_key", parse_stored(value)) is None
 
 
 def test_key_names_reads_the_listing_and_skips_nameless_records() -> None:
@@ -115,12 +149,52 @@ def test_still_pending_puts_the_old_key_first_and_drops_names_already_gone() -> 
     assert still_pending("new", ("new",), live, "new") == []
 
 
+def _records(*names: str) -> list[dict[str, str]]:
+    return [{"name": n} for n in names]
+
+
+LATER = datetime(2025, 2, 1, tzinfo=UTC)
+NO_GRACE = timedelta(0)
+
+
 def test_orphans_are_managed_live_keys_nobody_keeps() -> None:
     mk = [managed_name("p", datetime(2025, 1, d, tzinfo=UTC)) for d in (1, 2, 3)]
-    live = ["bootstrap", mk[0], mk[1], mk[2], "p-staging-20250101T000000000000Z", mk[1]]
-    assert orphans(live, "p", keep={mk[2]}) == [mk[0], mk[1]]
-    assert orphans(live, "p", keep=set(mk)) == []
-    assert orphans(live, "other", keep=set()) == []
+    live = _records("bootstrap", mk[0], mk[1], mk[2], "p-staging-20250101T000000000000Z", mk[1])
+    assert orphans(live, "p", keep={mk[2]}, now=LATER, grace=NO_GRACE) == [mk[0], mk[1]]
+    assert orphans(live, "p", keep=set(mk), now=LATER, grace=NO_GRACE) == []
+    assert orphans(live, "other", keep=set(), now=LATER, grace=NO_GRACE) == []
+
+
+def test_young_keys_and_keys_newer_than_the_stored_one_are_no_orphans() -> None:
+    # A concurrent rotation's key, created and not yet stored, is young: never revoked.
+    now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    old = managed_name("p", now - timedelta(minutes=20))
+    young = managed_name("p", now - timedelta(minutes=5))
+    live = _records(old, young)
+    assert orphans(live, "p", set(), now=now, grace=timedelta(minutes=15)) == [old]
+    assert orphans(live, "p", set(), now=now, grace=NO_GRACE) == [old, young]
+    # Only keys created before the stored one.
+    assert orphans(live, "p", set(), now=now, grace=NO_GRACE, before=key_birth(young, "p")) == [old]
+
+
+def test_key_age_takes_the_later_of_name_and_created_at() -> None:
+    # A server clock ahead of the worker's makes the key look younger (kept longer), never older.
+    name = managed_name("p", datetime(2025, 1, 1, 12, 0, tzinfo=UTC))
+    assert key_birth(name, "p") == datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    assert key_birth(name, "p", "2025-01-01T12:03:00Z") == datetime(2025, 1, 1, 12, 3, tzinfo=UTC)
+    assert key_birth(name, "p", "2025-01-01T11:00:00+00:00") == datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    assert key_birth(name, "p", "garbage") == datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    assert key_birth("bootstrap", "p") is None
+
+
+def test_created_within_counts_live_and_remembered_managed_keys_of_the_last_hour() -> None:
+    now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    recent = [managed_name("p", now - timedelta(minutes=m)) for m in (1, 10, 59)]
+    stale = managed_name("p", now - timedelta(minutes=61))
+    live = _records("bootstrap", recent[0], stale, "q-20250101T115900000000Z")
+    # Revoked keys are not listed; the Variable's document remembers them.
+    remembered = [recent[1], recent[2], recent[0], stale, "not-managed"]
+    assert created_within(live, remembered, "p", now=now, window=timedelta(hours=1)) == sorted(recent)
 
 
 @pytest.mark.parametrize("name", ["pioneer_api_key", "PIONEER_API_KEY_PROD", "team_api_key"])
@@ -161,9 +235,9 @@ def test_two_variables_never_claim_each_others_keys() -> None:
     staging = default_key_name_prefix("pioneer_api_key_staging")
     now = datetime(2025, 1, 1, tzinfo=UTC)
     prod_key, staging_key = managed_name(prod, now), managed_name(staging, now)
-    live = ["bootstrap", prod_key, staging_key]
-    assert orphans(live, prod, keep=set()) == [prod_key]
-    assert orphans(live, staging, keep=set()) == [staging_key]
+    live = _records("bootstrap", prod_key, staging_key)
+    assert orphans(live, prod, keep=set(), now=LATER, grace=NO_GRACE) == [prod_key]
+    assert orphans(live, staging, keep=set(), now=LATER, grace=NO_GRACE) == [staging_key]
 
 
 def test_operator_refuses_a_variable_name_airflow_would_not_mask_at_parse_time() -> None:
@@ -171,6 +245,10 @@ def test_operator_refuses_a_variable_name_airflow_would_not_mask_at_parse_time()
         PioneerKeyRotationOperator(task_id="rotate", variable_key="pioneer_key")
     with pytest.raises(ValueError, match="key_name_prefix"):
         PioneerKeyRotationOperator(task_id="rotate", key_name_prefix="bad prefix")
+    with pytest.raises(ValueError, match="orphan_grace_period"):
+        PioneerKeyRotationOperator(task_id="rotate", orphan_grace_period=-1)
+    with pytest.raises(ValueError, match="max_keys_created_per_hour"):
+        PioneerKeyRotationOperator(task_id="rotate", max_keys_created_per_hour=0)
 
 
 def test_operator_defaults_and_templated_names_checked_later() -> None:
@@ -220,17 +298,16 @@ def test_shadowed_write_deletes_the_new_key_only_once_the_variable_is_restored(
 
     new_key = "pio_sk_unit_test_new_key_value_9876543210"
     before = parse_stored(build_document(KEY, "old", None, []))
-    pre = key_rotation._Preflight(KEY, "Variable", before, "old", "Variable", ("old",))
+    pre = key_rotation._Preflight(KEY, "Variable", before, "old", "Variable", ({"name": "old"},), ())
     new = key_rotation._NewKey(new_key, "airflow-pioneer_api_key-20250101T000000000000Z", "t")
     variable = _ShadowedVariable(writes_fail=restore_fails)
     monkeypatch.setattr(key_rotation, "Variable", variable)
     op = PioneerKeyRotationOperator(task_id="rotate")
-    monkeypatch.setattr(op, "_read_variable", lambda: before)  # the shadow wins the read-back
     discarded: list[str] = []
-    monkeypatch.setattr(op, "_discard", lambda name, _key: discarded.append(name) or "Key was deleted.")
+    monkeypatch.setattr(op, "_discard", lambda name: (discarded.append(name), (True, "Key was deleted."))[1])
 
     with pytest.raises(AirflowFailException, match="shadows it") as failure:
-        op._read_back(new, pre)
+        op._shadowed(new, pre, None)
 
     message = str(failure.value)
     assert new_key not in message and KEY not in message
@@ -241,3 +318,54 @@ def test_shadowed_write_deletes_the_new_key_only_once_the_variable_is_restored(
         assert discarded == [new.name]
         assert variable.written == [("pioneer_api_key", before.raw)]
         assert "was restored" in message
+
+
+@pytest.mark.parametrize(
+    "held, revoked, failed",
+    [
+        (build_document(KEY, "x", None, []), ["y"], []),  # never the name the Variable holds now
+        (KEY, [], ["x", "y"]),  # a plain key: which key it is cannot be told, so nothing is proven unused
+    ],
+    ids=["document", "plain-key"],
+)
+def test_each_revocation_rereads_the_variable_and_spares_the_key_it_holds(
+    monkeypatch: pytest.MonkeyPatch, held: str, revoked: list[str], failed: list[str]
+) -> None:
+    op = PioneerKeyRotationOperator(task_id="rotate")
+    reads: list[int] = []
+    deleted: list[str] = []
+
+    def read(strict: bool = True) -> object:
+        reads.append(1)
+        return parse_stored(held)
+
+    monkeypatch.setattr(op, "_read_variable", read)
+    monkeypatch.setattr(op, "_delete_key", deleted.append)
+    assert op._revoke_names(["x", "new", "y", "x"], spare="new") == (revoked, failed)
+    assert deleted == revoked
+    assert len(reads) == 2  # once per candidate, right before it
+
+
+def test_a_failed_write_deletes_the_new_key_and_writes_nothing_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Writing back what preflight read could overwrite the key a concurrent rotation stored since.
+    from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
+    from airflow_provider_pioneer.operators import key_rotation
+
+    before = parse_stored(build_document(KEY, "old", None, []))
+    pre = key_rotation._Preflight(KEY, "Variable", before, "old", "Variable", ({"name": "old"},), ())
+    new = key_rotation._NewKey(
+        "pio_sk_unit_new_0123456789abcdef", "airflow-pioneer_api_key-20250101T000000000000Z", "t"
+    )
+    variable = _ShadowedVariable(writes_fail=True)
+    monkeypatch.setattr(key_rotation, "Variable", variable)
+    op = PioneerKeyRotationOperator(task_id="rotate")
+    monkeypatch.setattr(op, "_read_variable", lambda strict=True: before)  # the write did not land
+    discarded: list[str] = []
+    monkeypatch.setattr(op, "_discard", lambda name: (discarded.append(name), (True, "Key was deleted."))[1])
+
+    with pytest.raises(AirflowException, match=r"failed \(RuntimeError\)") as failure:
+        op._store("{}", new, pre)
+
+    assert not isinstance(failure.value, AirflowFailException)  # a metastore hiccup: retry
+    assert discarded == [new.name] and variable.written == []
+    assert "The stored key is unchanged" in str(failure.value)

@@ -46,7 +46,7 @@ def test_connection_form_matches_airflows_form_schema() -> None:
     assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
     assert behaviour["placeholders"]["host"] == "https://api.pioneer.ai"
     fields = conn["conn-fields"]
-    assert set(fields) >= {"api_key_variable", "timeout", "max_retries", "key_name", "allow_insecure_http"}
+    assert set(fields) >= {"key_variable", "timeout", "max_retries", "key_name", "allow_insecure_http"}
     assert fields["timeout"]["schema"]["type"] == ["number", "null"]
     assert fields["max_retries"]["schema"]["type"] == ["integer", "null"]
     assert fields["allow_insecure_http"]["schema"]["type"] == ["boolean", "null"]

@@ -37,7 +37,12 @@ def response(status: int, body: object = None, content_type: str = "application/
         (502, ex.PioneerServerError),
         (503, ex.PioneerServerError),
         (504, ex.PioneerServerError),
-        (409, ex.PioneerError),
+        (409, ex.PioneerModelNotServableError),
+        (413, ex.PioneerPayloadTooLargeError),
+        (425, ex.PioneerModelWarmingError),
+        (529, ex.PioneerServerError),
+        (408, ex.PioneerServerError),
+        (418, ex.PioneerError),
     ],
 )
 def test_every_status_maps_to_its_exception(status: int, cls: type[ex.PioneerError]) -> None:

@@ -5,7 +5,7 @@ Inputs and outputs come from the run's conf through templates, so one parsed DAG
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, task
 
@@ -61,3 +61,71 @@ with DAG(
         max_concurrency=2,
         pool="pioneer_test_pool",
     ).expand(texts=shards())
+
+
+# A task Airflow retries at once: the retry resumes from the first try's checkpoint.
+with DAG(
+    "pioneer_test_inference_retry",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    params={"input_path": "", "output_path": ""},
+    render_template_as_native_obj=True,
+    tags=["test"],
+):
+    PioneerInferenceOperator(
+        task_id="infer",
+        model_id="fastino/gliner2-base-v1",
+        input_path="{{ params.input_path }}",
+        output_path="{{ params.output_path }}",
+        entities=LABELS,
+        batch_size=5,
+        max_concurrency=1,
+        retries=1,
+        retry_delay=timedelta(0),
+    )
+
+# No Airflow retries: what a kill (SIGTERM, execution timeout) leaves behind stays visible.
+for dag_id, timeout in (("pioneer_test_inference_once", None), ("pioneer_test_inference_timeout", 2)):
+    with DAG(
+        dag_id,
+        schedule=None,
+        start_date=datetime(2025, 1, 1),
+        catchup=False,
+        params={"input_path": "", "output_path": ""},
+        render_template_as_native_obj=True,
+        tags=["test"],
+    ):
+        PioneerInferenceOperator(
+            task_id="infer",
+            model_id="fastino/gliner2-base-v1",
+            input_path="{{ params.input_path }}",
+            output_path="{{ params.output_path }}",
+            entities=LABELS,
+            batch_size=5,
+            max_concurrency=3,
+            progress_interval=1.0,
+            retries=0,
+            execution_timeout=timedelta(seconds=timeout) if timeout else None,
+        )
+
+with DAG(
+    "pioneer_test_inference_upstream_none",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    tags=["test"],
+):
+
+    @task
+    def load_texts() -> None:
+        """An upstream task that forgot to return its texts."""
+        print(["Alice Smith met Bob Jones."])
+
+    PioneerInferenceOperator(
+        task_id="infer",
+        model_id="fastino/gliner2-base-v1",
+        texts=load_texts(),
+        entities=LABELS,
+        retries=2,  # a verdict: must not be retried
+    )

@@ -1,4 +1,4 @@
-"""A batch inference that reads its key through api_key_variable, for the rotation-survival test.
+"""A batch inference that reads its key through key_variable, for the rotation-survival test.
 
 tests/dags/test_rotation_dags.py runs it in a child process while this process rotates the key
 under it; every item must still succeed.

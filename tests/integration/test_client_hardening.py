@@ -1,0 +1,226 @@
+"""Hostile servers and bad configuration, over real HTTP to the emulator (issue 8 items 2, 3, 8)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_pioneer import exceptions as ex
+from airflow_provider_pioneer.client import PioneerClient
+from airflow_provider_pioneer.hooks.pioneer import PioneerHook
+from airflow_provider_pioneer.redaction import FRAGMENT
+from airflow_provider_pioneer.testing import PioneerEmulator
+
+MODEL = "fastino/gliner2-base-v1"
+SCHEMA = {"entities": ["organization"]}
+
+
+def no_sleep(_: float) -> None:
+    return None
+
+
+def make_client(emu: PioneerEmulator, **kw: Any) -> PioneerClient:
+    kw.setdefault("sleep", no_sleep)
+    return PioneerClient(emu.url, kw.pop("api_key", emu.api_key), **kw)
+
+
+def pieces(key: str) -> set[str]:
+    random_part = key.split("_sk_", 1)[-1]
+    return {random_part[i : i + FRAGMENT] for i in range(len(random_part) - FRAGMENT + 1)}
+
+
+def set_conn(monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any]) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_PIONEER_DEFAULT", json.dumps({"conn_type": "pioneer", **conn}))
+
+
+# -- item 2: a server that echoes the key ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "envelope"),
+    [(401, "detail"), (422, "message"), (500, "html"), (503, "text"), (402, "billing")],
+)
+def test_an_echoed_key_leaves_no_piece_in_errors_or_logs(
+    pioneer_emulator: PioneerEmulator, caplog: pytest.LogCaptureFixture, status: int, envelope: str
+) -> None:
+    key = pioneer_emulator.api_key
+    for size, offset in [(10, 0), (10, 5), (400, 255), (400, 280), (1024, 290), (10_240, 9_000)]:
+        filler = ("x" * size)[:offset] + key + ("y" * size)[offset:]
+        body: Any
+        content_type = None
+        if envelope == "detail":
+            body = {"detail": filler}
+        elif envelope == "message":
+            body = {"error": "bad", "message": filler}
+        elif envelope == "billing":
+            body = {"code": "out_of_credits", "message": filler, "resolution_url": f"https://x.io/{key}"}
+        elif envelope == "html":
+            body, content_type = f"<html><title>{filler}</title><body>{filler}</body></html>", "text/html"
+        else:
+            body, content_type = filler, "text/plain"
+        pioneer_emulator.clear_faults()
+        pioneer_emulator.inject(status=status, body=body, content_type=content_type)
+        client = make_client(pioneer_emulator, max_retries=1)
+        with caplog.at_level(logging.DEBUG), pytest.raises(ex.PioneerError) as info:
+            client.infer("Apple.", schema=SCHEMA, model_id=MODEL)
+        err = info.value
+        chain = []
+        seen: BaseException | None = err
+        while seen is not None:
+            chain.append(f"{seen!s} {seen!r}")
+            seen = seen.__cause__ or seen.__context__
+        shown = " ".join(
+            [
+                *chain,
+                json.dumps(err.detail, default=str),
+                str(getattr(err, "resolution_url", None)),
+                caplog.text,
+            ]
+        )
+        leaked = [p for p in pieces(key) if p in shown]
+        assert not leaked, (status, envelope, size, offset, leaked[:3])
+
+
+# -- item 3: a trickled body cannot hold a call past its deadline ----------------------------------
+
+
+@pytest.mark.parametrize("status", [None, 500])
+def test_a_trickled_body_is_cut_at_the_deadline(
+    pioneer_emulator: PioneerEmulator, status: int | None
+) -> None:
+    # One byte a second: each read returns well within the 5 s read timeout, so only the call's
+    # 2 s deadline can stop it (the old client read on for the whole body).
+    pioneer_emulator.inject(fault="trickle", status=status, trickle_bytes=1, trickle_interval=1.0)
+    client = make_client(pioneer_emulator, timeout=5, deadline=2, max_retries=3)
+    started = time.monotonic()
+    with pytest.raises(ex.PioneerConnectionError, match="deadline"):
+        client.infer(["Apple makes phones."] * 5, schema=SCHEMA, model_id=MODEL)
+    took = time.monotonic() - started
+    assert took <= 2 + 5  # the deadline plus at most one read timeout
+    assert pioneer_emulator.counters()["requests"]["POST /inference"] == 1  # no retry past the deadline
+
+
+@pytest.mark.parametrize("envelope", ["detail", "message", "html", "text"])
+def test_the_emulators_echo_fault_leaves_no_piece_of_the_key(
+    pioneer_emulator: PioneerEmulator, caplog: pytest.LogCaptureFixture, envelope: str
+) -> None:
+    key = pioneer_emulator.api_key
+    sizes = [10, 100, 1000, 10_240] if envelope == "text" else [100, 1000, 10_240]
+    for size in sizes:
+        for offset in sorted({0, 1, size // 3, 250, 280, 297, 300, size - len(key) // 2, size - 1}):
+            if offset >= size:
+                continue
+            pioneer_emulator.clear_faults()
+            pioneer_emulator.inject(
+                fault="echo_key", status=500, envelope=envelope, body_size=size, offset=offset
+            )
+            client = make_client(pioneer_emulator, max_retries=1)
+            with caplog.at_level(logging.DEBUG), pytest.raises(ex.PioneerServerError) as info:
+                client.infer("Apple.", schema=SCHEMA, model_id=MODEL)
+            shown = f"{info.value!s} {info.value!r} {json.dumps(info.value.detail)} {caplog.text}"
+            leaked = [p for p in pieces(key) if p in shown]
+            assert not leaked, (envelope, size, offset, leaked[:3])
+
+
+def bearer_conn(emu: PioneerEmulator, scheme: str | None) -> dict[str, Any]:
+    extra = {"auth_scheme": scheme} if scheme else {}
+    return {"host": emu.url, "password": emu.api_key, "extra": extra}
+
+
+def test_the_key_can_go_as_a_bearer_token(
+    pioneer_emulator: PioneerEmulator,
+    pioneer_emulator_legacy: PioneerEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_conn(monkeypatch, bearer_conn(pioneer_emulator, "bearer"))
+    ok, message = PioneerHook().test_connection()
+    assert ok, message
+    # The legacy server knows only X-API-Key: a Bearer call fails there, the default succeeds.
+    set_conn(monkeypatch, bearer_conn(pioneer_emulator_legacy, "bearer"))
+    with pytest.raises(ex.PioneerAuthError):
+        PioneerHook().list_api_keys()
+    set_conn(monkeypatch, bearer_conn(pioneer_emulator_legacy, None))
+    assert PioneerHook().test_connection()[0] is True
+    set_conn(monkeypatch, bearer_conn(pioneer_emulator, "basic"))
+    with pytest.raises(ex.PioneerConfigurationError, match="auth_scheme"):
+        PioneerHook().client  # noqa: B018
+
+
+# -- item 8: configuration errors read as configuration errors ---------------------------------------
+
+
+def test_a_key_with_a_trailing_newline_or_spaces_is_stripped(
+    pioneer_emulator: PioneerEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_conn(monkeypatch, {"host": pioneer_emulator.url, "password": f"  {pioneer_emulator.api_key}\n"})
+    ok, message = PioneerHook().test_connection()
+    assert ok, message
+    assert pioneer_emulator.counters()["statuses"].get("401", 0) == 0
+
+
+@pytest.mark.parametrize("bad", ["pio_sk_ké", "pio_sk_a b", "pio_sk_\u200bzero", "pio_sk_\x00"])
+def test_a_key_no_header_can_carry_is_refused_clearly(
+    pioneer_emulator: PioneerEmulator, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    set_conn(monkeypatch, {"host": pioneer_emulator.url, "password": bad})
+    with pytest.raises(ex.PioneerConfigurationError, match="Paste the key again") as info:
+        PioneerHook().infer("Apple.", schema=SCHEMA, model_id=MODEL)
+    assert bad not in str(info.value) and "connection 'pioneer_default'" in str(info.value)
+    assert pioneer_emulator.counters()["requests"] == {}  # refused before any request
+    ok, message = PioneerHook().test_connection()
+    assert not ok and "Paste the key again" in message
+
+
+def test_a_loopback_host_without_a_scheme_is_plain_http(
+    pioneer_emulator: PioneerEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host_port = pioneer_emulator.url.removeprefix("http://")
+    for host in (host_port, host_port.replace("127.0.0.1", "localhost")):
+        set_conn(monkeypatch, {"host": host, "password": pioneer_emulator.api_key})
+        hook = PioneerHook()
+        assert hook.base_url == f"http://{host}"
+        assert hook.test_connection()[0] is True
+
+
+@pytest.mark.parametrize(
+    ("host", "says"),
+    [
+        ("https://[::1", "cannot be parsed"),
+        ("https://api.pioneer.ai:99999", "cannot be parsed"),
+        ("https://api.pioneer.ai/?region=eu", "query or fragment"),
+        ("https://api.pioneer.ai/#frag", "query or fragment"),
+        ("ftp://api.pioneer.ai", "not an http(s) URL"),
+    ],
+)
+def test_a_host_that_cannot_be_used_is_refused_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, host: str, says: str
+) -> None:
+    set_conn(monkeypatch, {"host": host, "password": "pio_sk_x"})
+    with pytest.raises(ex.PioneerConfigurationError, match="connection's host") as info:
+        PioneerHook().client  # noqa: B018
+    assert says in str(info.value)
+
+
+def test_a_base_path_is_kept_for_every_route(pioneer_emulator: PioneerEmulator) -> None:
+    # A base URL with a path (a gateway, or a /v1 host) prefixes every route; nothing is guessed.
+    client = make_client(pioneer_emulator, api_key=pioneer_emulator.api_key)
+    client.base_url = f"{pioneer_emulator.url}/v9"
+    with pytest.raises(ex.PioneerNotFoundError):
+        client.list_api_keys()
+    assert pioneer_emulator.counters()["requests"] == {"GET /v9/list-api-keys": 1}
+
+
+# -- create-api-key is never retried -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_key_creation_is_sent_once_whatever_the_error(pioneer_emulator: PioneerEmulator, status: int) -> None:
+    pioneer_emulator.inject(status=status, path="/create-api-key", headers={"Retry-After": "1"})
+    client = make_client(pioneer_emulator, max_retries=5)
+    with pytest.raises(ex.PioneerError):
+        client.create_api_key("nightly")
+    assert pioneer_emulator.counters()["requests"]["POST /create-api-key"] == 1
