@@ -34,7 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, ObjectStoragePath, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+
+try:  # Airflow 3.2+
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import AirflowFailException
 
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 
