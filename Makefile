@@ -6,12 +6,12 @@ STAMP  := $(VENV)/.installed-stamp
 # Pioneer's published OpenAPI document lives outside the repo (../shared); only `make conformance` reads it.
 OPENAPI ?= $(CURDIR)/../shared/pioneer/openapi-inference.json
 
-.PHONY: venv lint typecheck test unit conformance demo airflow bench clean
+.PHONY: venv lint typecheck test unit conformance demo airflow e2e bench test-matrix release-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,test-providers]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -42,5 +42,21 @@ demo: $(STAMP)
 airflow: $(STAMP)
 	$(BIN)/python scripts/airflow_local.py
 
+# A real deployment: PostgreSQL, api-server, scheduler, dag-processor, triggerer; a shard killed mid-run (scripts/e2e.py).
+e2e: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,test-providers,e2e]'
+	$(BIN)/python scripts/e2e.py
+
+# The suite on every Airflow x Python pair the README's version table lists, one venv each
+# (.venv-matrix/af<airflow>-py<python>), one after another. Needs only python3 (stdlib) and the
+# Pythons of the matrix (python3.12 on PATH or under ~/.pyenv/versions). scripts/test_matrix.py.
+test-matrix:
+	$(PYTHON) scripts/test_matrix.py
+
+# Builds the sdist and wheel, installs the wheel alone into a throwaway venv and checks Airflow
+# lists the provider and its connection type, and the testing extra's fixture works (scripts/release_check.py).
+release-check: $(STAMP)
+	$(BIN)/python scripts/release_check.py
+
 clean:
-	rm -rf $(VENV) .airflow .demo .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-matrix .airflow .demo .e2e .mypy_cache .ruff_cache dist build

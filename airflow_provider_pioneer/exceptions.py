@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from airflow.sdk.exceptions import AirflowException
+from airflow_provider_pioneer._compat import AirflowException
 
 __all__ = [
     "PioneerAuthError",

@@ -13,7 +13,8 @@
 Environment knobs (all optional; the demo and the tests set them):
 
 * ``PIONEER_EXAMPLE_INPUT``: JSONL of ``{"id": ..., "text": ...}`` records, a local path or any
-  ObjectStoragePath URL (``s3://...``). Default: the sample shipped in ``data/news_sample.jsonl``.
+  ObjectStoragePath URL (``s3://...``). Default: the sample shipped in ``data/news_sample.jsonl``
+  beside this file (copy the ``data/`` folder along with the DAG, or set this variable).
 * ``PIONEER_EXAMPLE_OUTPUT``: where runs write, a local path or URL. Default:
   ``$AIRFLOW_HOME/pioneer_output``. Shards must be readable by every worker: on a multi-machine
   deployment point this at shared storage (``s3://bucket/pioneer``).
@@ -28,12 +29,16 @@ import logging
 import os
 import re
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, ObjectStoragePath, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+
+try:  # Airflow 3.2+
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import AirflowFailException
 
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 
@@ -67,7 +72,9 @@ NEWS_ENTITIES = Asset(name="pioneer_news_entities", uri=f"{OUTPUT_URL}/news_enti
     dag_id="pioneer_batch_inference",
     description="Extract entities from news sentences with Pioneer, sharded by dynamic task mapping",
     schedule="@daily",
-    start_date=datetime(2025, 1, 1),
+    # No start_date: with one in the past, catchup=False still runs the last midnight's tick the
+    # moment the DAG is unpaused (an extra run nobody asked for). Without it, the first scheduled
+    # run is the next midnight UTC; trigger it by hand to run now.
     catchup=False,
     max_active_runs=1,
     tags=["pioneer", "example"],
@@ -91,6 +98,12 @@ def pioneer_batch_inference() -> None:
         (run_dir / "entities").mkdir(parents=True, exist_ok=True)
 
         source = ObjectStoragePath(INPUT_URL)
+        if not source.exists():
+            # A copied DAG file without its data/ folder lands here: say so instead of a traceback.
+            raise AirflowFailException(
+                f"Input {INPUT_URL} does not exist: set PIONEER_EXAMPLE_INPUT to your JSONL of "
+                '{"id": ..., "text": ...} records, or copy example_dags/data/ beside the DAG file.'
+            )
         with source.open("r") as f:
             total = sum(1 for line in f if line.strip())
         if total == 0:
@@ -130,7 +143,9 @@ def pioneer_batch_inference() -> None:
         model_id="{{ params.model_id }}",
         entities=LABELS,
         threshold=0.5,
-        batch_size=32,
+        # batch_size: the operator's default, 64 texts per request: half the requests (and so half
+        # the share of the rate limit) that 32 would need. A killed shard re-sends at most its
+        # in-flight window, 2 x max_concurrency batches (512 texts here).
         max_concurrency=4,
         # Pioneer allows 1,200 requests a minute per account: at most PARALLEL_SHARDS shards of this
         # DAG run at once, each paced at its share, so the DAG alone never trips the limit.

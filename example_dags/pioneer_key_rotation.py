@@ -18,11 +18,15 @@ safe anyway: one run's key wins and the other deletes its own.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task
-from airflow.sdk.exceptions import AirflowFailException
+
+try:  # Airflow 3.2+
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import AirflowFailException
 
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
 from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOperator
@@ -35,7 +39,8 @@ with DAG(
     dag_id="pioneer_key_rotation",
     description="Rotate the Pioneer API key nightly and prove the connection uses the new one",
     schedule="0 3 * * *",
-    start_date=datetime(2025, 1, 1),
+    # No start_date: with one in the past, unpausing would rotate at once (the last 03:00 tick);
+    # without it the first rotation is the next 03:00 UTC. Trigger it by hand to rotate now.
     catchup=False,
     max_active_runs=1,
     tags=["pioneer", "example", "security"],

@@ -52,7 +52,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow_provider_pioneer._compat import AirflowFailException
 
 __all__ = ["FileSink", "ListSink", "OutputConflictError", "OutputCounts", "Owner", "Sink", "part_names"]
 

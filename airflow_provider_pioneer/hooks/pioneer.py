@@ -60,7 +60,8 @@ class PioneerHook(BaseHook):
     Pioneer-side name, for the first rotation) and ``allow_insecure_http``.
 
     :param pioneer_conn_id: the connection to use.
-    :param requests_per_minute: pace requests client-side at this rate (``None``: only obey ``Retry-After``).
+    :param requests_per_minute: the most requests per minute to send (a ceiling); ``None`` adapts to the
+        account's limit by itself (rate-limit headers, 429s; see :class:`~airflow_provider_pioneer.pacing.Pacer`).
     :param pool_size: pooled HTTP connections; size it to the threads that share the hook.
     :param timeout: override the connection's per-request timeout, seconds.
     :param max_retries: override the connection's retry budget.

@@ -13,8 +13,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.exceptions import (
     PioneerAuthError,
     PioneerModelNotServableError,
@@ -56,8 +56,8 @@ class PioneerInferenceOperator(BaseOperator):
     attempt stopped. The summary is pushed as XCom ``pioneer_summary`` either way.
 
     For dynamic task mapping give each shard its own ``output_path`` (e.g. template it with
-    ``{{ ti.map_index }}``) and split ``requests_per_minute`` between shards that run at once,
-    or cap them with an Airflow pool.
+    ``{{ ti.map_index }}``). Shards that run at once share the account's rate limit by
+    themselves: the default pace adapts to the server's rate-limit headers and to 429s.
 
     :param model_id: base model id (``fastino/gliner2-base-v1``) or training job id. Templated.
     :param texts: list of strings, or of records with ``id_field`` and ``text_field``. Templated.
@@ -74,7 +74,9 @@ class PioneerInferenceOperator(BaseOperator):
     :param output_path: JSONL output (``ObjectStoragePath`` URL); enables checkpoint and resume. Templated.
     :param batch_size: texts per request (1..1000).
     :param max_concurrency: requests in flight at once.
-    :param requests_per_minute: client-side pace (slows down further on 429); Pioneer allows 1,200.
+    :param requests_per_minute: optional ceiling on the pace. Default ``None``: start at
+        Pioneer's documented 5,000/min and adapt to the account's budget (``X-RateLimit-*``
+        headers, 429s), so concurrent tasks on one account divide it without tuning.
     :param max_failed_ratio: share of items that may fail before the task fails (0: none may).
     :param pioneer_conn_id: the Pioneer connection.
     :param progress_interval: seconds between progress lines in the task log.
@@ -115,7 +117,7 @@ class PioneerInferenceOperator(BaseOperator):
         output_path: str | None = None,
         batch_size: int = 64,
         max_concurrency: int = 8,
-        requests_per_minute: float = 1200,
+        requests_per_minute: float | None = None,
         max_failed_ratio: float = 0.0,
         pioneer_conn_id: str = PioneerHook.default_conn_name,
         progress_interval: float = 15.0,
@@ -127,8 +129,10 @@ class PioneerInferenceOperator(BaseOperator):
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}, not {batch_size}.")
         if int(max_concurrency) < 1:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}.")
-        if not float(requests_per_minute) > 0:
-            raise ValueError(f"requests_per_minute must be positive, not {requests_per_minute}.")
+        if requests_per_minute is not None and not float(requests_per_minute) > 0:
+            raise ValueError(
+                f"requests_per_minute must be positive (or None to adapt by itself), not {requests_per_minute}."
+            )
         if not 0.0 <= float(max_failed_ratio) <= 1.0:
             raise ValueError(f"max_failed_ratio must be within 0..1, not {max_failed_ratio}.")
         if entities is not None and schema is not None:
@@ -154,7 +158,7 @@ class PioneerInferenceOperator(BaseOperator):
         self.output_path = output_path
         self.batch_size = int(batch_size)
         self.max_concurrency = int(max_concurrency)
-        self.requests_per_minute = float(requests_per_minute)
+        self.requests_per_minute = None if requests_per_minute is None else float(requests_per_minute)
         self.max_failed_ratio = float(max_failed_ratio)
         self.pioneer_conn_id = pioneer_conn_id
         self.progress_interval = float(progress_interval)

@@ -36,9 +36,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator, Variable
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.sdk.log import mask_secret
 
+from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.exceptions import (
     PioneerAuthError,
     PioneerBillingError,

@@ -89,6 +89,9 @@ def _check_texts(text: Any, max_chars: int) -> list[str]:
             errors.append(_error(loc, "Input should be a valid string", "string_type", t))
         elif not t.strip():
             errors.append(_error(loc, "Value error, text must not be empty or whitespace", "value_error", t))
+        elif not _is_valid_unicode(t):
+            # JSON can carry a lone surrogate ("\ud83d"); it is no text. Answer 422, never a 500.
+            errors.append(_error(loc, "Value error, text is not valid Unicode", "value_error", None))
         elif len(t) > max_chars:
             errors.append(
                 _error(
@@ -101,6 +104,14 @@ def _check_texts(text: Any, max_chars: int) -> list[str]:
     if errors:
         raise RequestValidationError(errors)
     return texts
+
+
+def _is_valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_labels(schema: Any) -> tuple[list[str], bool]:

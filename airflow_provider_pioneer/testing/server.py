@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 
+from airflow_provider_pioneer.testing._deps import require_server_dependencies
 from airflow_provider_pioneer.testing.state import DEFAULT, EmulatorConfig
 
 if TYPE_CHECKING:
@@ -360,6 +361,7 @@ class PioneerEmulator(EmulatorControl):
         if self.running:
             return self
         self._info = None  # a restarted emulator has a new state and bootstrap key
+        require_server_dependencies()  # the `testing` extra; a clear message, not an ImportError deep inside
         try:
             if self.subprocess:
                 self._start_subprocess()

@@ -13,17 +13,20 @@ import sys
 
 
 def main(raw: str) -> int:
-    from airflow.sdk.configuration import conf
-    from airflow.sdk.observability import stats
-    from airflow.sdk.observability.metrics import stats_utils
-
     from tests.dags.support import load_dag
 
-    # What airflow.sdk.execution_time.task_runner.main() does before it runs a task.
-    stats.initialize(
-        factory=stats_utils.get_stats_factory(),
-        export_legacy_names=conf.getboolean("metrics", "legacy_names_on"),
-    )
+    try:
+        from airflow.sdk.configuration import conf
+        from airflow.sdk.observability import stats
+        from airflow.sdk.observability.metrics import stats_utils
+    except ImportError:  # Airflow 3.1: airflow.stats.Stats picks its backend from [metrics] itself
+        pass
+    else:
+        # What airflow.sdk.execution_time.task_runner.main() does before it runs a task.
+        stats.initialize(
+            factory=stats_utils.get_stats_factory(),
+            export_legacy_names=conf.getboolean("metrics", "legacy_names_on"),
+        )
     for dag_id, run_conf in json.loads(raw):
         run = load_dag(dag_id).test(run_conf=run_conf)
         print(json.dumps({"dag_id": dag_id, "run_id": run.run_id, "state": str(run.state)}), flush=True)

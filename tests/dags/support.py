@@ -8,9 +8,9 @@ from typing import Any
 
 def load_dag(dag_id: str) -> Any:
     """Parse the dags folder and return ``dag_id`` (fails the test on any import error)."""
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.airflow_compat import dagbag_class
 
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    bag = dagbag_class()(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     assert not bag.import_errors, bag.import_errors
     dag = bag.get_dag(dag_id)
     assert dag is not None, f"DAG {dag_id!r} not found in {sorted(bag.dag_ids)}"

@@ -116,9 +116,9 @@ def _asset_events(name: str) -> list[dict[str, Any]]:
 
 
 def test_every_example_file_parses_without_dagbag_errors(airflow_db: Path) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.airflow_compat import dagbag_class
 
-    bag = DagBag(dag_folder=str(EXAMPLES))
+    bag = dagbag_class()(dag_folder=str(EXAMPLES))
     assert bag.import_errors == {}
     files = sorted(p.resolve() for p in EXAMPLES.glob("*.py"))
     assert files, "example_dags/ holds no DAG file"
@@ -153,6 +153,56 @@ def test_batch_dag_shards_with_mapping_and_publishes_an_asset(airflow_db: Path) 
     # The downstream DAG is scheduled on that very asset (name and URI: a mere name ref gets
     # its runs started but without their triggering events in Airflow 3.3).
     assert load_dag(REPORT).schedule == outlets[0]
+
+
+def test_batch_dag_sends_full_batches_of_the_operator_default(airflow_db: Path) -> None:
+    import inspect
+
+    from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
+
+    extract = load_dag(BATCH).get_task("extract_entities")
+    default = inspect.signature(PioneerInferenceOperator.__init__).parameters["batch_size"].default
+    # 32 texts a request doubled the requests a run needs and halved its re-send bound's batches.
+    assert extract.partial_kwargs.get("batch_size", default) == default == 64
+
+
+@pytest.mark.parametrize("dag_id", [BATCH, ROTATION])
+def test_unpausing_a_scheduled_example_starts_no_run_for_a_past_tick(airflow_db: Path, dag_id: str) -> None:
+    """What the scheduler computes for a DAG that never ran: its first run must lie in the future.
+
+    With a start_date in the past, catchup=False still yields the last past tick, so unpausing the
+    DAG started a run at once (an extra batch run, an unplanned key rotation).
+    """
+    from datetime import UTC, datetime
+
+    from airflow.timetables.base import TimeRestriction
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    dag = load_dag(dag_id)
+    assert dag.catchup is False
+    timetable = CronTriggerTimetable(dag.schedule, timezone="UTC")
+    before = datetime.now(UTC)
+    first = timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
+    )
+    assert first is not None
+    assert first.run_after > before
+
+
+def test_batch_dag_without_its_input_fails_with_a_clear_message(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A DAG file copied without its data/ folder: split_input says what to do, no traceback soup."""
+    # Only the input moves: the output root (and so the asset's URI) is fixed for the session.
+    monkeypatch.setenv("PIONEER_EXAMPLE_INPUT", str(tmp_path / "data" / "news_sample.jsonl"))
+    dag_run = load_dag(BATCH).test()
+    assert str(dag_run.state) == "failed"
+    states = _task_states(dag_run)
+    assert states["split_input[-1]"] == "failed"
+    out = capfd.readouterr()
+    assert "does not exist: set PIONEER_EXAMPLE_INPUT" in out.out + out.err
+    assert "copy example_dags/data/ beside the DAG file" in out.out + out.err
 
 
 # -- end to end ---------------------------------------------------------------------------------------
@@ -250,8 +300,11 @@ def test_rotation_then_sharded_batch_on_the_rotated_key(
     # has no scheduler to turn the event into a run).
     asset = load_dag(BATCH).get_task("aggregate_entities").outlets[0]
     event = SimpleNamespace(extra={"output_path": summary["output_path"], "items": len(inputs)})
+    # Keyed by the asset's name: Airflow 3.1's Asset is unhashable, and the report reads only the values.
     report = (
-        load_dag(REPORT).get_task("top_entities").python_callable(triggering_asset_events={asset: [event]})
+        load_dag(REPORT)
+        .get_task("top_entities")
+        .python_callable(triggering_asset_events={asset.name: [event]})
     )
     organizations: Counter[str] = Counter()
     for shard in sorted(entities_dir.glob("shard-*.jsonl")):

@@ -198,7 +198,7 @@ def test_rotation_stores_a_working_key_revokes_the_old_and_leaks_nothing(
     assert second["value"]["revoked"] == [doc["name"]]
 
     # The keys appear nowhere: logs, XComs, rendered fields, return values.
-    from airflow.sdk._shared.secrets_masker import redact
+    from tests.airflow_compat import redact
 
     seen = capfd.readouterr()
     text = "\n".join(
@@ -839,7 +839,8 @@ def test_names_stay_readable_and_only_keys_are_masked(emu: Any, capfd: pytest.Ca
     # Airflow masks the values of connection extras with sensitive-looking names; an extra named
     # api_key_variable made the Variable's name, and every key name containing it, read '***'.
     from airflow.sdk._shared.secrets_masker import reset_secrets_masker
-    from airflow.sdk.log import redact
+
+    from tests.airflow_compat import redact
 
     reset_secrets_masker()  # what this process registered before must not decide the outcome
     first = run(ROTATE)

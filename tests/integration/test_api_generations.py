@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_pioneer import exceptions as ex
+from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.client import PioneerClient
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 from airflow_provider_pioneer.testing import PioneerEmulator

@@ -987,3 +987,15 @@ def test_bad_results_spoil_entries_of_a_billed_200(pioneer_emulator: PioneerEmul
         emu.inject(fault="bad_results", bad="nan")
     with pytest.raises(ValueError, match="unexpected keyword"):
         emu._call("POST", "faults", {"fault": "drop", "no_such_option": 1})
+
+
+def test_a_text_that_is_not_valid_unicode_is_a_422_naming_it(pioneer_emulator: PioneerEmulator) -> None:
+    body = '{"model_id": "fastino/gliner2-base-v1", "text": ["ok", "bad \\ud83d"], "schema": {"entities": ["person"]}}'
+    r = requests.post(
+        f"{pioneer_emulator.url}/inference",
+        data=body,
+        headers={"X-API-Key": pioneer_emulator.api_key, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 422
+    assert [e["loc"] for e in r.json()["detail"]] == [["body", "text", 1]]

@@ -143,7 +143,7 @@ def test_test_connection_costs_nothing(pioneer_emulator: PioneerEmulator, monkey
 
 
 def test_every_resolved_key_is_masked(pioneer_emulator: PioneerEmulator, monkeypatch) -> None:
-    from airflow.sdk.log import redact
+    from tests.airflow_compat import redact
 
     rotated = pioneer_emulator.create_key("masked-1")
     monkeypatch.setenv("AIRFLOW_VAR_PIONEER_SECRET_HOLDER", rotated)  # a name Airflow would not mask itself

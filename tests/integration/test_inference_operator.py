@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 from airflow_provider_pioneer.testing import PioneerEmulator
 from tests.object_stores import checkpointed_records, manifest_of

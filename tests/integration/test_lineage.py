@@ -1,6 +1,7 @@
 """OpenLineage: the inference operator's input and output files as datasets, the model as a run facet.
 
-With apache-airflow-providers-openlineage installed (the ``test`` extra), through the provider's own
+With apache-airflow-providers-openlineage installed (the ``test-providers`` extra; tests marked
+``providers``), through the provider's own
 ``ExtractorManager`` after a real run against the emulator; without it (imports blocked in a child
 Python), the operator runs the same and reports no lineage.
 """
@@ -58,6 +59,7 @@ def test_dataset_names_follow_openlineage_naming() -> None:
     assert dataset_name("/data/in.jsonl") == ("file", "/data/in.jsonl")
 
 
+@pytest.mark.providers
 def test_openlineage_sees_the_files_as_datasets_and_the_model_as_a_facet(
     emu_conn: str, tmp_path: Path
 ) -> None:
@@ -87,6 +89,7 @@ def test_openlineage_sees_the_files_as_datasets_and_the_model_as_a_facet(
     assert facet["_schemaURL"].startswith("https://openlineage.io/")
 
 
+@pytest.mark.providers
 def test_inline_texts_have_no_input_dataset() -> None:
     op = PioneerInferenceOperator(task_id="infer", model_id=MODEL, entities=["person"], texts=["Alice"])
     lineage = op.get_openlineage_facets_on_complete(None)

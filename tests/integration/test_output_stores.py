@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_pioneer._compat import AirflowFailException
 from airflow_provider_pioneer.batching import output
 from airflow_provider_pioneer.batching.output import FileSink, OutputConflictError
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
@@ -101,7 +101,7 @@ def s3_server() -> Iterator[MotoS3]:
         yield server
 
 
-@pytest.fixture(params=["file", "memory", "s3"])
+@pytest.fixture(params=["file", "memory", pytest.param("s3", marks=pytest.mark.providers)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.param)
 
@@ -223,6 +223,7 @@ def test_a_killed_task_resumes_on_retry_every_id_once_and_resends_at_most_the_wi
     )
 
 
+@pytest.mark.providers
 def test_s3_leaves_only_the_output_and_its_manifest(
     s3_server: MotoS3, emu: PioneerEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

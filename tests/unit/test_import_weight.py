@@ -8,11 +8,14 @@ import sys
 
 PROBE = """
 import json, sys
+# What any provider pays: Airflow's authoring API. Airflow 3.1's airflow.sdk loads FastAPI itself.
+from airflow.sdk import BaseHook, BaseOperator, BaseOperatorLink
+baseline = {m for m in ("fastapi", "uvicorn", "starlette", "requests") if m in sys.modules}
 import airflow_provider_pioneer.hooks.pioneer
 import airflow_provider_pioneer.operators.inference
 import airflow_provider_pioneer.operators.key_rotation
 import airflow_provider_pioneer.links
-print(json.dumps({m: m in sys.modules for m in ("fastapi", "uvicorn", "starlette", "requests")}))
+print(json.dumps({m: m in sys.modules and m not in baseline for m in ("fastapi", "uvicorn", "starlette", "requests")}))
 """
 
 

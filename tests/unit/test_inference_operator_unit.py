@@ -35,7 +35,7 @@ def test_public_parameters_and_template_fields() -> None:
     assert (op.batch_size, op.max_concurrency, op.requests_per_minute, op.max_failed_ratio) == (
         64,
         8,
-        1200,
+        None,  # adaptive: the account's budget, no tuning
         0,
     )
     assert op.pioneer_conn_id == "pioneer_default"

@@ -293,8 +293,7 @@ class _ShadowedVariable:
 def test_shadowed_write_deletes_the_new_key_only_once_the_variable_is_restored(
     monkeypatch: pytest.MonkeyPatch, restore_fails: bool
 ) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
+    from airflow_provider_pioneer._compat import AirflowFailException
     from airflow_provider_pioneer.operators import key_rotation
 
     new_key = "pio_sk_unit_test_new_key_value_9876543210"
@@ -349,8 +348,7 @@ def test_each_revocation_rereads_the_variable_and_spares_the_key_it_holds(
 
 def test_a_failed_write_deletes_the_new_key_and_writes_nothing_back(monkeypatch: pytest.MonkeyPatch) -> None:
     # Writing back what preflight read could overwrite the key a concurrent rotation stored since.
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
-
+    from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
     from airflow_provider_pioneer.operators import key_rotation
 
     before = parse_stored(build_document(KEY, "old", None, []))

@@ -1,4 +1,7 @@
-"""Pacer: steady spacing, the shared Retry-After gate, and slowing down on 429 (fake clock)."""
+"""Pacer: steady spacing, the shared Retry-After gate, and the fixed pace of earlier releases (fake clock).
+
+The adaptive default is tested in test_adaptive_pacing.py.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ def make(rpm: float | None, **kw: object) -> tuple[Pacer, FakeClock]:
 
 
 def test_steady_rate_spaces_requests_evenly() -> None:
-    pacer, clock = make(1200)  # one every 50 ms
+    pacer, clock = make(1200, adaptive=False)  # one every 50 ms
     start = clock.now
     for _ in range(21):
         assert pacer.acquire()
@@ -34,7 +37,7 @@ def test_steady_rate_spaces_requests_evenly() -> None:
 
 
 def test_burst_lets_a_few_through_after_idle() -> None:
-    pacer, clock = make(60, burst=3)  # one a second
+    pacer, clock = make(60, adaptive=False, burst=3)  # one a second
     clock.now += 10
     for _ in range(3):
         pacer.acquire()
@@ -43,15 +46,15 @@ def test_burst_lets_a_few_through_after_idle() -> None:
     assert clock.sleeps and clock.sleeps[-1] == pytest.approx(1.0)
 
 
-def test_no_rate_means_no_wait() -> None:
-    pacer, clock = make(None)
+def test_no_rate_means_no_wait_when_not_adaptive() -> None:
+    pacer, clock = make(None, adaptive=False)
     for _ in range(100):
         pacer.acquire()
     assert clock.sleeps == []
 
 
 def test_retry_after_gate_holds_every_caller() -> None:
-    pacer, clock = make(None)
+    pacer, clock = make(None, adaptive=False)
     pacer.on_rate_limited(2.0)
     pacer.acquire()
     assert clock.sleeps == [pytest.approx(2.0)]
@@ -59,8 +62,8 @@ def test_retry_after_gate_holds_every_caller() -> None:
     assert len(clock.sleeps) == 1
 
 
-def test_429_slows_the_rate_and_success_restores_it() -> None:
-    pacer, _ = make(1200)
+def test_fixed_pace_slows_on_429_and_success_restores_it() -> None:
+    pacer, _ = make(1200, adaptive=False)
     pacer.on_rate_limited(None)
     assert pacer.rate_per_minute == pytest.approx(1080)
     for _ in range(50):
@@ -68,8 +71,8 @@ def test_429_slows_the_rate_and_success_restores_it() -> None:
     assert pacer.rate_per_minute == pytest.approx(1200)
 
 
-def test_repeated_429s_never_go_below_the_floor() -> None:
-    pacer, _ = make(1200)
+def test_fixed_pace_never_goes_below_the_floor() -> None:
+    pacer, _ = make(1200, adaptive=False)
     for _ in range(200):
         pacer.on_rate_limited(None)
     assert pacer.rate_per_minute == pytest.approx(1200 * Pacer.MIN_RATE_FRACTION)
@@ -96,7 +99,7 @@ def test_a_gate_closed_while_waiting_on_a_slot_still_holds_that_caller() -> None
         if len(clock.sleeps) == 1:  # another thread's 429 arrives while this one waits
             pacer.on_rate_limited(5.0)
 
-    pacer = Pacer(60, clock=clock, sleep=sleep)
+    pacer = Pacer(60, adaptive=False, clock=clock, sleep=sleep)
     pacer.acquire()  # slot at t=100
     start = clock.now
     pacer.acquire()  # slot at t=101; the 429 at t=101 closes the gate until t=106

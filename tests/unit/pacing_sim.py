@@ -1,0 +1,170 @@
+"""A deterministic simulation of P tasks sharing one account's rate limit (no threads, no sleeps).
+
+Each task is an :class:`AdaptiveRate` (or :class:`StaticRate`) driven the way :class:`Pacer`
+drives it: it sends at its pace, waits out ``Retry-After`` (plus its jitter) and spent budgets,
+and hears back after ``latency``. The server is a per-account counter: a fixed window or a
+token bucket, with or without ``X-RateLimit-*`` headers. Simulated time only: the results
+are the same on any machine, so tests may assert on them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass, field
+
+from airflow_provider_pioneer.pacing.headers import RateLimitHeaders
+from airflow_provider_pioneer.pacing.rate import AdaptiveRate, StaticRate
+
+
+class TokenBucketServer:
+    """``per_minute`` refill, ``burst`` capacity; Remaining = whole tokens, Reset = seconds until full."""
+
+    def __init__(self, per_minute: float, burst: float | None = None) -> None:
+        self.rate = per_minute / 60.0
+        self.limit = per_minute
+        self.capacity = burst if burst is not None else max(1.0, self.rate)
+        self.tokens = self.capacity
+        self.stamp = 0.0
+
+    def take(self, now: float) -> tuple[bool, float, RateLimitHeaders]:
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        ok = self.tokens >= 1.0
+        if ok:
+            self.tokens -= 1.0
+        retry_after = 0.0 if ok else max(1, math.ceil((1.0 - self.tokens) / self.rate))
+        # As the emulator says it: whole tokens, whole seconds until full.
+        info = RateLimitHeaders(
+            limit=self.limit,
+            remaining=math.floor(self.tokens),
+            reset_in=math.ceil((self.capacity - self.tokens) / self.rate - 1e-9),
+        )
+        return ok, retry_after, info
+
+
+class FixedWindowServer:
+    """``limit`` requests per ``window`` seconds; Reset = seconds until the window ends."""
+
+    def __init__(self, per_minute: float, window: float = 60.0) -> None:
+        self.limit = per_minute * window / 60.0
+        self.window = window
+        self.start = 0.0
+        self.used = 0
+
+    def take(self, now: float) -> tuple[bool, float, RateLimitHeaders]:
+        while now >= self.start + self.window:
+            self.start += self.window
+            self.used = 0
+        ok = self.used < self.limit
+        if ok:
+            self.used += 1
+        reset_in = self.start + self.window - now
+        info = RateLimitHeaders(limit=self.limit, remaining=self.limit - self.used, reset_in=reset_in)
+        return ok, (0.0 if ok else max(1, math.ceil(reset_in))), info
+
+
+@dataclass
+class SimResult:
+    requests: int = 0
+    succeeded: int = 0
+    rate_limited: int = 0
+    per_task: list[int] = field(default_factory=list)
+    #: When each task had its quota answered (``quota`` runs only).
+    finished_at: list[float] = field(default_factory=list)
+
+    @property
+    def share_429(self) -> float:
+        return self.rate_limited / self.requests if self.requests else 0.0
+
+
+def simulate(
+    controllers: list[AdaptiveRate | StaticRate],
+    server: TokenBucketServer | FixedWindowServer,
+    *,
+    seconds: float,
+    headers: bool = True,
+    latency: float = 0.05,
+    concurrency: int = 8,
+    seed: int = 0,
+    quota: int | None = None,
+) -> SimResult:
+    """Run the tasks for ``seconds`` of simulated time; each sends as its controller allows."""
+    rng = random.Random(seed)
+    result = SimResult(per_task=[0] * len(controllers), finished_at=[math.inf] * len(controllers))
+    gate = [0.0] * len(controllers)
+    next_slot = [rng.uniform(0.0, 0.05) for _ in controllers]
+    in_flight = [0] * len(controllers)
+    # Events: (time, order, kind, task, payload)
+    events: list[tuple[float, int, str, int, tuple[bool, float, RateLimitHeaders | None, float]]] = []
+    order = 0
+    for i in range(len(controllers)):
+        heapq.heappush(events, (next_slot[i], order, "send", i, (True, 0.0, None, 0.0)))
+        order += 1
+    while events:
+        now, _, kind, i, payload = heapq.heappop(events)
+        if now > seconds:
+            break
+        ctl = controllers[i]
+        if kind == "reply":
+            ok, retry_after, info, sent_at = payload
+            in_flight[i] -= 1
+            if headers and info is not None:
+                ctl.on_headers(info, now, sent_at)
+            if ok:
+                ctl.on_success(now, sent_at)
+                if quota is not None and result.per_task[i] >= quota and result.finished_at[i] == math.inf:
+                    result.finished_at[i] = now
+            else:
+                ctl.on_rate_limited(now, sent_at)
+                jitter = ctl.gate_jitter(retry_after)
+                gate[i] = max(gate[i], now + retry_after + jitter)
+            if in_flight[i] == concurrency - 1:  # a worker was free again: let it send
+                heapq.heappush(events, (max(now, next_slot[i]), order, "send", i, payload))
+                order += 1
+            continue
+        # "send": like Pacer.acquire
+        if in_flight[i] >= concurrency or (quota is not None and result.per_task[i] >= quota):
+            continue
+        blocked = max(gate[i], ctl.not_before(now))
+        if blocked > now:
+            heapq.heappush(events, (blocked, order, "send", i, payload))
+            order += 1
+            continue
+        rate = ctl.rate(now)
+        if rate is not None:
+            tat = max(next_slot[i], now)
+            reset = ctl.reset_at(now)
+            if reset is not None:
+                tat = min(tat, max(reset, now))
+            if tat > now + 1e-9:
+                heapq.heappush(events, (tat, order, "send", i, payload))
+                order += 1
+                continue
+            next_slot[i] = tat + ctl.spacing(rate)
+        if isinstance(ctl, AdaptiveRate):
+            ctl.on_sent(now)
+        ok, retry_after, info = server.take(now)
+        result.requests += 1
+        if ok:
+            result.succeeded += 1
+            result.per_task[i] += 1
+        else:
+            result.rate_limited += 1
+        in_flight[i] += 1
+        heapq.heappush(events, (now + latency, order, "reply", i, (ok, retry_after, info, now)))
+        order += 1
+        if in_flight[i] < concurrency:
+            heapq.heappush(events, (max(now, next_slot[i]), order, "send", i, payload))
+            order += 1
+    return result
+
+
+def adaptive_tasks(
+    p: int, *, ceiling_rpm: float | None = None, seed: int = 0
+) -> list[AdaptiveRate | StaticRate]:
+    return [
+        AdaptiveRate(None if ceiling_rpm is None else ceiling_rpm / 60.0, rng=random.Random(seed + i))
+        for i in range(p)
+    ]

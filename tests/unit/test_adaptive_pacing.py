@@ -1,0 +1,264 @@
+"""The adaptive default pace: rate-limit headers, 429 episodes, jitter, and tasks sharing one account.
+
+Pure logic with a fake clock and seeded randomness; the shared-account cases run in the
+deterministic simulation of ``pacing_sim`` (simulated time, so asserting on throughput is
+not a timing assert). Real processes against the emulator are benchmark scenario D.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+import pytest
+
+from airflow_provider_pioneer.pacing import (
+    DOCUMENTED_REQUESTS_PER_MINUTE,
+    AdaptiveRate,
+    Pacer,
+    RateLimitHeaders,
+    parse_rate_limit_headers,
+)
+from tests.unit.pacing_sim import FixedWindowServer, TokenBucketServer, adaptive_tasks, simulate
+
+WALL = 1_790_000_000.0  # a Unix time in 2026
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make(rpm: float | None = None, seed: int = 1) -> tuple[Pacer, FakeClock]:
+    clock = FakeClock()
+    pacer = Pacer(rpm, clock=clock, sleep=clock.sleep, wall_clock=lambda: WALL, rng=random.Random(seed))
+    return pacer, clock
+
+
+def budget(remaining: float, reset: str | float, limit: float | str = 5000) -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(reset),
+    }
+
+
+# -- reading the headers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (budget(4212, 37), RateLimitHeaders(5000, 4212, 37.0)),
+        (budget(10, WALL + 12.5), RateLimitHeaders(5000, 10, 12.5)),  # epoch seconds
+        (budget(10, format_datetime(datetime.fromtimestamp(WALL + 30, UTC), usegmt=True)),
+         RateLimitHeaders(5000, 10, 30.0)),  # an HTTP date
+        (budget(7, 3, limit="5000;w=60"), RateLimitHeaders(5000, 7, 3.0, window=60.0)),
+        (budget(7, 3, limit="5000, 5000;w=60"), RateLimitHeaders(5000, 7, 3.0, window=60.0)),
+        ({"x-ratelimit-remaining": "5", "x-ratelimit-reset": "2"}, RateLimitHeaders(None, 5, 2.0)),
+        (budget(3, WALL - 5), RateLimitHeaders(5000, 3, 0.0)),  # a reset just past: whole now
+    ],
+)  # fmt: skip
+def test_rate_limit_headers_are_read_in_every_format(
+    headers: dict[str, str], expected: RateLimitHeaders
+) -> None:
+    assert parse_rate_limit_headers(headers, WALL) == expected
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-RateLimit-Limit": "5000"},
+        budget("many", 10),
+        budget(10, "soon"),
+        budget(10, WALL + 86_400),  # a day away: not a per-minute budget we can spread
+        {"X-RateLimit-Remaining": "10"},
+    ],
+)
+def test_unreadable_or_partial_headers_count_as_absent(headers: dict[str, str]) -> None:
+    assert parse_rate_limit_headers(headers, WALL) is None
+
+
+# -- one task, the server's budget ------------------------------------------------------------------
+
+
+def test_a_window_budget_is_spread_over_the_time_to_its_reset() -> None:
+    pacer, _ = make()
+    pacer.observe(200, budget(402, 20))  # 400 spendable (2 kept in hand) over 20 s: 20 per second
+    assert pacer.rate_per_minute == pytest.approx(1200)
+    assert (pacer.describe(), pacer.pace_source) == ("pace 1,200/min", "server headers")
+
+
+def test_a_spent_budget_holds_every_send_until_the_reset_and_respects_the_deadline() -> None:
+    pacer, clock = make()
+    pacer.observe(429, budget(0, 5))
+    assert pacer.acquire(deadline=clock.now + 2) is False  # waiting would pass the deadline
+    assert clock.sleeps == []
+    start = clock.now
+    assert pacer.acquire()
+    # Released at the reset, plus a small per-task offset so tasks waiting for it part.
+    assert 5.0 <= clock.now - start <= 5.25
+
+
+def test_the_budget_raises_the_pace_back_when_the_window_resets() -> None:
+    pacer, clock = make()
+    pacer.observe(200, budget(3, 10))  # 1 left over 10 s: one request every 10 s
+    pacer.acquire()
+    clock.now += 10.5  # the window reset; the next answer announces a whole budget
+    pacer.observe(200, budget(4999, 59.5))
+    before = clock.now
+    pacer.acquire()
+    pacer.acquire()
+    assert clock.now - before < 0.1  # paced at ~84/s again, not one per 10 s
+
+
+def test_headers_never_push_the_pace_above_the_ceiling() -> None:
+    pacer, _ = make(rpm=1200)
+    pacer.observe(200, budget(5000, 60))
+    assert pacer.rate_per_minute == pytest.approx(1200)
+    assert pacer.ceiling_per_minute == 1200
+    assert (pacer.describe(), pacer.pace_source) == ("pace 1,200/min", "ceiling")
+
+
+def test_an_advertised_limit_above_the_documented_one_is_used() -> None:
+    ctl = AdaptiveRate(rng=random.Random(0))
+    ctl.on_headers(RateLimitHeaders(limit=12_000, remaining=12_000, reset_in=0.0), now=0.0)
+    for i in range(400):
+        ctl.on_success(i * 0.005, i * 0.005)
+    assert ctl.rate(2.0) * 60 == pytest.approx(12_000)
+
+
+# -- one task, no headers: 429 feedback ------------------------------------------------------------
+
+
+def test_without_headers_the_pace_starts_low_and_climbs_to_the_documented_limit_not_beyond() -> None:
+    pacer, _clock = make()
+    assert pacer.rate_per_minute == pytest.approx(DOCUMENTED_REQUESTS_PER_MINUTE / 16)
+    assert pacer.pace_source == "starting"
+    for _ in range(2000):
+        pacer.acquire()
+        pacer.on_success()
+    assert pacer.rate_per_minute == pytest.approx(DOCUMENTED_REQUESTS_PER_MINUTE)
+    assert (pacer.describe(), pacer.pace_source) == ("pace 5,000/min", "documented limit")
+
+
+def test_a_ceiling_is_where_the_pace_tops_out() -> None:
+    pacer, _ = make(rpm=1200)
+    for _ in range(500):
+        pacer.acquire()
+        pacer.on_success()
+    assert pacer.rate_per_minute == pytest.approx(1200)
+
+
+def test_all_the_429s_of_one_overload_are_one_decrease() -> None:
+    pacer, _clock = make()
+    for _ in range(2000):  # climb to the top first
+        pacer.acquire()
+        pacer.on_success()
+    top = pacer.rate_per_minute
+    assert top is not None
+    sent = threading.Barrier(8)
+    answered = threading.Event()
+
+    def worker() -> None:  # eight requests in flight when the limit is hit
+        pacer.acquire()
+        sent.wait()
+        answered.wait()
+        pacer.on_rate_limited(None)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    answered.set()
+    for t in threads:
+        t.join(10)
+    after_episode = pacer.rate_per_minute
+    assert after_episode is not None and after_episode < top
+    assert after_episode >= top * (1 - AdaptiveRate.DECREASE) - 1e-6  # one decrease, not eight
+    pacer.acquire()  # sent after the decrease: its 429 is a new episode
+    pacer.on_rate_limited(None)
+    assert (pacer.rate_per_minute or 0) < after_episode
+
+
+def test_a_retry_after_holds_with_jitter_so_tasks_do_not_restart_together() -> None:
+    waits = []
+    for seed in range(5):
+        pacer, clock = make(seed=seed)
+        pacer.on_rate_limited(2.0)
+        start = clock.now
+        pacer.acquire()
+        waits.append(clock.now - start)
+    assert all(2.0 <= w <= 2.0 * (1 + AdaptiveRate.GATE_JITTER) for w in waits)
+    assert len({round(w, 6) for w in waits}) == len(waits)  # five tasks, five restart times
+
+
+def test_hold_for_other_statuses_has_no_jitter_and_sleep_uses_the_injected_sleep() -> None:
+    pacer, clock = make()
+    pacer.hold(3.0)  # a 425 / 503 Retry-After
+    start = clock.now
+    pacer.acquire()
+    assert clock.now - start == pytest.approx(3.0)
+    pacer.sleep(1.5)  # a retry backoff
+    assert clock.sleeps[-1] == 1.5
+
+
+def test_pacing_intervals_are_jittered_around_the_rate() -> None:
+    ctl = AdaptiveRate(rng=random.Random(3))
+    spacings = [ctl.spacing(10.0) for _ in range(200)]
+    assert min(spacings) >= 0.1 * (1 - AdaptiveRate.SPACING_JITTER)
+    assert max(spacings) <= 0.1 * (1 + AdaptiveRate.SPACING_JITTER)
+    assert sum(spacings) / len(spacings) == pytest.approx(0.1, rel=0.03)
+
+
+def test_the_fixed_pace_of_earlier_releases_is_still_available() -> None:
+    pacer = Pacer(1200, adaptive=False)
+    pacer.observe(200, budget(1, 60))  # ignored
+    assert pacer.rate_per_minute == pytest.approx(1200)
+    assert (pacer.describe(), pacer.pace_source) == ("pace 1,200/min", "fixed")
+
+
+# -- many tasks, one account (simulated time) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("tasks", [1, 4, 16])
+def test_tasks_sharing_a_bucket_with_headers_use_it_without_429s(tasks: int) -> None:
+    seconds = 60
+    result = simulate(adaptive_tasks(tasks), TokenBucketServer(5000), seconds=seconds, latency=0.03)
+    assert result.succeeded >= 0.95 * 5000 / 60 * seconds
+    assert result.share_429 <= 0.01
+    assert min(result.per_task) > 0
+
+
+@pytest.mark.parametrize("tasks", [4, 16])
+def test_tasks_sharing_a_fixed_window_with_headers_spend_it_without_429s(tasks: int) -> None:
+    result = simulate(adaptive_tasks(tasks), FixedWindowServer(5000), seconds=119.9, latency=0.03)
+    assert result.succeeded >= 0.95 * 2 * 5000  # two windows' budgets
+    assert result.share_429 <= 0.01
+
+
+@pytest.mark.parametrize("tasks", [1, 4, 16])
+def test_tasks_sharing_a_bucket_without_headers_live_on_retry_after_alone(tasks: int) -> None:
+    seconds = 60
+    result = simulate(
+        adaptive_tasks(tasks), TokenBucketServer(5000), seconds=seconds, latency=0.03, headers=False
+    )
+    assert result.succeeded >= 0.85 * 5000 / 60 * seconds
+    assert result.share_429 <= 0.05
+
+
+def test_one_task_on_the_legacy_limit_finds_it_without_headers() -> None:
+    seconds = 60
+    result = simulate(adaptive_tasks(1), TokenBucketServer(1200), seconds=seconds, latency=0.1, headers=False)
+    assert result.succeeded >= 0.93 * 1200 / 60 * seconds
+    assert result.share_429 <= 0.05
