@@ -145,9 +145,9 @@ def test_batch_dag_shards_with_mapping_and_publishes_an_asset(airflow_db: Path) 
     extract = dag.get_task("extract_entities")
     assert type(extract).__name__ == "MappedOperator"
     assert extract.operator_class.__name__ == "PioneerInferenceOperator"
-    # Shards of one run together stay within Pioneer's 1,200 requests a minute.
-    limit = extract.partial_kwargs["max_active_tis_per_dag"]
-    assert limit * extract.partial_kwargs["requests_per_minute"] <= 1200
+    # Shards pace themselves against the account's limit (adaptive): no hand-divided ceiling.
+    assert extract.partial_kwargs["max_active_tis_per_dag"] >= 1
+    assert extract.partial_kwargs.get("requests_per_minute") is None
     outlets = dag.get_task("aggregate_entities").outlets
     assert [o.name for o in outlets] == ["pioneer_news_entities"]
     # The downstream DAG is scheduled on that very asset (name and URI: a mere name ref gets
