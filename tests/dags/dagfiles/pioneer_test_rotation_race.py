@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
 
 from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOperator
@@ -46,3 +47,6 @@ for dag_id, with_next in (("pioneer_test_rotation_race_a", True), ("pioneer_test
                 if previous is not None:
                     previous >> task
                 previous = task
+        # A last task that does nothing: on Airflow 3.1.2, dag.test() returned while the DAG's final
+        # task was still running (its result was never written); here the last rotation is never last.
+        previous >> EmptyOperator(task_id="end", trigger_rule="all_done")
