@@ -126,3 +126,16 @@ def checkpointed_records(output_path: str) -> list[dict[str, Any]]:
         text = ObjectStoragePath(f"{output_path}.parts/{name}").read_text()
         records += [json.loads(line) for line in text.splitlines()]
     return records
+
+
+def incomplete_checkpoint(output_path: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records an interrupted run checkpointed: not complete, some but not all, a prefix of ``rows``."""
+    checkpoint = manifest_of(output_path)
+    partial = checkpointed_records(output_path)
+    assert (
+        checkpoint is not None
+        and checkpoint["complete"] is False
+        and 0 < checkpoint["records"] == len(partial) < len(rows)
+    )
+    assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
+    return partial

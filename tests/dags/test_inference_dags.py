@@ -17,7 +17,7 @@ import pytest
 
 from airflow_provider_pioneer.testing import PioneerEmulator
 from tests.dags.support import load_dag
-from tests.object_stores import checkpointed_records, manifest_of
+from tests.object_stores import checkpointed_records, incomplete_checkpoint, manifest_of
 
 pytestmark = pytest.mark.dags
 
@@ -244,14 +244,7 @@ def test_an_execution_timeout_checkpoints_what_is_done_and_nothing_is_sent_after
     time.sleep(1.0)  # longer than three requests on the wire: any worker still sending would show
     assert emu.counters()["requests"]["POST /inference"] == sent
     assert not out.exists()
-    checkpoint = manifest_of(str(out))
-    partial = checkpointed_records(str(out))
-    assert (
-        checkpoint is not None
-        and checkpoint["complete"] is False
-        and 0 < checkpoint["records"] == len(partial) < len(rows)
-    )
-    assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
+    incomplete_checkpoint(str(out), rows)
 
 
 class _PushOnly:

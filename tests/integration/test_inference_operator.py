@@ -15,7 +15,7 @@ import pytest
 from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 from airflow_provider_pioneer.testing import PioneerEmulator
-from tests.object_stores import checkpointed_records, manifest_of
+from tests.object_stores import checkpointed_records, incomplete_checkpoint, manifest_of
 
 LABELS = ["person", "organization", "location"]
 MODEL = "fastino/gliner2-base-v1"
@@ -566,14 +566,7 @@ def test_on_kill_stops_sending_at_once_and_checkpoints_what_is_done(
     (exc,) = raised
     assert isinstance(exc, AirflowException) and not isinstance(exc, AirflowFailException)
     assert "Airflow stopped this task" in str(exc)
-    checkpoint = manifest_of(str(out))
-    partial = checkpointed_records(str(out))
-    assert (
-        checkpoint is not None
-        and checkpoint["complete"] is False
-        and 0 < checkpoint["records"] == len(partial) < len(rows)
-    )
-    assert [r["id"] for r in partial] == [r["id"] for r in rows[: len(partial)]]
+    partial = incomplete_checkpoint(str(out), rows)
     assert ti.xcoms["pioneer_summary"]["succeeded"] == len(partial)
 
 
