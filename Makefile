@@ -3,15 +3,19 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Every dependency pinned, as resolved and tested (`make lock` re-resolves): a fresh machine installs
+# exactly this set in a minute, where an unpinned resolve against today's PyPI backtracked for 35.
+LOCK   := constraints/dev.txt
+PIP_INSTALL := timeout 900 $(BIN)/python -m pip install --quiet -c $(LOCK)
 # Pioneer's published OpenAPI document lives outside the repo (../shared); only `make conformance` reads it.
 OPENAPI ?= $(CURDIR)/../shared/pioneer/openapi-inference.json
 
-.PHONY: venv lint typecheck test unit conformance demo airflow e2e bench test-matrix release-check clean
+.PHONY: lock venv lint typecheck test unit conformance demo airflow e2e bench test-matrix release-check clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,test-providers]'
+	$(PIP_INSTALL) -e '.[test,test-providers]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -44,7 +48,7 @@ airflow: $(STAMP)
 
 # A real deployment: PostgreSQL, api-server, scheduler, dag-processor, triggerer; a shard killed mid-run (scripts/e2e.py).
 e2e: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,test-providers,e2e]'
+	$(PIP_INSTALL) -e '.[test,test-providers,e2e]'
 	$(BIN)/python scripts/e2e.py
 
 # The suite on every Airflow x Python pair the README's version table lists, one venv each
@@ -57,6 +61,16 @@ test-matrix:
 # lists the provider and its connection type, and the testing extra's fixture works (scripts/release_check.py).
 release-check: $(STAMP)
 	$(BIN)/python scripts/release_check.py
+
+# Re-resolves the dev venv's dependencies from scratch (a throwaway venv, no pins) and writes the
+# lock; `python scripts/test_matrix.py --relock` does the same for the matrix's pairs.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	timeout 3600 .venv-lock/bin/python -m pip install --quiet -e '.[test,test-providers,e2e]'
+	{ echo "# make lock: the dev venv's dependencies as resolved on $$(date -u +%F) (Python 3.11)."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable; } > $(LOCK)
+	rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) .venv-matrix .airflow .demo .e2e .mypy_cache .ruff_cache dist build

@@ -14,7 +14,11 @@ user installing it then got, the way the constraint files do. That option needs 
 upload times, so it is resolved from PyPI alone (``PIP_CONFIG_FILE=/dev/null`` drops the
 machine's local mirror, which has none). The newest release is resolved as a user would today.
 
-Usage: ``python scripts/test_matrix.py [--only af3.1.2-py3.11] [--list]``.
+Each pair installs from its lock, ``constraints/<pair>.txt`` (every dependency pinned as resolved
+and tested), so a fresh machine gets the same set in about a minute whatever PyPI published since;
+``--relock`` resolves a pair afresh as above and rewrites its lock.
+
+Usage: ``python scripts/test_matrix.py [--only af3.1.2-py3.11] [--list] [--relock]``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX_DIR = ROOT / ".venv-matrix"
+LOCK_DIR = ROOT / "constraints"
 #: one install step of one pair; measured installs take 1 to 3 minutes.
 INSTALL_TIMEOUT_S = 600
 
@@ -59,6 +64,10 @@ class Combo:
     @property
     def name(self) -> str:
         return f"af{self.airflow}-py{self.python}"
+
+    @property
+    def lock(self) -> Path:
+        return LOCK_DIR / f"{self.name}.txt"
 
 
 #: What CI tests; the README's version table lists exactly these (tests/unit/test_packaging.py checks).
@@ -108,9 +117,10 @@ def find_python(version: str) -> str:
     )
 
 
-def _fingerprint(combo: Combo) -> str:
+def _fingerprint(combo: Combo, relock: bool) -> str:
     """What the venv was built from: a change re-creates it."""
-    text = (ROOT / "pyproject.toml").read_bytes() + repr(combo).encode()
+    lock = b"relock" if relock else combo.lock.read_bytes()
+    text = (ROOT / "pyproject.toml").read_bytes() + repr(combo).encode() + lock
     return hashlib.sha256(text).hexdigest()
 
 
@@ -138,11 +148,14 @@ def _run(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = N
     return code
 
 
-def build_venv(combo: Combo) -> float:
-    """Create (or reuse) the combination's venv; returns the seconds it took."""
+def build_venv(combo: Combo, relock: bool = False) -> float:
+    """Create (or reuse) the combination's venv from its lock, or resolve it afresh and rewrite
+    the lock (``relock``); returns the seconds it took."""
     venv = MATRIX_DIR / combo.name
     stamp = venv / ".matrix-stamp"
-    fingerprint = _fingerprint(combo)
+    if not relock and not combo.lock.exists():
+        raise SystemExit(f"[{combo.name}] no lock at {combo.lock}; run with --relock --only {combo.name}")
+    fingerprint = _fingerprint(combo, relock)
     if stamp.exists() and stamp.read_text() == fingerprint:
         print(f"[{combo.name}] venv up to date", flush=True)
         return 0.0
@@ -151,7 +164,9 @@ def build_venv(combo: Combo) -> float:
     python = find_python(combo.python)
     env = dict(os.environ)
     pip_args = ["--quiet", "--disable-pip-version-check"]
-    if combo.resolved_as_of:
+    if not relock:
+        pip_args += ["-c", str(combo.lock)]
+    elif combo.resolved_as_of:
         env["PIP_CONFIG_FILE"] = os.devnull  # see the module docstring: PyPI's upload times only
     log = MATRIX_DIR / f"{combo.name}.install.log"
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", *pip_args]
@@ -160,7 +175,11 @@ def build_venv(combo: Combo) -> float:
         [*pip, "--upgrade", "pip"],  # --uploaded-prior-to needs pip >= 26
         [
             *pip,
-            *(["--uploaded-prior-to", f"{combo.resolved_as_of}T00:00:00Z"] if combo.resolved_as_of else []),
+            *(
+                ["--uploaded-prior-to", f"{combo.resolved_as_of}T00:00:00Z"]
+                if relock and combo.resolved_as_of
+                else []
+            ),
             "-e",
             ".[test,testing,test-providers]" if combo.providers else ".[test,testing]",
             f"apache-airflow=={combo.airflow}",
@@ -170,6 +189,18 @@ def build_venv(combo: Combo) -> float:
     for step in steps:
         if _run(step, env=env, log=log):
             raise SystemExit(f"[{combo.name}] install failed; log: {log}")
+    if relock:
+        frozen = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "freeze", "--exclude-editable"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        header = (
+            f"# scripts/test_matrix.py --relock: {combo.name} as resolved on {time.strftime('%Y-%m-%d')}.\n"
+        )
+        combo.lock.write_text(header + frozen)
+        fingerprint = _fingerprint(combo, relock=False)
     stamp.write_text(fingerprint)
     return time.monotonic() - started
 
@@ -212,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], help="run only this combination (repeatable)")
     parser.add_argument("--list", action="store_true", help="print the combinations and exit")
     parser.add_argument("--install-only", action="store_true", help="build the venvs, run no test")
+    parser.add_argument("--relock", action="store_true", help="resolve afresh and rewrite the locks")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
     combos = [c for c in MATRIX if not args.only or c.name in args.only]
@@ -229,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for combo in combos:
         print(f"\n=== [{combo.name}] Airflow {combo.airflow} on Python {combo.python}", flush=True)
-        install_s = build_venv(combo)
+        install_s = build_venv(combo, relock=args.relock)
         if args.install_only:
             print(f"[{combo.name}] installed in {install_s:.0f} s", flush=True)
             continue
