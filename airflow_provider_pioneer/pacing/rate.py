@@ -133,11 +133,16 @@ class AdaptiveRate:
     #: Requests of an announced window budget left unspent (the announcement is a round trip old).
     HEADER_MARGIN = 2.0
     #: A refilling budget (a token bucket) below this share of its size is congestion.
-    LOW_WATER = 0.4
+    LOW_WATER = 0.5
     #: A refilling budget above this share of its size has room to spare...
-    HIGH_WATER = 0.8
-    #: ...and the pace grows by this fraction of the top pace per second while it does.
-    AMPLE_GROWTH = 0.05
+    HIGH_WATER = 0.9
+    #: ...and the pace grows by this fraction of the top pace per second while it does (the
+    #: same for every task, so shares even out)...
+    AMPLE_GROWTH = 0.1
+    #: ...plus this relative amount per second (it doubles in about a third of a second): when
+    #: the other tasks finish, the last ones take over the freed budget at once instead of
+    #: crawling up to it, which is what a job of several shards lost at its end.
+    AMPLE_RELATIVE = 2.0
     #: A refilling budget still low this long after a decrease calls for another one.
     LOW_REPEAT_S = 1.0
     #: Resets this close are whole seconds rounded up: too coarse to spread a budget over.
@@ -330,7 +335,7 @@ class AdaptiveRate:
         elif self._ample:
             # The server says the shared budget has room: take it quickly, every task by the
             # same amount (so shares even out); its headers warn before it runs dry.
-            growth = self.AMPLE_GROWTH * self.top
+            growth = self.AMPLE_GROWTH * self.top + self.AMPLE_RELATIVE * rate
         elif good is not None and rate < good:
             growth = self.RECOVERY * rate
             self._above_since = None
