@@ -112,6 +112,10 @@ class AdaptiveRate:
     SLOW_START_FRACTION = 1 / 16
     #: ...and grows by this relative amount per second of successes (doubles every quarter second).
     SLOW_START_GROWTH = math.log(2) / 0.25
+    #: A full bucket holding this many seconds of the advertised rate lets a new task start at...
+    FULL_START_BUDGET_S = 0.9
+    #: ...this fraction of the top pace (slow start doubles it from there: full pace in half a second).
+    FULL_START_FRACTION = 0.25
     #: Relative growth per second of successes while probing above the last rate that worked.
     GROWTH = 0.005
     #: Constant growth per second, as a fraction of the top pace: what makes shares converge.
@@ -297,6 +301,15 @@ class AdaptiveRate:
         self._ample = self._refill_like and info.remaining >= self.HIGH_WATER * self._capacity
         if self._refill_like and not self._ample:
             self.slow_start = False  # the shared budget is draining: stop doubling
+        elif (
+            self.slow_start
+            and self._ample
+            and self._advertised is not None
+            and info.remaining >= self.FULL_START_BUDGET_S * self._advertised
+        ):
+            # The account's bucket is full: nobody else is drawing on it now, so skip most of the
+            # slow start (a bucket this size absorbs the overshoot if others start at once).
+            self.aimd = max(self.aimd, self.FULL_START_FRACTION * self.top)
         if not self._refill_like:
             if self.slow_start:  # a window's budget: `header_rate` spreads it, no need to feel the way
                 self.slow_start = False

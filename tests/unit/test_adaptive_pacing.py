@@ -285,3 +285,17 @@ def test_shards_of_one_job_started_apart_finish_it_near_the_bound_with_headers(t
     job_ratio = quota * tasks / (max(result.finished_at) - starts[0]) / bound
     assert job_ratio >= 0.90
     assert result.share_429 <= 0.01
+
+
+def test_a_task_alone_on_a_full_bucket_skips_most_of_the_slow_start_but_not_without_headers() -> None:
+    """The headers say nobody else draws on the account: start at a quarter of the limit, not a
+    sixteenth (the slow start cost a lone 20-s task 4-5% of its throughput). Without headers
+    nothing says the account is idle: the careful start stays."""
+    first_second = {
+        headers: simulate(
+            adaptive_tasks(1), TokenBucketServer(5000), seconds=1.0, latency=0.03, headers=headers
+        )
+        for headers in (True, False)
+    }
+    assert first_second[True].succeeded >= 35 and first_second[True].rate_limited == 0
+    assert first_second[False].succeeded <= 20
