@@ -7,8 +7,10 @@ STAMP  := $(VENV)/.installed-stamp
 # exactly this set in a minute, where an unpinned resolve against today's PyPI backtracked for 35.
 LOCK   := constraints/dev.txt
 PIP_INSTALL := timeout 900 $(BIN)/python -m pip install --quiet -c $(LOCK)
-# Pioneer's published OpenAPI document lives outside the repo (../shared); only `make conformance` reads it.
-OPENAPI ?= $(CURDIR)/../shared/pioneer/openapi-inference.json
+# Pioneer's published OpenAPI document: the team's copy beside the repo (../shared) when there is
+# one, else the snapshot in conformance/ (a clean clone on its own). `make conformance` reads it.
+SNAPSHOT := $(CURDIR)/conformance/openapi-inference.json
+OPENAPI ?= $(firstword $(wildcard $(CURDIR)/../shared/pioneer/openapi-inference.json) $(SNAPSHOT))
 
 .PHONY: lock venv lint typecheck test unit conformance demo airflow e2e bench test-matrix release-check clean
 
@@ -36,6 +38,7 @@ unit: $(STAMP)
 
 # Checks the emulator and the hook's requests against Pioneer's OpenAPI document.
 conformance: $(STAMP)
+	@cmp -s $(OPENAPI) $(SNAPSHOT) || echo "note: $(OPENAPI) differs from $(SNAPSHOT): Pioneer's document changed; refresh the snapshot"
 	PIONEER_OPENAPI=$(OPENAPI) $(BIN)/pytest conformance -p no:randomly
 
 # Both example DAGs against the local Pioneer emulator: no account, no network (scripts/demo.py).
