@@ -208,11 +208,45 @@ def set_variable(session: Any, key: str, value: dict[str, Any] | str) -> None:
     session.commit()
 
 
+def seed_dags(
+    session: Any, dag_ids: list[str], *, next_run: datetime | None = None, paused: bool = False
+) -> None:
+    """``dag`` rows (what auth managers list readable DAGs from), in the dags-folder bundle."""
+    from airflow.models.dag import DagModel
+    from airflow.models.dagbundle import DagBundleModel
+    from sqlalchemy import insert, select
+
+    if session.scalar(select(DagBundleModel.name).where(DagBundleModel.name == "dags-folder")) is None:
+        session.add(DagBundleModel(name="dags-folder"))
+        session.flush()
+    existing = set(session.scalars(select(DagModel.dag_id).where(DagModel.dag_id.in_(dag_ids))))
+    rows = [
+        {
+            "dag_id": dag_id,
+            "bundle_name": "dags-folder",
+            "is_paused": paused,
+            "is_stale": False,
+            "fileloc": f"/dags/{dag_id}.py",
+            "max_active_tasks": 16,
+            "max_active_runs": 16,
+            "max_consecutive_failed_dag_runs": 0,
+            "has_task_concurrency_limits": False,
+            "next_dagrun_create_after": next_run,
+        }
+        for dag_id in dag_ids
+        if dag_id not in existing
+    ]
+    if rows:
+        session.execute(insert(DagModel.__table__), rows)
+    session.commit()
+
+
 def clear(session: Any, dag_ids: list[str]) -> None:
     """Remove everything seeded for ``dag_ids``."""
+    from airflow.models.dag import DagModel
     from sqlalchemy import delete
 
     dag_run, ti, xcom, rtif = _tables()
-    for table in (xcom, rtif, ti, dag_run):
+    for table in (xcom, rtif, ti, dag_run, DagModel.__table__):
         session.execute(delete(table).where(table.c.dag_id.in_(dag_ids)))
     session.commit()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
+from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -21,6 +22,12 @@ URL_PREFIX = "/pioneer"
 #: ``[pioneer] key_max_age_days``: a rotation key older than this is flagged on the page.
 DEFAULT_KEY_MAX_AGE_DAYS = 30
 _NO_STORE = {"Cache-Control": "no-store"}
+
+# Module level: FastAPI resolves the handlers' annotations by name (postponed annotations).
+#: Airflow's own dependency: the user from a Bearer JWT or the UI's ``_token`` cookie; 401/403 else.
+User = Annotated[Any, Depends(get_user)]
+Page = Annotated[int, Query(ge=1, le=100_000)]
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 
 
 def key_max_age_days() -> int:
@@ -68,12 +75,7 @@ def _view(user: Any, page: int, page_size: int) -> ViewData:
 
 def create_app() -> FastAPI:
     """The app; built on the first request (the plugin module stays import-light)."""
-    from airflow.api_fastapi.core_api.security import get_user
-
     app = FastAPI(title="Pioneer view", docs_url=None, redoc_url=None, openapi_url=None)
-    User = Annotated[Any, Depends(get_user)]
-    Page = Annotated[int, Query(ge=1, le=100_000)]
-    PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 
     # Sync handlers: FastAPI runs them in its thread pool, so the DB reads never block the event loop.
     @app.get("/", response_class=HTMLResponse)

@@ -4,16 +4,22 @@ filtering, the rotation status and its warnings, and that no key ever reaches th
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from airflow_provider_pioneer.ui.data import collect
 from airflow_provider_pioneer.ui.page import render_page
 from tests.dags.conftest import airflow_db  # noqa: F401  (the session's migrated DB)
-from tests.ui_seed import Shard, clear, seed_rotation, seed_runs, set_variable
+from tests.ui_seed import Shard, clear, seed_dags, seed_rotation, seed_runs, set_variable
 
+REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 DAGS = ["view_dag_a", "view_dag_b", "view_rotation"]
 SECRET = "pio_sk_view_test_0123456789abcdef"
@@ -131,8 +137,10 @@ def test_rotation_status_names_the_variable_and_key_never_the_key(session: objec
         variable=VARIABLE,
         returned={"name": "airflow-pioneer-20261124", "created_at": created.isoformat(), "revoked": []},
     )
+    seed_dags(session, ["view_rotation"], next_run=NOW + timedelta(hours=20))
     data = collect(session, dag_ids=DAGS, now=NOW, key_max_age_days=30)
     (status,) = data.rotations
+    assert status.next_run_after == (NOW + timedelta(hours=20)).isoformat() and status.paused is False
     assert status.variable == VARIABLE
     assert status.key_name == "airflow-pioneer-20261124"
     assert status.key_age_days == 2.0
@@ -207,3 +215,82 @@ def test_rotation_without_variable_access_shows_only_the_returned_name(session: 
     assert (status.key_name, status.pending_revoke, status.variable_readable) == ("from-xcom", [], False)
     # And a user who may not read the rotation DAG sees no rotation at all.
     assert collect(session, dag_ids=["view_dag_a"], now=NOW).rotations == []
+
+
+# --- Through Airflow's api-server app: authentication, per-user DAGs, the nav entry -------------
+
+CHILD = Path(__file__).with_name("pioneer_view_child.py")
+
+
+def _requests(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AIRFLOW__CORE__AUTH_MANAGER": "tests.restricted_auth.RestrictedAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:admin,bob:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
+        "PIONEER_TEST_DAG_ACCESS": json.dumps({"bob": ["view_dag_b"]}),
+    }
+    result = subprocess.run(
+        [sys.executable, str(CHILD), str(tmp_path / "plugins")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return {(r["who"], r["path"]): r for r in lines}
+
+
+def test_the_view_needs_a_user_and_shows_only_their_dags(session: Any, tmp_path: Path) -> None:
+    _seed_two_dags(session)
+    seed_dags(session, ["view_dag_a", "view_dag_b", "view_rotation"])
+    created = datetime.now(UTC) - timedelta(days=1)
+    set_variable(
+        session,
+        VARIABLE,
+        {"api_key": SECRET, "name": "airflow-pioneer-k1", "created_at": created.isoformat()},
+    )
+    seed_rotation(
+        session,
+        dag_id="view_rotation",
+        run_id="rot_1",
+        state="success",
+        ended=created,
+        variable=VARIABLE,
+        returned={"name": "airflow-pioneer-k1", "created_at": created.isoformat(), "revoked": []},
+    )
+    got = _requests(tmp_path)
+    for who, status in (("anonymous", 401), ("forged", 403)):
+        for path in ("/pioneer/", "/pioneer/api/view"):
+            answer = got[(who, path)]
+            assert answer["status_code"] == status, answer
+            assert "view_dag" not in answer["body"] and "airflow-pioneer" not in answer["body"]
+    # alice (admin, every DAG), through the UI's session cookie: both DAGs, the rotation status.
+    page = got[("alice-cookie", "/pioneer/")]
+    assert page["status_code"] == 200
+    assert (
+        "view_dag_a" in page["body"] and "view_dag_b" in page["body"] and "airflow-pioneer-k1" in page["body"]
+    )
+    alice = json.loads(got[("alice-cookie", "/pioneer/api/view")]["body"])
+    assert {r["dag_id"] for r in alice["runs"]} == {"view_dag_a", "view_dag_b"}
+    assert [r["variable"] for r in alice["rotations"]] == [VARIABLE]
+    # bob may read view_dag_b only: nothing of view_dag_a nor of the rotation DAG, in the page or the JSON.
+    bob_page = got[("bob-bearer", "/pioneer/")]
+    assert bob_page["status_code"] == 200
+    assert "view_dag_b" in bob_page["body"]
+    bob = json.loads(got[("bob-bearer", "/pioneer/api/view")]["body"])
+    assert {r["dag_id"] for r in bob["runs"]} == {"view_dag_b"} and bob["total_runs"] == 1
+    assert bob["rotations"] == [] and sum(d["texts"] for d in bob["daily"]) == 7
+    for body in (bob_page["body"], json.dumps(bob)):
+        assert "view_dag_a" not in body and "run_new" not in body and VARIABLE not in body
+    # The key is in no answer at all.
+    assert not any(SECRET in r["body"] for r in got.values())
+    # The UI lists the view in its navigation (Airflow's plugin listing, which the UI reads).
+    plugins = json.loads(got[("alice", "/api/v2/plugins")]["body"])["plugins"]
+    (pioneer,) = [p for p in plugins if p["name"] == "pioneer"]
+    assert pioneer["fastapi_apps"][0]["url_prefix"] == "/pioneer"
+    assert pioneer["external_views"][0]["href"] == "/pioneer/"
+    assert pioneer["external_views"][0]["destination"] == "nav"
