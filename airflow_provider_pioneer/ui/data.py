@@ -330,21 +330,23 @@ def _rotations(
             # parse_stored keeps the key in a field no caller here reads: only names and dates leave.
             stored = parse_stored(stored_value.val if stored_value is not None else None)
             key_name, created, pending = stored.name, stored.created_at, list(stored.pending_revoke)
+        # The last successful rotation's return value: {name, created_at, revoked}, never the key.
+        returned = session.scalar(
+            select(xcom.value)
+            .join(dag_run, and_(dag_run.dag_id == xcom.dag_id, dag_run.run_id == xcom.run_id))
+            .where(xcom.dag_id == dag_id, xcom.task_id == task_id, xcom.key == "return_value")
+            .order_by(dag_run.run_after.desc())
+            .limit(1)
+        )
+        doc = summary_value(returned) or {}
+        returned_name = doc.get("name") if isinstance(doc.get("name"), str) else None
         if key_name is None:
-            # The last successful rotation's return value: {name, created_at, revoked}, never the key.
-            returned = session.scalar(
-                select(xcom.value)
-                .join(
-                    dag_run,
-                    and_(dag_run.dag_id == xcom.dag_id, dag_run.run_id == xcom.run_id),
-                )
-                .where(xcom.dag_id == dag_id, xcom.task_id == task_id, xcom.key == "return_value")
-                .order_by(dag_run.run_after.desc())
-                .limit(1)
-            )
-            doc = summary_value(returned) or {}
-            key_name = doc.get("name") if isinstance(doc.get("name"), str) else None
+            key_name = returned_name
             created = doc.get("created_at") if isinstance(doc.get("created_at"), str) else None
+        if returned_name is not None and returned_name == key_name and isinstance(doc.get("revoked"), list):
+            # The Variable keeps the names its writer was about to revoke; the run's return value
+            # says which it then did revoke.
+            pending = [n for n in pending if n not in doc["revoked"]]
         created_at = _parse_time(created)
         age = round((now - created_at).total_seconds() / 86400, 2) if created_at else None
         dag = session.execute(

@@ -125,7 +125,7 @@ def test_rotation_status_names_the_variable_and_key_never_the_key(session: objec
             "api_key": SECRET,
             "name": "airflow-pioneer-20261124",
             "created_at": created.isoformat(),
-            "pending_revoke": ["airflow-pioneer-old"],
+            "pending_revoke": ["airflow-pioneer-old", "airflow-pioneer-older"],
         },
     )
     seed_rotation(
@@ -135,7 +135,12 @@ def test_rotation_status_names_the_variable_and_key_never_the_key(session: objec
         state="success",
         ended=created,
         variable=VARIABLE,
-        returned={"name": "airflow-pioneer-20261124", "created_at": created.isoformat(), "revoked": []},
+        # It revoked one of the two names it stored as pending; the other stays pending.
+        returned={
+            "name": "airflow-pioneer-20261124",
+            "created_at": created.isoformat(),
+            "revoked": ["airflow-pioneer-older"],
+        },
     )
     seed_dags(session, ["view_rotation"], next_run=NOW + timedelta(hours=20))
     data = collect(session, dag_ids=DAGS, now=NOW, key_max_age_days=30)
