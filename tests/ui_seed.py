@@ -8,7 +8,6 @@ reads only these tables.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -128,7 +127,6 @@ def seed_runs(
         ended = s.ended or now
         ti_rows.append(
             {
-                "id": uuid.uuid4(),
                 "dag_id": s.dag_id,
                 "run_id": s.run_id,
                 "task_id": s.task_id,

@@ -9,7 +9,6 @@ read. No route returns a key: the data layer never passes one on.
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlparse
 
 from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, Query, Request
@@ -17,8 +16,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from airflow_provider_pioneer.ui.data import MAX_PAGE_SIZE, ViewData, collect
 from airflow_provider_pioneer.ui.page import render_page
+from airflow_provider_pioneer.ui.plugin import ui_root
 
-URL_PREFIX = "/pioneer"
 #: ``[pioneer] key_max_age_days``: a rotation key older than this is flagged on the page.
 DEFAULT_KEY_MAX_AGE_DAYS = 30
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -39,13 +38,6 @@ def key_max_age_days() -> int:
     except Exception:  # AirflowConfigException for a non-integer: the page still loads
         return DEFAULT_KEY_MAX_AGE_DAYS
     return value if value > 0 else DEFAULT_KEY_MAX_AGE_DAYS
-
-
-def ui_root() -> str:
-    """The UI's path prefix, from ``[api] base_url`` (empty when Airflow is served at ``/``)."""
-    from airflow.configuration import conf
-
-    return urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
 
 
 def _view(user: Any, page: int, page_size: int) -> ViewData:

@@ -15,6 +15,15 @@ from airflow.plugins_manager import AirflowPlugin
 URL_PREFIX = "/pioneer"
 
 
+def ui_root() -> str:
+    """The UI's path prefix from ``[api] base_url`` ("" when Airflow is served at the host's root)."""
+    from urllib.parse import urlparse
+
+    from airflow.configuration import conf
+
+    return urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+
+
 class _LazyApp:
     """An ASGI app that builds the real one (``ui.app.create_app``) on its first request."""
 
@@ -37,7 +46,8 @@ class PioneerViewPlugin(AirflowPlugin):
     external_views = [
         {
             "name": "Pioneer",
-            "href": f"{URL_PREFIX}/",
+            # The iframe's address: under base_url's path when Airflow is served below the host's root.
+            "href": f"{ui_root()}{URL_PREFIX}/",
             "destination": "nav",
             "url_route": "pioneer",
             "category": "browse",

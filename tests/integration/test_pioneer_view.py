@@ -235,6 +235,7 @@ def _requests(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:admin,bob:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
         "PIONEER_TEST_DAG_ACCESS": json.dumps({"bob": ["view_dag_b"]}),
+        "AIRFLOW__PIONEER__KEY_MAX_AGE_DAYS": "7",
     }
     result = subprocess.run(
         [sys.executable, str(CHILD), str(tmp_path / "plugins")],
@@ -252,7 +253,7 @@ def _requests(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
 def test_the_view_needs_a_user_and_shows_only_their_dags(session: Any, tmp_path: Path) -> None:
     _seed_two_dags(session)
     seed_dags(session, ["view_dag_a", "view_dag_b", "view_rotation"])
-    created = datetime.now(UTC) - timedelta(days=1)
+    created = datetime.now(UTC) - timedelta(days=10, hours=1)
     set_variable(
         session,
         VARIABLE,
@@ -282,6 +283,9 @@ def test_the_view_needs_a_user_and_shows_only_their_dags(session: Any, tmp_path:
     alice = json.loads(got[("alice-cookie", "/pioneer/api/view")]["body"])
     assert {r["dag_id"] for r in alice["runs"]} == {"view_dag_a", "view_dag_b"}
     assert [r["variable"] for r in alice["rotations"]] == [VARIABLE]
+    # [pioneer] key_max_age_days = 7: the 10-day-old key is flagged, on the page too.
+    assert alice["key_max_age_days"] == 7
+    assert "10 days old (limit 7)" in page["body"] and "role='alert'" in page["body"]
     # bob may read view_dag_b only: nothing of view_dag_a nor of the rotation DAG, in the page or the JSON.
     bob_page = got[("bob-bearer", "/pioneer/")]
     assert bob_page["status_code"] == 200
