@@ -79,7 +79,7 @@ release-check: $(STAMP)
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --upgrade pip
-	timeout 3600 .venv-lock/bin/python -m pip install --quiet -e '.[test,test-providers,e2e]'
+	timeout 3600 .venv-lock/bin/python -m pip install --quiet -e '.[test,test-providers,e2e,browser]'
 	{ echo "# make lock: the dev venv's dependencies as resolved on $$(date -u +%F) (Python 3.11)."; \
 	  .venv-lock/bin/python -m pip freeze --exclude-editable; } > $(LOCK)
 	rm -rf .venv-lock

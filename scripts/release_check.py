@@ -39,6 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DIST_NAME = "airflow-provider-pioneer"
 PACKAGE = "airflow_provider_pioneer"
+#: Every dependency pinned as the dev venv resolved and tested it (Makefile, `make lock`).
+LOCK = ROOT / "constraints" / "dev.txt"
 
 #: In the sdist, relative to its top directory.
 SDIST_MUST_HAVE = (
@@ -237,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         with step("install the wheel with its runtime dependencies only, into a fresh venv"):
             run([sys.executable, "-m", "venv", venv], cwd=work)
             run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], cwd=work, env=env)
-            run([python, "-m", "pip", "install", "--quiet", wheels[0]], cwd=work, env=env)
+            # With the project's lock as constraints, the way users install with Airflow's own
+            # constraint files: the same set every time, whatever PyPI published since.
+            run([python, "-m", "pip", "install", "--quiet", "-c", LOCK, wheels[0]], cwd=work, env=env)
             run([python, "-m", "pip", "check"], cwd=work, env=env)
             where = run(
                 [python, "-c", f"import {PACKAGE} as p; print(p.__file__)"], cwd=work, env=env
@@ -263,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {DIST_NAME} {ver}; connection type pioneer -> {pioneer[0]['class']}")
         with step("the testing extra: the pioneer_emulator fixture in a user's pytest run"):
             run(
-                [python, "-m", "pip", "install", "--quiet", f"{wheels[0]}[testing]", "pytest"],
+                [python, "-m", "pip", "install", "--quiet", "-c", LOCK, f"{wheels[0]}[testing]", "pytest"],
                 cwd=work,
                 env=env,
             )

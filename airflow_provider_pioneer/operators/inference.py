@@ -382,11 +382,13 @@ class PioneerInferenceOperator(BaseOperator):
         except (FatalStop, RunStopped) as exc:
             stopped = exc
         finally:
-            # Always, whatever ended the run (a verdict, an outage, a kill, a timeout): the checkpoint
-            # then holds exactly what is written, and a later attempt resumes there.
+            # Always, whatever ended the run (a verdict, an outage, a kill, an execution_timeout
+            # raised from inside the loop): the checkpoint then holds exactly what is written, and
+            # a later attempt resumes there; the summary, the metrics and the Pioneer view report
+            # what this attempt did.
             sink.close(complete=complete)
-        summary = self._finish(context, sink, source, skipped, stats(), progress)
-        self._emit_metrics(context, sink, before, summary)
+            summary = self._finish(context, sink, source, skipped, stats(), progress)
+            self._emit_metrics(context, sink, before, summary)
         if stopped is not None:
             raise self._stopped_error(stopped, sink, source.total)
         self._check_failures(sink, source.total)

@@ -112,6 +112,10 @@ class AdaptiveRate:
     SLOW_START_FRACTION = 1 / 16
     #: ...and grows by this relative amount per second of successes (doubles every quarter second).
     SLOW_START_GROWTH = math.log(2) / 0.25
+    #: A full bucket holding this many seconds of the advertised rate lets a new task start at...
+    FULL_START_BUDGET_S = 0.9
+    #: ...this fraction of the top pace (slow start doubles it from there: full pace in half a second).
+    FULL_START_FRACTION = 0.25
     #: Relative growth per second of successes while probing above the last rate that worked.
     GROWTH = 0.005
     #: Constant growth per second, as a fraction of the top pace: what makes shares converge.
@@ -133,11 +137,16 @@ class AdaptiveRate:
     #: Requests of an announced window budget left unspent (the announcement is a round trip old).
     HEADER_MARGIN = 2.0
     #: A refilling budget (a token bucket) below this share of its size is congestion.
-    LOW_WATER = 0.4
+    LOW_WATER = 0.5
     #: A refilling budget above this share of its size has room to spare...
-    HIGH_WATER = 0.8
-    #: ...and the pace grows by this fraction of the top pace per second while it does.
-    AMPLE_GROWTH = 0.05
+    HIGH_WATER = 0.9
+    #: ...and the pace grows by this fraction of the top pace per second while it does (the
+    #: same for every task, so shares even out)...
+    AMPLE_GROWTH = 0.1
+    #: ...plus this relative amount per second (it doubles in about a third of a second): when
+    #: the other tasks finish, the last ones take over the freed budget at once instead of
+    #: crawling up to it, which is what a job of several shards lost at its end.
+    AMPLE_RELATIVE = 2.0
     #: A refilling budget still low this long after a decrease calls for another one.
     LOW_REPEAT_S = 1.0
     #: Resets this close are whole seconds rounded up: too coarse to spread a budget over.
@@ -292,6 +301,15 @@ class AdaptiveRate:
         self._ample = self._refill_like and info.remaining >= self.HIGH_WATER * self._capacity
         if self._refill_like and not self._ample:
             self.slow_start = False  # the shared budget is draining: stop doubling
+        elif (
+            self.slow_start
+            and self._ample
+            and self._advertised is not None
+            and info.remaining >= self.FULL_START_BUDGET_S * self._advertised
+        ):
+            # The account's bucket is full: nobody else is drawing on it now, so skip most of the
+            # slow start (a bucket this size absorbs the overshoot if others start at once).
+            self.aimd = max(self.aimd, self.FULL_START_FRACTION * self.top)
         if not self._refill_like:
             if self.slow_start:  # a window's budget: `header_rate` spreads it, no need to feel the way
                 self.slow_start = False
@@ -330,7 +348,7 @@ class AdaptiveRate:
         elif self._ample:
             # The server says the shared budget has room: take it quickly, every task by the
             # same amount (so shares even out); its headers warn before it runs dry.
-            growth = self.AMPLE_GROWTH * self.top
+            growth = self.AMPLE_GROWTH * self.top + self.AMPLE_RELATIVE * rate
         elif good is not None and rate < good:
             growth = self.RECOVERY * rate
             self._above_since = None

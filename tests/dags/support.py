@@ -15,3 +15,13 @@ def load_dag(dag_id: str) -> Any:
     dag = bag.get_dag(dag_id)
     assert dag is not None, f"DAG {dag_id!r} not found in {sorted(bag.dag_ids)}"
     return dag
+
+
+def xcom_value(dag_id: str, run_id: str, task_id: str, key: str) -> Any:
+    """What a task pushed, read back from the metastore."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(XComModel).filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key).one()
+        return XComModel.deserialize_value(row)

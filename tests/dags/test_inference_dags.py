@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_pioneer.testing import PioneerEmulator
-from tests.dags.support import load_dag
+from tests.dags.support import load_dag, xcom_value
 from tests.object_stores import checkpointed_records, incomplete_checkpoint, manifest_of
 
 pytestmark = pytest.mark.dags
@@ -244,7 +244,10 @@ def test_an_execution_timeout_checkpoints_what_is_done_and_nothing_is_sent_after
     time.sleep(1.0)  # longer than three requests on the wire: any worker still sending would show
     assert emu.counters()["requests"]["POST /inference"] == sent
     assert not out.exists()
-    incomplete_checkpoint(str(out), rows)
+    partial = incomplete_checkpoint(str(out), rows)
+    # The attempt still reports what it did (the Pioneer view and the metrics read this).
+    summary = xcom_value(dag.dag_id, dr.run_id, "infer", "pioneer_summary")
+    assert (summary["total"], summary["succeeded"], summary["failed"]) == (400, len(partial), 0)
 
 
 class _PushOnly:

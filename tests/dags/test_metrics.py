@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.dags.support import xcom_value
 from tests.dags.test_rotation_dags import VAR, set_metastore
 
 pytestmark = pytest.mark.dags
@@ -47,15 +48,6 @@ def _received(sock: socket.socket) -> list[str]:
         except BlockingIOError:
             return lines
         lines += data.decode().splitlines()
-
-
-def _xcom(dag_id: str, run_id: str, task_id: str, key: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.query(XComModel).filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key).one()
-        return XComModel.deserialize_value(row)
 
 
 def test_runs_emit_pioneer_metrics_to_statsd(
@@ -104,7 +96,7 @@ def test_runs_emit_pioneer_metrics_to_statsd(
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     finished = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"dag_id"')]
     inference_run = finished[1]["run_id"]
-    summary = _xcom("pioneer_test_inference_file", inference_run, "infer", "pioneer_summary")
+    summary = xcom_value("pioneer_test_inference_file", inference_run, "infer", "pioneer_summary")
 
     counters: dict[str, int] = defaultdict(int)
     gauges: dict[str, float] = {}

@@ -89,12 +89,17 @@ def simulate(
     concurrency: int = 8,
     seed: int = 0,
     quota: int | None = None,
+    starts: list[float] | None = None,
 ) -> SimResult:
-    """Run the tasks for ``seconds`` of simulated time; each sends as its controller allows."""
+    """Run the tasks for ``seconds`` of simulated time; each sends as its controller allows.
+
+    :param quota: each task stops after this many successes (a shard of a job).
+    :param starts: when each task starts (processes on busy workers start seconds apart).
+    """
     rng = random.Random(seed)
     result = SimResult(per_task=[0] * len(controllers), finished_at=[math.inf] * len(controllers))
     gate = [0.0] * len(controllers)
-    next_slot = [rng.uniform(0.0, 0.05) for _ in controllers]
+    next_slot = [(starts[i] if starts else 0.0) + rng.uniform(0.0, 0.05) for i in range(len(controllers))]
     in_flight = [0] * len(controllers)
     # Events: (time, order, kind, task, payload)
     events: list[tuple[float, int, str, int, tuple[bool, float, RateLimitHeaders | None, float]]] = []

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,3 +140,33 @@ def test_pytest_plugin_does_not_break_pytest_without_the_testing_extra(tmp_path:
     assert "1 passed, 1 error" in out, out[-3000:]
     assert "pip install 'airflow-provider-pioneer[testing]'" in out, out[-3000:]
     assert "The Pioneer emulator needs fastapi, pydantic, starlette, uvicorn" in out, out[-3000:]
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    pins = {}
+    for line in lock.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"{lock.name}: {line!r} is not pinned with =="
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_every_install_has_a_lock_that_pins_what_it_tests() -> None:
+    """A fresh machine resolves nothing: every pair and the dev venv install from a full lock
+    (an unpinned resolve backtracked for 35 minutes on CI and failed)."""
+    extras = _pyproject()["project"]["optional-dependencies"]
+    dev = _pins(ROOT / "constraints" / "dev.txt")
+    # The dev venv is the newest Airflow with everything `make test` and `make e2e` install.
+    newest = max((c.airflow for c in _matrix_module().MATRIX), key=Version)
+    assert dev["apache-airflow"] == newest
+    for extra in ("test", "testing", "test-providers", "e2e", "browser"):
+        for requirement in map(Requirement, extras[extra]):
+            name = canonicalize_name(requirement.name)
+            if name != "airflow-provider-pioneer":
+                assert name in dev, f"constraints/dev.txt does not pin {name} (extra {extra}); run make lock"
+                assert requirement.specifier.contains(dev[name]), f"{name}=={dev[name]} breaks {requirement}"
+    for combo in _matrix_module().MATRIX:
+        pins = _pins(combo.lock)
+        assert pins["apache-airflow"] == combo.airflow, combo.name
+        assert "pytest" in pins and "airflow-provider-pioneer" not in pins, combo.name
