@@ -43,3 +43,25 @@ def test_loading_the_plugin_imports_no_web_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_key_max_age_days_is_a_declared_config_option_with_the_views_default() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path as _Path
+
+    from airflow_provider_pioneer.get_provider_info import get_provider_info
+    from airflow_provider_pioneer.ui.app import DEFAULT_KEY_MAX_AGE_DAYS
+
+    option = get_provider_info()["config"]["pioneer"]["options"]["key_max_age_days"]
+    assert option["type"] == "integer" and int(option["default"]) == DEFAULT_KEY_MAX_AGE_DAYS
+    # What `airflow config get-value` answers once Airflow has read the provider's options.
+    airflow = _Path(sys.executable).with_name("airflow")
+    got = subprocess.run(
+        [str(airflow), "config", "get-value", "pioneer", "key_max_age_days"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert got.stdout.strip().splitlines()[-1:] == ["30"], got.stderr[-2000:]
