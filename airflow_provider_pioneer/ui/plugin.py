@@ -12,6 +12,8 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_provider_pioneer.ui.test_button import PioneerTestButtonMiddleware
+
 URL_PREFIX = "/pioneer"
 
 
@@ -43,6 +45,15 @@ class PioneerViewPlugin(AirflowPlugin):
 
     name = "pioneer"
     fastapi_apps = [{"app": _LazyApp(), "url_prefix": URL_PREFIX, "name": "Pioneer view"}]
+    # Airflow 3.3's Test button on a Pioneer connection stored without a port (ui/test_button.py).
+    fastapi_root_middlewares = [
+        {
+            "middleware": PioneerTestButtonMiddleware,
+            "args": [],
+            "kwargs": {},
+            "name": "Pioneer Test button: no port",
+        }
+    ]
     external_views = [
         {
             "name": "Pioneer",

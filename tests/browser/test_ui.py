@@ -122,9 +122,7 @@ def test_the_test_button_succeeds_and_fails_clearly_on_a_bad_key(
         "conn_type": "pioneer",
         "host": airflow_ui.emulator.url,
         "password": "pio_sk_not_a_key_the_emulator_issued",
-        # Stored like make airflow's pioneer_default: Airflow 3.3.2's list sends "port": 0 for an
-        # empty port and then refuses the test as another endpoint ("Bad Request") before any hook runs.
-        "port": 0,
+        # No port, as the REST API and the UI's form store it (pioneer_default has port 0).
         "extra": json.dumps({"timeout": 10}),
     }
     created = airflow_ui.api("POST", "/api/v2/connections", json=bad)
@@ -152,3 +150,33 @@ def test_the_rotation_log_shows_the_variable_name(airflow_ui: Deployment, page_a
     _shot(page, "rotation-log")
     assert "Stored the new key in Variable 'pioneer_api_key'" in text
     assert "Variable '***'" not in text
+
+
+def test_a_connection_made_in_the_add_connection_form_tests_successfully(
+    airflow_ui: Deployment, page_as: Any
+) -> None:
+    """The form hides the port, so the row has none, and 3.3.2's list then posts "port": 0."""
+    page = page_as("admin")
+    page.goto(f"{airflow_ui.url}/connections", wait_until="domcontentloaded")
+    page.get_by_role("button", name=re.compile("Add Connection")).click()
+    page.locator("input[name='connection_id']").fill("pioneer_from_form")
+    kind = page.get_by_role("combobox")
+    kind.click()
+    kind.fill("Pioneer")
+    page.keyboard.press("Enter")
+    page.get_by_label(re.compile("^Base URL")).fill(airflow_ui.emulator.url)
+    page.get_by_label(re.compile("^API key")).fill(airflow_ui.emulator.api_key)
+    # The rotation already revoked that bootstrap key: like pioneer_default, read the rotated key
+    # from the Variable (the form's "Key Variable" extra).
+    key_variable = page.locator("input[name='element_key_variable']")  # its label points elsewhere
+    if not key_variable.is_visible():
+        page.get_by_role("button", name=re.compile("^Extra Fields$")).click()
+    key_variable.fill("pioneer_api_key")
+    page.get_by_role("button", name=re.compile("Save")).click()
+    page.get_by_role("dialog").wait_for(state="hidden", timeout=TIMEOUT_MS)
+    stored = airflow_ui.api("GET", "/api/v2/connections/pioneer_from_form").json()
+    assert stored["conn_type"] == "pioneer" and stored["port"] is None
+    assert json.loads(stored["extra"])["key_variable"] == "pioneer_api_key"
+    answer = _press_test(page, airflow_ui, "pioneer_from_form")
+    _shot(page, "test-button-form-connection")
+    assert "Test Connection Successful" in answer, answer
