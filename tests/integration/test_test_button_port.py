@@ -19,7 +19,7 @@ from airflow_provider_pioneer.ui.test_button import without_empty_port
 from tests.dags.conftest import airflow_db  # noqa: F401  (the session's migrated DB)
 
 REPO = Path(__file__).resolve().parents[2]
-CHILD = Path(__file__).with_name("connection_test_child.py")
+CHILD = Path(__file__).with_name("port_test_child.py")
 CONN_ID = "pioneer_no_port"
 
 
@@ -68,7 +68,8 @@ def test_the_test_button_works_for_a_connection_stored_without_a_port(
             **os.environ,
             "PYTHONPATH": str(REPO),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         },
         capture_output=True,
@@ -80,6 +81,14 @@ def test_the_test_button_works_for_a_connection_stored_without_a_port(
     (pressed,) = [
         json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"status_code"')
     ]
-    assert pressed["sent_port"] == 0  # what the UI sends for an empty port
-    assert pressed["status_code"] == 200, pressed
-    assert pressed["body"]["status"] is True, pressed["body"]
+    assert pressed.get("sent_port") == 0, pressed  # what the UI sends for an empty port
+    assert pressed["status_code"] == 200, pressed  # not 400 "the host or port differs"
+    from airflow import __version__
+    from packaging.version import Version
+
+    if Version(__version__) >= Version("3.3"):
+        # 3.3 tests the stored connection (its key) when the UI sends the masked password.
+        assert pressed["body"]["status"] is True, pressed["body"]
+    else:
+        # 3.1 tests the body as sent: the masked "***" is no key, and the hook says so.
+        assert pressed["body"]["status"] is False and "401" in pressed["body"]["message"], pressed["body"]
