@@ -12,7 +12,7 @@ PIP_INSTALL := timeout 900 $(BIN)/python -m pip install --quiet -c $(LOCK)
 SNAPSHOT := $(CURDIR)/conformance/openapi-inference.json
 OPENAPI ?= $(firstword $(wildcard $(CURDIR)/../shared/pioneer/openapi-inference.json) $(SNAPSHOT))
 
-.PHONY: lock venv lint typecheck test unit conformance demo airflow e2e bench test-matrix release-check clean
+.PHONY: lock venv lint typecheck test unit conformance demo airflow e2e browser bench test-matrix release-check clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,18 @@ e2e: $(STAMP)
 	$(PIP_INSTALL) -e '.[test,test-providers,e2e]'
 	$(BIN)/python scripts/e2e.py
 
+# Headless Chromium on the real UI of a `make airflow`-like deployment (tests/browser): the Pioneer
+# view, per-user DAG access, the connection Test button, readable names in the rotation log.
+# Installs Debian's chromium when /usr/bin/chromium is missing (apt-get: root or sudo). Screenshots
+# and server logs go to .browser-artifacts/.
+CHROMIUM ?= /usr/bin/chromium
+browser: $(STAMP)
+	@test -x $(CHROMIUM) || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+	$(PIP_INSTALL) -e '.[test,test-providers,browser]'
+	PIONEER_BROWSER_TESTS=1 PIONEER_CHROMIUM=$(CHROMIUM) $(BIN)/pytest tests/browser -p no:randomly
+
 # The suite on every Airflow x Python pair the README's version table lists, one venv each
 # (.venv-matrix/af<airflow>-py<python>), one after another. Needs only python3 (stdlib) and the
 # Pythons of the matrix (python3.12 on PATH or under ~/.pyenv/versions). scripts/test_matrix.py.
@@ -70,7 +82,7 @@ release-check: $(STAMP)
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --upgrade pip
-	timeout 3600 .venv-lock/bin/python -m pip install --quiet -e '.[test,test-providers,e2e]'
+	timeout 3600 .venv-lock/bin/python -m pip install --quiet -e '.[test,test-providers,e2e,browser]'
 	{ echo "# make lock: the dev venv's dependencies as resolved on $$(date -u +%F) (Python 3.11)."; \
 	  .venv-lock/bin/python -m pip freeze --exclude-editable; } > $(LOCK)
 	rm -rf .venv-lock

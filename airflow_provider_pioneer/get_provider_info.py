@@ -110,4 +110,21 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_pioneer.links.PioneerModelLink"],
+        # Read by the Pioneer view (airflow_provider_pioneer/ui), a plugin registered through the
+        # airflow.plugins entry point (a "plugins" entry here would load only without lazy discovery).
+        "config": {
+            "pioneer": {
+                "description": "The Pioneer view in the Airflow UI (Browse > Pioneer).",
+                "options": {
+                    "key_max_age_days": {
+                        "description": "The view warns when the API key a rotation Variable holds is older "
+                        "than this many days.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "30",
+                        "default": "30",
+                    }
+                },
+            }
+        },
     }

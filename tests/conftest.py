@@ -33,6 +33,12 @@ if "AIRFLOW__CORE__FERNET_KEY" not in os.environ:
     os.environ["AIRFLOW__CORE__FERNET_KEY"] = Fernet.generate_key().decode()
 
 
+# The browser tests (tests/browser: a whole Airflow deployment driven by headless Chromium) run
+# under `make browser` only, which sets PIONEER_BROWSER_TESTS=1; plain `pytest` / `make test` skip
+# collecting them (no skipped tests either: they are simply not part of that run).
+collect_ignore = [] if os.environ.get("PIONEER_BROWSER_TESTS") == "1" else ["browser"]
+
+
 # --- Leak guard -------------------------------------------------------------------------------
 # Every key any in-process emulator issues is recorded; a test whose captured output (stdout,
 # stderr, log records) or failure report contains one of them fails, whatever it asserted.

@@ -160,7 +160,7 @@ def test_every_install_has_a_lock_that_pins_what_it_tests() -> None:
     # The dev venv is the newest Airflow with everything `make test` and `make e2e` install.
     newest = max((c.airflow for c in _matrix_module().MATRIX), key=Version)
     assert dev["apache-airflow"] == newest
-    for extra in ("test", "testing", "test-providers", "e2e"):
+    for extra in ("test", "testing", "test-providers", "e2e", "browser"):
         for requirement in map(Requirement, extras[extra]):
             name = canonicalize_name(requirement.name)
             if name != "airflow-provider-pioneer":

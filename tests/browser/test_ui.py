@@ -1,0 +1,182 @@
+"""Headless Chromium on the real Airflow UI (tests/browser/conftest.py): the Pioneer view, who sees
+what, the connection Test button, and readable names in the rotation log. Screenshots go to
+.browser-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import requests
+
+from tests.browser.conftest import ARTIFACTS, BATCH, ROTATION, Deployment
+
+TIMEOUT_MS = 60_000
+# The first test also waits for the deployment to come up and run both example DAGs.
+pytestmark = pytest.mark.timeout(900)
+
+
+def _shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _view_frame(page: Any, ui: Deployment, via_nav: bool = False) -> Any:
+    """The Pioneer page as the UI shows it: its nav entry opens /plugin/pioneer, the view in an iframe."""
+    if via_nav:
+        page.goto(f"{ui.url}/", wait_until="domcontentloaded")
+        page.get_by_role("button", name="Browse").click()
+        page.get_by_role("menuitem", name="Pioneer").click()
+        page.wait_for_url(re.compile(r"/plugin/pioneer$"), timeout=TIMEOUT_MS)
+    else:
+        page.goto(f"{ui.url}/plugin/pioneer", wait_until="domcontentloaded")
+    page.wait_for_selector("iframe", timeout=TIMEOUT_MS)
+    frame = page.frame_locator("iframe").first
+    frame.locator("h1", has_text="Pioneer").wait_for(timeout=TIMEOUT_MS)
+    return frame
+
+
+def _summaries(ui: Deployment) -> dict[int, dict[str, Any]]:
+    """The batch run's pioneer_summary XComs through Airflow's REST API, by map index."""
+    run_id = ui.runs[BATCH]
+    tis = ui.api("GET", f"/api/v2/dags/{BATCH}/dagRuns/{run_id}/taskInstances", params={"limit": 100}).json()
+    out = {}
+    for ti in tis["task_instances"]:
+        entry = ui.api(
+            "GET",
+            f"/api/v2/dags/{BATCH}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/xcomEntries/pioneer_summary",
+            params={"map_index": ti["map_index"]},
+        )
+        if entry.status_code == 200:
+            value = entry.json()["value"]
+            out[ti["map_index"]] = json.loads(value) if isinstance(value, str) else value
+    return out
+
+
+def test_the_view_shows_the_run_with_its_counts(airflow_ui: Deployment, page_as: Any) -> None:
+    summaries = _summaries(airflow_ui)
+    assert summaries, "the batch run pushed no pioneer_summary"
+    page = page_as("admin")
+    frame = _view_frame(page, airflow_ui, via_nav=True)
+    run_id = airflow_ui.runs[BATCH]
+    for map_index, summary in summaries.items():
+        row = frame.locator(f"#runs tr[data-run-id='{run_id}'][data-map-index='{map_index}']")
+        row.wait_for(timeout=TIMEOUT_MS)
+        assert row.locator("td.texts").inner_text() == f"{summary['total']:,}"
+        assert row.locator("td.failed").inner_text() == f"{summary['failed']:,}"
+        assert row.locator("td.tokens").inner_text() == f"{summary['token_usage']:,}"
+        assert row.locator(".state").inner_text() == "success"
+    # The chart counts today's texts; the rotation box names the Variable and the new key.
+    total = sum(s["succeeded"] + s["failed"] for s in summaries.values())
+    bars = [
+        int(t) for t in frame.locator("#daily-chart g").evaluate_all("gs => gs.map(g => g.dataset.texts)")
+    ]
+    assert bars[-1] >= total
+    rotation = frame.locator("#rotation tr[data-variable='pioneer_api_key']")
+    assert "airflow-pioneer" in rotation.inner_text()
+    _shot(page, "pioneer-view-light")
+    dark = page_as("admin", color_scheme="dark")
+    _view_frame(dark, airflow_ui)
+    _shot(dark, "pioneer-view-dark")
+
+
+def test_a_user_without_access_to_a_dag_does_not_see_its_runs(airflow_ui: Deployment, page_as: Any) -> None:
+    page = page_as("viewer")
+    frame = _view_frame(page, airflow_ui)
+    body = frame.locator("body").inner_text()
+    assert BATCH not in body and airflow_ui.runs[BATCH] not in body
+    assert "pioneer_api_key" in frame.locator("#rotation").inner_text()  # the DAG they may read
+    _shot(page, "pioneer-view-viewer")
+    data = page.request.get(f"{airflow_ui.url}/pioneer/api/view")
+    assert data.status == 200
+    assert BATCH not in data.text() and {r["dag_id"] for r in data.json()["runs"]} <= {ROTATION}
+
+
+def test_unauthenticated_requests_get_no_data(airflow_ui: Deployment, page_as: Any) -> None:
+    page = page_as(None)
+    for path in ("/pioneer/", "/pioneer/api/view"):
+        answer = page.goto(f"{airflow_ui.url}{path}")
+        assert answer is not None and answer.status in (401, 403)
+        assert BATCH not in page.content() and "pioneer_api_key" not in page.content()
+    forged = requests.get(f"{airflow_ui.url}/pioneer/api/view", cookies={"_token": "forged"}, timeout=30)
+    assert forged.status_code in (401, 403) and BATCH not in forged.text
+
+
+def _press_test(page: Any, ui: Deployment, conn_id: str) -> str:
+    page.goto(f"{ui.url}/connections", wait_until="domcontentloaded")
+    row = page.locator("tr", has_text=conn_id).first
+    row.wait_for(timeout=TIMEOUT_MS)
+    row.get_by_role("button", name="Test Connection").click()
+    # The UI answers with a toast: its title, and the hook's message as its description.
+    title = page.get_by_text(re.compile(r"^Test Connection (Successful|Failed)$"))
+    title.first.wait_for(timeout=TIMEOUT_MS)
+    return str(title.first.locator("xpath=..").inner_text())
+
+
+def test_the_test_button_succeeds_and_fails_clearly_on_a_bad_key(
+    airflow_ui: Deployment, page_as: Any
+) -> None:
+    bad = {
+        "connection_id": "pioneer_bad_key",
+        "conn_type": "pioneer",
+        "host": airflow_ui.emulator.url,
+        "password": "pio_sk_not_a_key_the_emulator_issued",
+        # No port, as the REST API and the UI's form store it (pioneer_default has port 0).
+        "extra": json.dumps({"timeout": 10}),
+    }
+    created = airflow_ui.api("POST", "/api/v2/connections", json=bad)
+    assert created.status_code in (201, 409), created.text
+    page = page_as("admin")
+    ok = _press_test(page, airflow_ui, "pioneer_default")
+    _shot(page, "test-button-success")
+    assert "Test Connection Successful" in ok
+    failed = _press_test(page, airflow_ui, "pioneer_bad_key")
+    _shot(page, "test-button-bad-key")
+    assert "Test Connection Failed" in failed
+    assert re.search(r"key|401|unauthori", failed, re.I), failed
+    assert "pio_sk_not_a_key" not in failed
+
+
+def test_the_rotation_log_shows_the_variable_name(airflow_ui: Deployment, page_as: Any) -> None:
+    page = page_as("admin")
+    run_id = airflow_ui.runs[ROTATION]
+    page.goto(
+        f"{airflow_ui.url}/dags/{ROTATION}/runs/{run_id}/tasks/rotate_api_key", wait_until="domcontentloaded"
+    )
+    line = page.get_by_text(re.compile(r"Stored the new key in Variable"))
+    line.first.wait_for(timeout=TIMEOUT_MS)
+    text = page.locator("body").inner_text()
+    _shot(page, "rotation-log")
+    assert "Stored the new key in Variable 'pioneer_api_key'" in text
+    assert "Variable '***'" not in text
+
+
+def test_a_connection_made_in_the_add_connection_form_tests_successfully(
+    airflow_ui: Deployment, page_as: Any
+) -> None:
+    """The form hides the port, so the row has none, and 3.3.2's list then posts "port": 0."""
+    page = page_as("admin")
+    page.goto(f"{airflow_ui.url}/connections", wait_until="domcontentloaded")
+    page.get_by_role("button", name=re.compile("Add Connection")).click()
+    page.locator("input[name='connection_id']").fill("pioneer_from_form")
+    kind = page.get_by_role("combobox")
+    kind.click()
+    kind.fill("Pioneer")
+    page.keyboard.press("Enter")
+    page.get_by_label(re.compile("^Base URL")).fill(airflow_ui.emulator.url)
+    page.get_by_label(re.compile("^API key")).fill(airflow_ui.emulator.api_key)
+    # The rotation already revoked that bootstrap key: like pioneer_default, read the rotated key
+    # from the Variable (the form's "Key Variable" extra).
+    key_variable = page.locator("input[name='element_key_variable']")  # its label points elsewhere
+    if not key_variable.is_visible():
+        page.get_by_role("button", name=re.compile("^Extra Fields$")).click()
+    key_variable.fill("pioneer_api_key")
+    page.get_by_role("button", name=re.compile("Save")).click()
+    page.get_by_role("dialog").wait_for(state="hidden", timeout=TIMEOUT_MS)
+    stored = airflow_ui.api("GET", "/api/v2/connections/pioneer_from_form").json()
+    assert stored["conn_type"] == "pioneer" and stored["port"] is None
+    assert json.loads(stored["extra"])["key_variable"] == "pioneer_api_key"
+    answer = _press_test(page, airflow_ui, "pioneer_from_form")
+    _shot(page, "test-button-form-connection")
+    assert "Test Connection Successful" in answer, answer

@@ -1,0 +1,305 @@
+"""The Pioneer view's data layer on the suite's real (SQLite) metadata DB: aggregation, permission
+filtering, the rotation status and its warnings, and that no key ever reaches the page or the JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_pioneer.ui.data import collect
+from airflow_provider_pioneer.ui.page import render_page
+from tests.dags.conftest import airflow_db  # noqa: F401  (the session's migrated DB)
+from tests.ui_seed import Shard, clear, seed_dags, seed_rotation, seed_runs, set_variable
+
+REPO = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+DAGS = ["view_dag_a", "view_dag_b", "view_rotation"]
+SECRET = "pio_sk_view_test_0123456789abcdef"
+VARIABLE = "pioneer_view_api_key"
+
+
+@pytest.fixture
+def session(airflow_db: object) -> Iterator[object]:  # noqa: F811
+    from airflow.utils.session import create_session
+
+    with create_session() as s:
+        clear(s, DAGS)
+        yield s
+        clear(s, DAGS)
+        from airflow.models.variable import Variable
+
+        s.query(Variable).filter(Variable.key == VARIABLE).delete()
+
+
+def _seed_two_dags(session: object) -> None:
+    day1, day2 = NOW - timedelta(days=1), NOW - timedelta(days=3)
+    seed_runs(
+        session,
+        [
+            Shard(
+                "view_dag_a",
+                "run_new",
+                map_index=i,
+                ended=day1,
+                total=10,
+                succeeded=9,
+                failed=1,
+                tokens=300,
+                label=f"shard {i} · 10 texts",
+            )
+            for i in range(3)
+        ]
+        + [Shard("view_dag_a", "run_old", ended=day2, total=50, succeeded=50, failed=0, tokens=2000)]
+        + [
+            Shard(
+                "view_dag_b", "run_b", ended=day1, total=7, succeeded=7, failed=0, tokens=70, output_path=None
+            )
+        ],
+    )
+
+
+def test_runs_and_daily_totals_aggregate_the_summaries(session: object) -> None:
+    _seed_two_dags(session)
+    data = collect(session, dag_ids=DAGS, now=NOW, ui_root="/af")
+    assert data.total_runs == 5
+    # Newest DAG run first, shards in map-index order, their labels from map_index_template.
+    first = data.runs[0]
+    assert (first.dag_id, first.run_id, first.map_index, first.label) in {
+        ("view_dag_a", "run_new", 0, "shard 0 · 10 texts"),
+        ("view_dag_b", "run_b", -1, None),
+    }
+    shard = next(r for r in data.runs if r.run_id == "run_new" and r.map_index == 2)
+    assert (shard.texts, shard.succeeded, shard.failed, shard.tokens, shard.rate_limited) == (
+        10,
+        9,
+        1,
+        300,
+        1,
+    )
+    assert shard.duration_s == 10.0 and shard.texts_per_s == 1.0
+    assert shard.output_path == "file:///data/out.jsonl"
+    assert shard.log_url == "/af/dags/view_dag_a/runs/run_new/tasks/infer/mapped/2"
+    by_day = {d.day: (d.texts, d.tokens) for d in data.daily}
+    assert len(data.daily) == 30
+    assert by_day[(NOW - timedelta(days=1)).date().isoformat()] == (3 * 10 + 7, 3 * 300 + 70)
+    assert by_day[(NOW - timedelta(days=3)).date().isoformat()] == (50, 2000)
+    assert sum(t for t, _ in by_day.values()) == 87
+
+
+def test_only_the_dags_the_user_may_read(session: object) -> None:
+    _seed_two_dags(session)
+    data = collect(session, dag_ids=["view_dag_b"], now=NOW)
+    assert {r.dag_id for r in data.runs} == {"view_dag_b"}
+    assert data.total_runs == 1
+    assert sum(d.texts for d in data.daily) == 7
+    html = render_page(data, json_url="/pioneer/api/view")
+    assert "view_dag_a" not in html and "run_new" not in html
+    nothing = collect(session, dag_ids=[], now=NOW)
+    assert nothing.runs == [] and nothing.total_runs == 0 and nothing.rotations == []
+
+
+def test_pagination_limits_the_rows(session: object) -> None:
+    seed_runs(
+        session, [Shard("view_dag_a", f"run_{i:02d}", ended=NOW - timedelta(hours=i)) for i in range(12)]
+    )
+    page2 = collect(session, dag_ids=DAGS, now=NOW, page=2, page_size=5)
+    assert page2.total_runs == 12
+    assert [r.run_id for r in page2.runs] == [f"run_{i:02d}" for i in range(5, 10)]
+    assert "Page 2 of 3" in render_page(page2, json_url="/j")
+
+
+def test_rotation_status_names_the_variable_and_key_never_the_key(session: object) -> None:
+    created = NOW - timedelta(days=2)
+    set_variable(
+        session,
+        VARIABLE,
+        {
+            "api_key": SECRET,
+            "name": "airflow-pioneer-20261124",
+            "created_at": created.isoformat(),
+            "pending_revoke": ["airflow-pioneer-old", "airflow-pioneer-older"],
+        },
+    )
+    seed_rotation(
+        session,
+        dag_id="view_rotation",
+        run_id="rot_1",
+        state="success",
+        ended=created,
+        variable=VARIABLE,
+        # It revoked one of the two names it stored as pending; the other stays pending.
+        returned={
+            "name": "airflow-pioneer-20261124",
+            "created_at": created.isoformat(),
+            "revoked": ["airflow-pioneer-older"],
+        },
+    )
+    seed_dags(session, ["view_rotation"], next_run=NOW + timedelta(hours=20))
+    data = collect(session, dag_ids=DAGS, now=NOW, key_max_age_days=30)
+    (status,) = data.rotations
+    assert status.next_run_after == (NOW + timedelta(hours=20)).isoformat() and status.paused is False
+    assert status.variable == VARIABLE
+    assert status.key_name == "airflow-pioneer-20261124"
+    assert status.key_age_days == 2.0
+    assert status.pending_revoke == ["airflow-pioneer-old"]
+    assert (status.last_run_id, status.last_state, status.warnings) == ("rot_1", "success", [])
+    html = render_page(data, json_url="/j")
+    as_json = json.dumps(data.as_dict())
+    for text in (html, as_json):
+        assert VARIABLE in text and "airflow-pioneer-20261124" in text
+        assert SECRET not in text and SECRET[:16] not in text
+
+
+def test_rotation_warns_on_an_old_key_and_a_failed_run(session: object) -> None:
+    created = NOW - timedelta(days=45)
+    set_variable(
+        session,
+        VARIABLE,
+        {"api_key": SECRET, "name": "airflow-pioneer-old1", "created_at": created.isoformat()},
+    )
+    seed_rotation(
+        session,
+        dag_id="view_rotation",
+        run_id="rot_ok",
+        state="success",
+        ended=created,
+        variable=VARIABLE,
+        returned={"name": "airflow-pioneer-old1", "created_at": created.isoformat(), "revoked": []},
+    )
+    seed_rotation(
+        session,
+        dag_id="view_rotation",
+        run_id="rot_failed",
+        state="failed",
+        ended=NOW - timedelta(days=1),
+        variable=VARIABLE,
+        returned=None,
+    )
+    (status,) = collect(session, dag_ids=DAGS, now=NOW, key_max_age_days=30).rotations
+    assert status.last_run_id == "rot_failed" and status.last_state == "failed"
+    assert status.key_age_days == 45.0
+    assert any("45 days old (limit 30)" in w for w in status.warnings)
+    assert any("rot_failed" in w and "failed" in w for w in status.warnings)
+    # A larger limit: only the failure is flagged.
+    (relaxed,) = collect(session, dag_ids=DAGS, now=NOW, key_max_age_days=60).rotations
+    assert len(relaxed.warnings) == 1 and "failed" in relaxed.warnings[0]
+    html = render_page(collect(session, dag_ids=DAGS, now=NOW), json_url="/j")
+    assert html.count("class='warn'") == 2
+
+
+def test_rotation_without_variable_access_shows_only_the_returned_name(session: object) -> None:
+    created = NOW - timedelta(days=1)
+    set_variable(
+        session,
+        VARIABLE,
+        {
+            "api_key": SECRET,
+            "name": "from-variable",
+            "created_at": created.isoformat(),
+            "pending_revoke": ["x"],
+        },
+    )
+    seed_rotation(
+        session,
+        dag_id="view_rotation",
+        run_id="rot_1",
+        state="success",
+        ended=created,
+        variable=VARIABLE,
+        returned={"name": "from-xcom", "created_at": created.isoformat(), "revoked": []},
+    )
+    (status,) = collect(session, dag_ids=DAGS, now=NOW, can_read_variable=lambda name: False).rotations
+    assert (status.key_name, status.pending_revoke, status.variable_readable) == ("from-xcom", [], False)
+    # And a user who may not read the rotation DAG sees no rotation at all.
+    assert collect(session, dag_ids=["view_dag_a"], now=NOW).rotations == []
+
+
+# --- Through Airflow's api-server app: authentication, per-user DAGs, the nav entry -------------
+
+CHILD = Path(__file__).with_name("pioneer_view_child.py")
+
+
+def _requests(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AIRFLOW__CORE__AUTH_MANAGER": "tests.restricted_auth.RestrictedAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:admin,bob:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
+        "PIONEER_TEST_DAG_ACCESS": json.dumps({"bob": ["view_dag_b"]}),
+        "AIRFLOW__PIONEER__KEY_MAX_AGE_DAYS": "7",
+    }
+    result = subprocess.run(
+        [sys.executable, str(CHILD), str(tmp_path / "plugins")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return {(r["who"], r["path"]): r for r in lines}
+
+
+def test_the_view_needs_a_user_and_shows_only_their_dags(session: Any, tmp_path: Path) -> None:
+    _seed_two_dags(session)
+    seed_dags(session, ["view_dag_a", "view_dag_b", "view_rotation"])
+    created = datetime.now(UTC) - timedelta(days=10, hours=1)
+    set_variable(
+        session,
+        VARIABLE,
+        {"api_key": SECRET, "name": "airflow-pioneer-k1", "created_at": created.isoformat()},
+    )
+    seed_rotation(
+        session,
+        dag_id="view_rotation",
+        run_id="rot_1",
+        state="success",
+        ended=created,
+        variable=VARIABLE,
+        returned={"name": "airflow-pioneer-k1", "created_at": created.isoformat(), "revoked": []},
+    )
+    got = _requests(tmp_path)
+    for who, status in (("anonymous", 401), ("forged", 403)):
+        for path in ("/pioneer/", "/pioneer/api/view"):
+            answer = got[(who, path)]
+            assert answer["status_code"] == status, answer
+            assert "view_dag" not in answer["body"] and "airflow-pioneer" not in answer["body"]
+    # alice (admin, every DAG), through the UI's session cookie: both DAGs, the rotation status.
+    page = got[("alice-cookie", "/pioneer/")]
+    assert page["status_code"] == 200
+    assert (
+        "view_dag_a" in page["body"] and "view_dag_b" in page["body"] and "airflow-pioneer-k1" in page["body"]
+    )
+    alice = json.loads(got[("alice-cookie", "/pioneer/api/view")]["body"])
+    assert {r["dag_id"] for r in alice["runs"]} == {"view_dag_a", "view_dag_b"}
+    assert [r["variable"] for r in alice["rotations"]] == [VARIABLE]
+    # [pioneer] key_max_age_days = 7: the 10-day-old key is flagged, on the page too.
+    assert alice["key_max_age_days"] == 7
+    assert "10 days old (limit 7)" in page["body"] and "role='alert'" in page["body"]
+    # bob may read view_dag_b only: nothing of view_dag_a nor of the rotation DAG, in the page or the JSON.
+    bob_page = got[("bob-bearer", "/pioneer/")]
+    assert bob_page["status_code"] == 200
+    assert "view_dag_b" in bob_page["body"]
+    bob = json.loads(got[("bob-bearer", "/pioneer/api/view")]["body"])
+    assert {r["dag_id"] for r in bob["runs"]} == {"view_dag_b"} and bob["total_runs"] == 1
+    assert bob["rotations"] == [] and sum(d["texts"] for d in bob["daily"]) == 7
+    for body in (bob_page["body"], json.dumps(bob)):
+        assert "view_dag_a" not in body and "run_new" not in body and VARIABLE not in body
+    # The key is in no answer at all.
+    assert not any(SECRET in r["body"] for r in got.values())
+    # The UI lists the view in its navigation (Airflow's plugin listing, which the UI reads).
+    plugins = json.loads(got[("alice", "/api/v2/plugins")]["body"])["plugins"]
+    (pioneer,) = [p for p in plugins if p["name"] == "pioneer"]
+    assert pioneer["fastapi_apps"][0]["url_prefix"] == "/pioneer"
+    assert pioneer["external_views"][0]["href"] == "/pioneer/"
+    assert pioneer["external_views"][0]["destination"] == "nav"
