@@ -67,6 +67,7 @@ class LifecycleSettings:
     fail_after_epochs: int = 1
     running_status: str = "running"
     eval_f1: float | None = None
+    training_cost_tokens: int = 1000
 
     def update(self, **changes: Any) -> None:
         known = {f.name for f in fields(self)}
@@ -355,7 +356,7 @@ class LifecycleStore:
                 raise AuthError(
                     400, f"Model {base} is not trainable; see GET /base-models?supports_training=true"
                 )
-            for ref in datasets:
+            for ref in datasets or []:
                 d = self._find_dataset(account_id, ref["name"], ref.get("version"))
                 if d is None:
                     raise AuthError(404, f"Dataset {ref['name']} not found")

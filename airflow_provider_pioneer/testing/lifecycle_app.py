@@ -73,6 +73,8 @@ def add_lifecycle_routes(app: FastAPI, state: EmulatorState, admin_prefix: str) 
     async def submit(
         body: JsonBody, key: Key, idempotency_key: Annotated[str | None, Header()] = None
     ) -> Response:
+        # A job is paid from credits: an account without enough gets the 402 here, at the submit.
+        state.check_budget(key, store.settings.training_cost_tokens)
         status, doc = store.submit(key.account_id, body, idempotency_key)
         return ok(doc, status)
 

@@ -1,0 +1,257 @@
+"""Whole DAG runs of the model-lifecycle operators through dag.test() against the emulator over HTTP.
+
+dag.test() on Airflow 3.3 runs a deferred task's trigger in-process (``run_trigger_in_process``) and
+then resumes the task, so these runs go through defer -> trigger -> execute_complete for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_pioneer.testing import PioneerEmulator
+from tests.dags.support import load_dag
+
+pytestmark = pytest.mark.dags
+
+FAST = {
+    "auto_deploy": False,
+    "queue_s": 0.05,
+    "epoch_s": 0.05,
+    "normalize_s": 0.1,
+    "dataset_process_s": 0.05,
+    "eval_s": 0.1,
+}
+ROWS = [
+    {
+        "text": "Ada Lovelace worked in London.",
+        "entities": [["Ada Lovelace", "person"], ["London", "location"]],
+    },
+    {"text": "Alan Turing was born in Maida Vale.", "entities": [["Alan Turing", "person"]]},
+    {"text": "Nothing to see here.", "entities": []},
+]
+
+
+def task_states(dag_run: Any) -> dict[str, tuple[str, int]]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = dag_run.get_task_instances(session=session)
+        return {ti.task_id: (ti.state, ti.try_number) for ti in tis}
+
+
+def xcoms_of(dag_id: str, run_id: str) -> dict[str, Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(XComModel).filter_by(dag_id=dag_id, run_id=run_id).all()
+        return {f"{x.task_id}.{x.key}": x.value for x in rows}
+
+
+def connection_env(emu: PioneerEmulator) -> str:
+    return json.dumps({"conn_type": "pioneer", "host": emu.url, "password": emu.api_key})
+
+
+@pytest.fixture
+def emu(monkeypatch: pytest.MonkeyPatch, airflow_db: Path) -> Iterator[PioneerEmulator]:
+    with PioneerEmulator() as e:
+        e.set_lifecycle(**FAST)
+        monkeypatch.setenv("AIRFLOW_CONN_PIONEER_DEFAULT", connection_env(e))
+        yield e
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def upload(emu: PioneerEmulator, tmp_path: Path, name: str = "ds") -> dict[str, Any]:
+    dag = load_dag("pioneer_test_dataset")
+    path = write_rows(tmp_path / f"{name}.jsonl", ROWS)
+    dr = dag.test(run_conf={"input_path": f"file://{path}", "dataset_name": name})
+    assert task_states(dr) == {"upload": ("success", 1)}
+    return dict(xcoms_of(dag.dag_id, dr.run_id)["upload.return_value"])
+
+
+def test_dataset_upload_puts_the_file_without_the_key_and_returns_name_and_version(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    result = upload(emu, tmp_path, "news")
+    assert result["dataset_name"] == "news" and result["version"] == "1" and result["status"] == "ready"
+    assert result["size"] == 3 and result["labels"] == ["person", "location"]
+    c = emu.lifecycle_counters()
+    assert c["presigned_puts"] == 1 and c.get("presigned_puts_with_key", 0) == 0
+    assert emu.api_key not in "".join(capfd.readouterr())
+
+
+def test_a_span_outside_its_text_is_refused_before_anything_is_uploaded(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    bad = [ROWS[0], {"text": "Grace Hopper", "entities": [["COBOL", "language"]]}, ROWS[2]]
+    path = write_rows(tmp_path / "bad.jsonl", bad)
+    dr = load_dag("pioneer_test_dataset").test(run_conf={"input_path": str(path), "dataset_name": "bad"})
+    assert task_states(dr) == {"upload": ("failed", 1)}  # a verdict: the DAG's retries=2 unused
+    logged = "".join(capfd.readouterr())
+    assert "line 2: entity 0: span 'COBOL' is not in the text" in logged
+    assert emu.counters()["requests"] == {}  # not one request left
+
+
+def test_training_defers_streams_the_log_and_returns_job_status_and_metrics(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    upload(emu, tmp_path)
+    dag = load_dag("pioneer_test_training")
+    dr = dag.test(run_conf={"dataset_name": "ds", "model_name": "m-ok"})
+    assert task_states(dr) == {"train": ("success", 1)}
+    result = xcoms_of(dag.dag_id, dr.run_id)["train.return_value"]
+    assert result["status"] == "complete" and result["model_name"] == "m-ok"
+    assert result["metrics"]["f1"] == 0.86
+    logged = "".join(capfd.readouterr())
+    assert "running trigger in line" in logged  # it really deferred
+    assert "epoch 3/3 train_loss" in logged and "Training complete" in logged
+    assert emu.lifecycle_counters()["jobs_submitted"] == 1
+    assert emu.api_key not in logged
+
+
+def test_a_402_at_submit_fails_the_task_at_once_without_airflow_retries(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    upload(emu, tmp_path)
+    emu.set_credits(5)  # enough to read, not for a training job (the emulator prices one at 1,000)
+    dr = load_dag("pioneer_test_training").test(run_conf={"dataset_name": "ds", "model_name": "m-broke"})
+    assert task_states(dr) == {"train": ("failed", 1)}  # retries=2 in the DAG, none used
+    assert emu.lifecycle_counters().get("jobs_submitted", 0) == 0
+    assert emu.counters()["statuses"]["402"] == 1  # one submit, not one per retry
+    assert "Top up the Pioneer account's credits" in "".join(capfd.readouterr())
+
+
+def test_a_job_failing_mid_training_fails_the_task_with_its_last_log_lines(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    upload(emu, tmp_path)
+    emu.set_lifecycle(fail_next_jobs=1, fail_after_epochs=1, fail_status="errored")
+    dr = load_dag("pioneer_test_training").test(run_conf={"dataset_name": "ds", "model_name": "m-oom"})
+    assert task_states(dr) == {"train": ("failed", 1)}  # a verdict: retries unused, no second job
+    logged = "".join(capfd.readouterr())
+    assert "ended as 'errored'. Its last log lines:" in logged
+    assert "epoch 1/3 train_loss" in logged and "CUDA out of memory" in logged
+    assert emu.lifecycle_counters()["jobs_submitted"] == 1
+
+
+def test_an_unknown_state_keeps_polling_with_a_warning_until_the_timeout(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    upload(emu, tmp_path)
+    emu.set_lifecycle(running_status="compiling", epoch_s=30)  # a state no doc names, for minutes
+    dr = load_dag("pioneer_test_training_timeout").test(run_conf={"dataset_name": "ds", "model_name": "m-x"})
+    assert task_states(dr) == {"train": ("failed", 1)}
+    logged = "".join(capfd.readouterr())
+    assert logged.count("reports state 'compiling', which no documented state matches") == 1
+    assert "did not reach 'complete' within 1.5 s (last state 'compiling')" in logged
+    assert emu.lifecycle_counters()["jobs"] != {}  # the job itself was left running
+
+
+def test_normalized_status_wins_over_a_raw_state_it_does_not_know(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    upload(emu, tmp_path)
+    emu.set_lifecycle(status_style="fastino", running_status="compiling")
+    dag = load_dag("pioneer_test_training")
+    dr = dag.test(run_conf={"dataset_name": "ds", "model_name": "m-norm"})
+    assert task_states(dr) == {"train": ("success", 1)}
+    assert "no documented state matches" not in "".join(capfd.readouterr())
+
+
+def test_an_answer_lost_after_the_submit_is_found_by_model_name_not_sent_again(
+    emu: PioneerEmulator, tmp_path: Path
+) -> None:
+    upload(emu, tmp_path)
+    # The first 2xx on the path is the look for an earlier job (GET); the second, the submit, is lost.
+    emu.inject(fault="lose_response", path="/felix/training-jobs", after=1, times=1)
+    dr = load_dag("pioneer_test_training_sync").test(run_conf={"dataset_name": "ds", "model_name": "m-lost"})
+    assert task_states(dr) == {"train": ("success", 1)}
+    assert emu.lifecycle_counters()["jobs_submitted"] == 1
+    assert emu.counters()["requests"]["POST /felix/training-jobs"] == 1
+
+
+_KILLED_CHILD = textwrap.dedent(
+    """
+    import sys
+    from datetime import datetime
+    sys.path.insert(0, {repo!r})
+    from tests.dags.support import load_dag
+    load_dag({dag_id!r}).test(logical_date=datetime.fromisoformat({when!r}), run_conf={conf!r})
+    """
+)
+
+
+@pytest.mark.parametrize("dag_id", ["pioneer_test_training", "pioneer_test_training_sync"])
+def test_a_worker_killed_while_waiting_is_retried_and_reattaches_without_a_second_job(
+    emu: PioneerEmulator, tmp_path: Path, dag_id: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    upload(emu, tmp_path)
+    emu.set_lifecycle(epoch_s=60)  # the job runs far longer than the child lives
+    when = datetime.now(UTC).replace(microsecond=0)
+    conf = {"dataset_name": "ds", "model_name": f"m-kill-{dag_id}"}
+    repo = str(Path(__file__).resolve().parents[2])
+    script = _KILLED_CHILD.format(repo=repo, dag_id=dag_id, when=when.isoformat(), conf=conf)
+    env = {**os.environ, "AIRFLOW_CONN_PIONEER_DEFAULT": connection_env(emu)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        # Submitted, recorded, and polled a few times: the wait is under way.
+        while (
+            sum(n for k, n in emu.counters()["requests"].items() if k.startswith("GET /felix/training-jobs/"))
+            < 6
+        ):
+            assert child.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run never started waiting"
+            time.sleep(0.05)
+        os.killpg(child.pid, signal.SIGKILL)  # no on_kill, no finally: the job keeps running
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert emu.lifecycle_counters()["jobs_submitted"] == 1
+    (job_id,) = emu.lifecycle_counters()["jobs"]
+    emu.set_lifecycle(epoch_s=0.05)  # let the job finish now
+
+    dag = load_dag(dag_id)
+    dr = dag.test(logical_date=when, run_conf=conf)  # the same run: its task is cleared and runs again
+    assert task_states(dr)["train"][0] == "success"
+    assert emu.lifecycle_counters()["jobs_submitted"] == 1  # reattached, not resubmitted
+    assert xcoms_of(dag.dag_id, dr.run_id)["train.return_value"]["job_id"] == job_id
+    # dag.test() replaces a run of the same logical date (its task state store goes with it), so
+    # here the job is found by its model_name; a retry within one run uses the record (next test).
+    assert f"Reattaching to training job {job_id}" in "".join(capfd.readouterr())
+
+
+def test_an_airflow_retry_waits_for_the_recorded_job_instead_of_submitting_again(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    upload(emu, tmp_path)
+    emu.set_lifecycle(epoch_s=0.5)  # about 2.5 s of training; each try waits 1 s, then fails retryably
+    dag = load_dag("pioneer_test_training_retry")
+    dr = dag.test(run_conf={"dataset_name": "ds", "model_name": "m-retry"})
+    state, try_number = task_states(dr)["train"]
+    assert state == "success" and try_number >= 2
+    assert emu.lifecycle_counters()["jobs_submitted"] == 1
+    logged = "".join(capfd.readouterr())
+    assert logged.count("recorded in the task state store") == 1
+    assert "Reattaching to training job" in logged and "from an earlier try" not in logged
