@@ -255,3 +255,72 @@ def test_an_airflow_retry_waits_for_the_recorded_job_instead_of_submitting_again
     logged = "".join(capfd.readouterr())
     assert logged.count("recorded in the task state store") == 1
     assert "Reattaching to training job" in logged and "from an earlier try" not in logged
+
+
+@pytest.mark.parametrize("eval_shape", ["nested", "flat"])
+def test_the_evaluation_gate_passes_and_returns_the_scores(
+    emu: PioneerEmulator, tmp_path: Path, eval_shape: str
+) -> None:
+    upload(emu, tmp_path)
+    emu.set_lifecycle(
+        eval_f1=0.9, eval_shape=eval_shape, eval_create_shape="bare" if eval_shape == "flat" else "list"
+    )
+    dag = load_dag("pioneer_test_evaluation")
+    dr = dag.test(run_conf={"model": "fastino/gliner2-base-v1", "dataset_name": "ds", "min_f1": 0.8})
+    assert task_states(dr) == {"evaluate": ("success", 1), "after_gate": ("success", 1)}
+    result = xcoms_of(dag.dag_id, dr.run_id)["evaluate.return_value"]
+    assert result["f1"] == 0.9 and result["precision"] == 0.92 and result["recall"] == 0.88
+    assert result["passed"] is True and result["min_f1"] == 0.8
+    if eval_shape == "nested":
+        assert set(result["per_entity"]) == {"person", "location"}
+
+
+def test_the_evaluation_gate_blocks_by_failing_without_retries(emu: PioneerEmulator, tmp_path: Path) -> None:
+    upload(emu, tmp_path)
+    emu.set_lifecycle(eval_f1=0.6)
+    dag = load_dag("pioneer_test_evaluation")
+    dr = dag.test(run_conf={"model": "fastino/gliner2-base-v1", "dataset_name": "ds", "min_f1": 0.8})
+    assert task_states(dr) == {"evaluate": ("failed", 1), "after_gate": ("upstream_failed", 0)}
+    assert emu.lifecycle_counters()["evaluations_submitted"] == 1
+
+
+def test_the_evaluation_gate_can_skip_downstream_instead_and_keeps_the_scores(
+    emu: PioneerEmulator, tmp_path: Path
+) -> None:
+    upload(emu, tmp_path)
+    emu.set_lifecycle(eval_f1=0.6)
+    dag = load_dag("pioneer_test_evaluation_skip")
+    dr = dag.test(run_conf={"model": "fastino/gliner2-base-v1", "dataset_name": "ds", "min_f1": 0.8})
+    states = task_states(dr)
+    assert states["evaluate"][0] == "skipped" and states["after_gate"][0] == "skipped"
+    kept = xcoms_of(dag.dag_id, dr.run_id)["evaluate.pioneer_evaluation"]
+    assert kept["f1"] == 0.6 and kept["passed"] is False
+
+
+@pytest.mark.parametrize("auto_deploy", [True, False])
+def test_the_sensor_waits_until_the_job_is_callable_deploying_where_the_api_needs_it(
+    emu: PioneerEmulator, tmp_path: Path, auto_deploy: bool
+) -> None:
+    import requests
+
+    upload(emu, tmp_path)
+    emu.set_lifecycle(auto_deploy=auto_deploy, status_style="pioneer" if auto_deploy else "fastino")
+    job = requests.post(
+        f"{emu.url}/felix/training-jobs",
+        json={"base_model": "fastino/gliner2-base-v1", "datasets": [{"name": "ds"}], "model_name": "elsewhere",
+              "nr_epochs": 2},
+        headers={"X-API-Key": emu.api_key},
+        timeout=10,
+    ).json()  # fmt: skip
+    dag = load_dag("pioneer_test_training_sensor")
+    dr = dag.test(run_conf={"job_id": job["id"]})
+    assert task_states(dr) == {"wait": ("success", 1)}
+    assert xcoms_of(dag.dag_id, dr.run_id)["wait.return_value"]["status"] == "deployed"
+    assert emu.lifecycle_counters().get("deploys", 0) == (0 if auto_deploy else 1)
+    served = requests.post(
+        f"{emu.url}/inference",
+        json={"model_id": job["id"], "text": "Ada Lovelace", "schema": {"entities": ["person"]}},
+        headers={"X-API-Key": emu.api_key},
+        timeout=10,
+    )
+    assert served.status_code == 200
