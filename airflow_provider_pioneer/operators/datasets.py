@@ -31,7 +31,8 @@ class PioneerDatasetUploadOperator(BaseOperator):
     inside its text); a file with bad rows is refused before anything is sent, naming the lines.
     Then the three-step upload: ask for an upload URL, PUT the file there (a presigned URL: the API
     key is never sent with it), and start processing. Returns
-    ``{"dataset_name", "version", "dataset_id", "size", "labels", "status"}``, which
+    ``{"dataset_name", "version", "dataset_id", "size", "labels", "status"}`` (``dataset_name`` and
+    ``version`` also as XComs of their own), which
     :class:`~airflow_provider_pioneer.operators.training.PioneerTrainingJobOperator` takes as
     ``datasets``.
 
@@ -101,6 +102,9 @@ class PioneerDatasetUploadOperator(BaseOperator):
             record = self._wait(api, version)
         except PioneerError as exc:
             raise fail_for(exc, f"Uploading dataset {self.dataset_name!r}") from None
+        # Also as XComs of their own: ``upload.output["dataset_name"]`` works downstream.
+        context["ti"].xcom_push(key="dataset_name", value=self.dataset_name)
+        context["ti"].xcom_push(key="version", value=str(record.get("version_number") or version))
         return {
             "dataset_name": self.dataset_name,
             "version": str(record.get("version_number") or version),

@@ -117,7 +117,7 @@ class _JobWaitMixin:
     def _wait_seconds(self) -> float | None:
         raise NotImplementedError
 
-    def _wait(self, job_id: str, logs_seen: int = 0) -> Any:
+    def _wait(self, context: Context, job_id: str, logs_seen: int = 0) -> Any:
         from airflow_provider_pioneer.triggers.lifecycle import PioneerTrainingJobTrigger
 
         seconds = self._wait_seconds()
@@ -135,17 +135,20 @@ class _JobWaitMixin:
                 method_name="execute_complete",
                 timeout=None if seconds is None else timedelta(seconds=seconds + TRIGGER_GRACE_S),
             )
-        return self._finish(job_id, run_trigger_here(trigger))
+        return self._finish(context, job_id, run_trigger_here(trigger))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: succeed, deploy and wait again, or fail with the job's last log lines."""
-        return self._finish(str(event.get("id")), event)
+        return self._finish(context, str(event.get("id")), event)
 
-    def _finish(self, job_id: str, event: dict[str, Any]) -> Any:
+    def _finish(self, context: Context, job_id: str, event: dict[str, Any]) -> Any:
         kind, status = event.get("event"), event.get("status")
         tail = "\n".join(event.get("log_tail") or []) or "(no log lines)"
         if kind == "succeeded":
-            return self._result(job_id, event.get("record") or {})
+            result = self._result(job_id, event.get("record") or {})
+            # Also as XCom "job_id": downstream tasks can take ``train.output["job_id"]``.
+            context["ti"].xcom_push(key="job_id", value=job_id)
+            return result
         if kind == "needs_deploy":
             self.log.info(
                 "Training job %s is complete and deployable; deploying its best checkpoint.", job_id
@@ -155,7 +158,7 @@ class _JobWaitMixin:
                 hook.lifecycle.deploy_final_checkpoint(job_id)
             except PioneerError as exc:
                 raise fail_for(exc, f"Deploying training job {job_id}") from None
-            return self._wait(job_id, int(event.get("logs_seen") or 0))
+            return self._wait(context, job_id, int(event.get("logs_seen") or 0))
         if kind == "failed":
             raise AirflowFailException(
                 f"Pioneer training job {job_id} ended as {status!r}. Its last log lines:\n{tail}"
@@ -178,8 +181,8 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
     """Fine-tune a model on Pioneer (``POST /felix/training-jobs``) and wait until it is trained.
 
     The wait is deferred to the triggerer by default (async polling, the job's log lines stream into
-    the task log). Returns ``{"job_id", "status", "model_name", "metrics"}``; the job id is what
-    ``/inference`` takes as ``model_id``. A job that fails (or is stopped) fails the task without
+    the task log). Returns ``{"job_id", "status", "model_name", "metrics"}`` and pushes the job id
+    as XCom ``job_id`` too (``train.output["job_id"]``): it is what ``/inference`` takes as ``model_id``. A job that fails (or is stopped) fails the task without
     Airflow retries, with its last log lines in the message. A retried or restarted task never
     submits a second job: it reattaches to the one its earlier try submitted.
 
@@ -188,9 +191,9 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
         operator's return value works). Templated.
     :param model_name: name of the trained model; also how a lost submit answer is found again,
         so make it unique per run (e.g. ``"news-ner-{{ ds_nodash }}"``). Templated.
-    :param training_type: ``lora`` (API default) or ``full``.
-    :param nr_epochs: epochs (API default 100; early stopping may end sooner).
-    :param learning_rate: e.g. ``5e-5`` (API default: the model's recipe).
+    :param training_type: ``lora`` (API default) or ``full``. Templated.
+    :param nr_epochs: epochs (API default 100; early stopping may end sooner). Templated.
+    :param learning_rate: e.g. ``5e-5`` (API default: the model's recipe). Templated.
     :param extra_fields: any other documented field (``validation_data_percentage``, ``lora_r``,
         ``project_id``...), passed through as is. Templated.
     :param wait_for: ``"complete"`` (training ended) or ``"callable"`` (the job serves ``/inference``:
@@ -203,7 +206,15 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
     :param pioneer_conn_id: the Pioneer connection.
     """
 
-    template_fields: Sequence[str] = ("base_model", "datasets", "model_name", "extra_fields")
+    template_fields: Sequence[str] = (
+        "base_model",
+        "datasets",
+        "model_name",
+        "training_type",
+        "nr_epochs",
+        "learning_rate",
+        "extra_fields",
+    )
     template_fields_renderers = {"datasets": "json", "extra_fields": "json"}
     ui_color = "#e6f4ea"
 
@@ -214,8 +225,8 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
         datasets: Any,
         model_name: str,
         training_type: str | None = None,
-        nr_epochs: int | None = None,
-        learning_rate: float | None = None,
+        nr_epochs: int | str | None = None,
+        learning_rate: float | str | None = None,
         extra_fields: dict[str, Any] | None = None,
         wait_for: str = "complete",
         deferrable: bool = True,
@@ -269,9 +280,15 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
             "datasets": refs,
             "model_name": self.model_name,
         }
-        for name in ("training_type", "nr_epochs", "learning_rate"):
-            if getattr(self, name) is not None:
-                body[name] = getattr(self, name)
+        # Templated numbers arrive as strings unless the DAG renders native objects.
+        for name, kind in (("training_type", str), ("nr_epochs", int), ("learning_rate", float)):
+            value = getattr(self, name)
+            if value is None or value == "":
+                continue
+            try:
+                body[name] = kind(value)
+            except (TypeError, ValueError):
+                raise AirflowFailException(f"{name} must be a {kind.__name__}, not {value!r}.") from None
         for name, value in (self.extra_fields or {}).items():
             body.setdefault(name, value)
         return body
@@ -287,7 +304,7 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
         if job_id is None:
             job_id = self._submit(hook.lifecycle, record, context, since)
         self._job_id = job_id
-        return self._wait(job_id)
+        return self._wait(context, job_id)
 
     def _reattach(self, api: LifecycleClient, record: TaskRecord, since: datetime | None) -> str | None:
         """The job an earlier try of this task submitted, if it is still alive or finished well."""
@@ -435,7 +452,7 @@ class PioneerTrainingJobSensor(_JobWaitMixin, BaseSensorOperator):
         return as_seconds(self.timeout)
 
     def execute(self, context: Context) -> Any:
-        return self._wait(str(self.job_id))
+        return self._wait(context, str(self.job_id))
 
     def poke(self, context: Context) -> bool:  # the base class's API; execute() waits through the trigger
         return False

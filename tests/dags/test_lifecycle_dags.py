@@ -324,3 +324,26 @@ def test_the_sensor_waits_until_the_job_is_callable_deploying_where_the_api_need
         timeout=10,
     )
     assert served.status_code == 200
+
+
+@pytest.mark.parametrize(("f1", "ran"), [(0.9, True), (0.5, False)])
+def test_the_example_lifecycle_dag_trains_gates_and_extracts_with_the_new_job_id(
+    emu: PioneerEmulator, f1: float, ran: bool, capfd: pytest.CaptureFixture[str]
+) -> None:
+    emu.set_lifecycle(auto_deploy=True, eval_f1=f1, serve_warmup_s=0.2)
+    dag = load_dag("pioneer_model_lifecycle")
+    dr = dag.test(run_conf={"nr_epochs": 3})
+    states = {task: state for task, (state, _) in task_states(dr).items()}
+    job_ids = list(emu.lifecycle_counters()["jobs"])
+    assert len(job_ids) == 1 and emu.lifecycle_counters()["jobs"][job_ids[0]] == "deployed"
+    if not ran:  # the gate held: the new model is never called
+        assert states["evaluate"] == "skipped" and states["extract_entities"] == "skipped"
+        assert states["report"] == "skipped" and emu.counters()["requests"].get("POST /inference", 0) == 0
+        return
+    assert set(states.values()) == {"success"}, states
+    report = xcoms_of(dag.dag_id, dr.run_id)["report.return_value"]
+    assert report["job_id"] == job_ids[0] and report["f1"] == f1
+    assert report["texts"] == report["succeeded"] == 304
+    assert set(report["per_entity_f1"]) == {"person", "organization", "location"}
+    assert emu.lifecycle_counters()["inference_on_jobs"] >= 1  # /inference was called with the job id
+    assert emu.api_key not in "".join(capfd.readouterr())
