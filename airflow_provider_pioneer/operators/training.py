@@ -148,6 +148,7 @@ class _JobWaitMixin:
             result = self._result(job_id, event.get("record") or {})
             # Also as XCom "job_id": downstream tasks can take ``train.output["job_id"]``.
             context["ti"].xcom_push(key="job_id", value=job_id)
+            self._forget(context)
             return result
         if kind == "needs_deploy":
             self.log.info(
@@ -175,6 +176,9 @@ class _JobWaitMixin:
 
     def _result(self, job_id: str, record: dict[str, Any]) -> Any:
         raise NotImplementedError
+
+    def _forget(self, context: Context) -> None:
+        """Drop what this task recorded for its retries (it succeeded)."""
 
 
 class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
@@ -399,6 +403,11 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
             "model_name": record.get("model_name", self.model_name),
             "metrics": metrics,
         }
+
+    def _forget(self, context: Context) -> None:
+        from airflow_provider_pioneer.lifecycle.record import TaskRecord
+
+        TaskRecord(context, _RECORD_PREFIX).forget()
 
     def on_kill(self) -> None:
         """Stop the job this try submitted or reattached to (only while waiting in the worker)."""
