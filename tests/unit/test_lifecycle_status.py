@@ -72,3 +72,11 @@ def test_dataset_rows_are_checked_and_bad_lines_named() -> None:
     assert "line 5: GLiNER2" in message
     assert check_rows(['{"text": "a", "label": "x"}'], "classification").ok
     assert not check_rows([]).ok
+
+
+def test_the_submit_window_holds_the_submit_that_would_pass_the_limit() -> None:
+    from airflow_provider_pioneer.operators.training import SubmitWindow
+
+    window = SubmitWindow(limit=2, window=0.2)
+    assert window.wait() == 0.0 and window.wait() == 0.0
+    assert window.wait() > 0.0  # the third in the same 0.2 s waits for the first to leave the window
