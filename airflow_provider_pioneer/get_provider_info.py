@@ -96,6 +96,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_pioneer.operators.datasets",
                     "airflow_provider_pioneer.operators.training",
                     "airflow_provider_pioneer.operators.evaluation",
+                    "airflow_provider_pioneer.operators.feedback",
                 ],
             }
         ],

@@ -26,6 +26,7 @@ __all__ = [
     "DEPLOY_CHECKPOINT",
     "EVALUATION",
     "INFERENCE",
+    "INFERENCE_FEEDBACK",
     "LIST_API_KEYS",
     "LIST_MODELS",
     "LIST_TRAINING_JOBS",
@@ -77,6 +78,7 @@ TRAINING_JOB_CHECKPOINTS = Route("GET", "/felix/training-jobs/{job_id}/checkpoin
 DEPLOY_CHECKPOINT = Route("POST", "/felix/training-jobs/{job_id}/checkpoints/{checkpoint_id}/deploy")
 CREATE_EVALUATION = Route("POST", "/felix/evaluations")
 EVALUATION = Route("GET", "/felix/evaluations/{evaluation_id}")
+INFERENCE_FEEDBACK = Route("POST", "/inferences/{inference_id}/feedback")
 
 
 def is_loopback(host: str) -> bool:

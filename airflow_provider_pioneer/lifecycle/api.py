@@ -30,6 +30,7 @@ from airflow_provider_pioneer.urls import (
     DATASET_VERSION,
     DEPLOY_CHECKPOINT,
     EVALUATION,
+    INFERENCE_FEEDBACK,
     LIST_TRAINING_JOBS,
     STOP_TRAINING_JOB,
     TRAINING_JOB,
@@ -211,6 +212,12 @@ class LifecycleClient:
         result = self.client._call(route, {})
         return result if isinstance(result, dict) else {}
 
+    # -- inference feedback ------------------------------------------------------------------------
+    def post_feedback(self, inference_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /inferences/{id}/feedback`` (idempotent: a repeat overwrites the same feedback)."""
+        doc = self.client._call(INFERENCE_FEEDBACK.bind(inference_id=inference_id), body)
+        return doc if isinstance(doc, dict) else {}
+
     # -- evaluations -------------------------------------------------------------------------------
     def create_evaluation(self, base_model: str, dataset_name: str, **extra: Any) -> str:
         """``POST /felix/evaluations`` (sent once); returns the evaluation id."""
@@ -226,6 +233,20 @@ class LifecycleClient:
         if not isinstance(doc, dict):
             raise PioneerResponseError(f"Pioneer {EVALUATION} answered without an evaluation record.")
         return doc
+
+
+def feedback_body(
+    verdict: str, corrected_output: Any = None, notes: str | None = None, shape: str = "verdict"
+) -> dict[str, Any]:
+    """The feedback body in the OpenAPI shape (``verdict``...) or the older history page's (``correction``)."""
+    if shape == "correction":
+        return {"correction": corrected_output}
+    body: dict[str, Any] = {"verdict": verdict}
+    if corrected_output is not None:
+        body["corrected_output"] = corrected_output
+    if notes:
+        body["notes"] = notes
+    return body
 
 
 def logs_of(doc: Any) -> list[dict[str, Any]]:

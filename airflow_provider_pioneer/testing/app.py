@@ -240,9 +240,12 @@ def create_app(state: EmulatorState) -> FastAPI:
             for t in texts
         ]
         tokens = state.bill_inference(key, texts)
+        inference_id = str(uuid.uuid4())
+        if body.store:  # stored calls can get feedback (POST /inferences/{id}/feedback)
+            state.lifecycle.remember_inference(inference_id, key.account_id)
         payload = {
             "type": "encoder",
-            "inference_id": str(uuid.uuid4()),
+            "inference_id": inference_id,
             "result": results[0] if isinstance(body.text, str) else results,
             "model_id": body.model_id,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),

@@ -68,6 +68,7 @@ class LifecycleSettings:
     running_status: str = "running"
     eval_f1: float | None = None
     training_cost_tokens: int = 1000
+    feedback_shape: str = "verdict"
 
     def update(self, **changes: Any) -> None:
         known = {f.name for f in fields(self)}
@@ -82,6 +83,8 @@ class LifecycleSettings:
             raise ValueError("upload_url_field must be 'presigned_url' or 'upload_url'")
         if self.eval_shape not in ("flat", "nested") or self.eval_create_shape not in ("list", "bare"):
             raise ValueError("eval_shape is 'flat' or 'nested'; eval_create_shape is 'list' or 'bare'")
+        if self.feedback_shape not in ("verdict", "correction"):
+            raise ValueError("feedback_shape is 'verdict' (OpenAPI) or 'correction' (the older history page)")
         if self.list_key not in ("training_jobs", "jobs") or self.fail_status not in ("failed", "errored"):
             raise ValueError("list_key is 'training_jobs' or 'jobs'; fail_status is 'failed' or 'errored'")
 
@@ -190,6 +193,8 @@ class LifecycleStore:
         self._evaluations: dict[str, _Evaluation] = {}
         self._submits: dict[str, deque[float]] = {}  # account id -> submit times (last 60 s)
         self._idempotency: dict[tuple[str, str], tuple[str, str]] = {}  # (account, key) -> (body, job)
+        self._inferences: dict[str, str] = {}  # inference id -> account id
+        self.feedback: dict[str, dict[str, Any]] = {}  # inference id -> the feedback stored
         self.counters: Counter[str] = Counter()
 
     def configure(self, **changes: Any) -> dict[str, Any]:
@@ -623,6 +628,38 @@ class LifecycleStore:
                     425, f"Model {model_id} is warming up", {"Retry-After": retry_after(ready - now)}
                 )
             self.counters["inference_on_jobs"] += 1
+
+    # -- inference feedback ------------------------------------------------------------------------
+    def remember_inference(self, inference_id: str, account_id: str) -> None:
+        with self._lock:
+            self._inferences[inference_id] = account_id
+
+    def post_feedback(self, account_id: str, inference_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /inferences/{id}/feedback`` in the configured shape: ``{verdict, corrected_output?, notes?}``
+        (OpenAPI) or ``{correction}`` (the older history page)."""
+        with self._lock:
+            if self._inferences.get(inference_id) != account_id:
+                raise AuthError(404, f"Inference {inference_id} not found")
+            if self.settings.feedback_shape == "correction":
+                if not isinstance(body.get("correction"), dict | list):
+                    raise _invalid(("body", "correction"), "Field required")
+                stored = {"human_verdict": "incorrect", "human_corrected_output": body["correction"]}
+            else:
+                verdict = body.get("verdict")
+                if verdict not in ("correct", "incorrect"):
+                    raise _invalid(("body", "verdict"), "Input should be 'correct' or 'incorrect'")
+                if verdict == "incorrect" and body.get("corrected_output") is None:
+                    raise _invalid(("body", "corrected_output"), "Required when verdict is 'incorrect'")
+                notes = body.get("notes")
+                if notes is not None and (not isinstance(notes, str) or len(notes) > 5000):
+                    raise _invalid(("body", "notes"), "String should have at most 5000 characters")
+                stored = {"human_verdict": verdict, "human_corrected_output": body.get("corrected_output"),
+                          "human_feedback_notes": notes}  # fmt: skip
+            stored["human_feedback_at"] = _iso(time.time())
+            self.feedback[inference_id] = stored
+            self.counters["feedback_posted"] += 1
+            return {"inference_id": inference_id, "human_verdict": stored["human_verdict"],
+                    "human_feedback_at": stored["human_feedback_at"]}  # fmt: skip
 
     # -- evaluations -------------------------------------------------------------------------------
     def evaluate(self, account_id: str, body: dict[str, Any]) -> dict[str, Any]:

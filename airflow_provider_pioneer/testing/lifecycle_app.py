@@ -116,6 +116,11 @@ def add_lifecycle_routes(app: FastAPI, state: EmulatorState, admin_prefix: str) 
     async def evaluation(evaluation_id: str, key: Key) -> Response:
         return ok(store.evaluation(key.account_id, evaluation_id))
 
+    # -- inference feedback ------------------------------------------------------------------------
+    @app.post("/inferences/{inference_id}/feedback")
+    async def feedback(inference_id: str, body: JsonBody, key: Key) -> Response:
+        return ok(store.post_feedback(key.account_id, inference_id, body))
+
     # -- admin -------------------------------------------------------------------------------------
     @app.put(f"{admin_prefix}/lifecycle")
     async def configure(body: JsonBody) -> Response:

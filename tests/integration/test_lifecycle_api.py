@@ -159,3 +159,68 @@ def test_the_async_reader_gets_records_and_types_errors(emu: PioneerEmulator, ap
     record, error = asyncio.run(read())
     assert record["id"] == job["id"] and error.status == 404 and not error.transient
     assert emu.api_key not in repr(ConnectionSettings(base_url=emu.url, api_key=emu.api_key))
+
+
+class _TI:
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
+
+
+def _feedback_file(tmp_path: Any, rows: list[Any]) -> str:
+    path = tmp_path / "feedback.jsonl"
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("shape", ["verdict", "correction"])
+def test_feedback_is_posted_for_stored_inferences_in_either_documented_body(
+    emu: PioneerEmulator, api: LifecycleClient, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    from airflow_provider_pioneer.operators.feedback import PioneerInferenceFeedbackOperator
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PIONEER_DEFAULT",
+        json.dumps({"conn_type": "pioneer", "host": emu.url, "password": emu.api_key}),
+    )
+    emu.set_lifecycle(feedback_shape=shape)
+    doc = api.client.infer("Ada Lovelace", {"entities": ["person"]}, model_id="fastino/gliner2-base-v1")
+    corrected = {"entities": {"person": [{"text": "Ada Lovelace"}]}}
+    path = _feedback_file(
+        tmp_path,
+        [
+            {
+                "inference_id": doc["inference_id"],
+                "verdict": "incorrect",
+                "corrected_output": corrected,
+                "notes": "x",
+            },
+            {"inference_id": "00000000-0000-0000-0000-000000000000", "verdict": "correct"},
+        ],
+    )
+    op = PioneerInferenceFeedbackOperator(task_id="feedback", input_path=path, body_shape=shape)
+    result = op.execute({"ti": _TI()})  # type: ignore[arg-type]
+    assert result["sent"] == 1 and result["not_found_ids"] == ["00000000-0000-0000-0000-000000000000"]
+    assert emu.state is not None
+    assert emu.state.lifecycle.feedback[doc["inference_id"]]["human_corrected_output"] == corrected
+
+
+def test_bad_feedback_rows_are_named_and_nothing_is_sent(
+    emu: PioneerEmulator, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_pioneer._compat import AirflowFailException
+    from airflow_provider_pioneer.operators.feedback import PioneerInferenceFeedbackOperator
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PIONEER_DEFAULT",
+        json.dumps({"conn_type": "pioneer", "host": emu.url, "password": emu.api_key}),
+    )
+    path = _feedback_file(
+        tmp_path,
+        [{"inference_id": "a", "verdict": "incorrect"}, "{oops", {"inference_id": "b", "verdict": "correct"}],
+    )
+    op = PioneerInferenceFeedbackOperator(task_id="feedback", input_path=path)
+    with pytest.raises(AirflowFailException) as raised:
+        op.execute({"ti": _TI()})  # type: ignore[arg-type]
+    assert "line 1: an 'incorrect' verdict needs 'corrected_output'" in str(raised.value)
+    assert "line 2: not valid JSON" in str(raised.value)
+    assert emu.counters()["requests"] == {}
