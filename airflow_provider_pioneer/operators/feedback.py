@@ -107,7 +107,9 @@ class PioneerInferenceFeedbackOperator(BaseOperator):
         missing: list[str] = []
         sent = 0
         for row in rows:
-            body = feedback_body(row["verdict"], row.get("corrected_output"), row.get("notes"), self.body_shape)
+            body = feedback_body(
+                row["verdict"], row.get("corrected_output"), row.get("notes"), self.body_shape
+            )
             try:
                 api.post_feedback(row["inference_id"], body)
                 sent += 1
