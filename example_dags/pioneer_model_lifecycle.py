@@ -18,7 +18,8 @@
 * ``report``: one line per step, returned as the run's summary.
 
 Environment knobs (optional): ``PIONEER_EXAMPLE_OUTPUT`` (where the entities go, as in
-``pioneer_batch_inference``), ``PIONEER_EXAMPLE_INPUT`` (the texts to extract from).
+``pioneer_batch_inference``), ``PIONEER_LIFECYCLE_INPUT`` (the texts to extract from; default the
+news sample shipped in ``data/``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _as_url(location: str) -> str:
     return Path(location).expanduser().resolve().as_uri()
 
 
-INPUT_URL = _as_url(os.environ.get("PIONEER_EXAMPLE_INPUT") or str(DATA / "news_sample.jsonl"))
+INPUT_URL = _as_url(os.environ.get("PIONEER_LIFECYCLE_INPUT") or str(DATA / "news_sample.jsonl"))
 OUTPUT_URL = _as_url(
     os.environ.get("PIONEER_EXAMPLE_OUTPUT")
     or str(Path(os.environ.get("AIRFLOW_HOME") or "~/airflow") / "pioneer_output")
