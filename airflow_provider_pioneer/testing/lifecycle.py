@@ -69,6 +69,7 @@ class LifecycleSettings:
     eval_f1: float | None = None
     training_cost_tokens: int = 1000
     feedback_shape: str = "verdict"
+    logs_status: int | None = None
 
     def update(self, **changes: Any) -> None:
         known = {f.name for f in fields(self)}
@@ -550,6 +551,8 @@ class LifecycleStore:
     def job_logs(self, account_id: str, job_id: str) -> dict[str, Any]:
         with self._lock:
             job = self._job(account_id, job_id)
+            if self.settings.logs_status is not None:  # a deployment without the log route, or a broken one
+                raise AuthError(int(self.settings.logs_status), "Training logs are unavailable")
             logs = self._logs(job, time.monotonic())
             return {"job_id": job.id, "logs": logs, "total_logs": len(logs)}
 

@@ -161,6 +161,7 @@ class PioneerTrainingJobTrigger(_PioneerPollTrigger):
     streaming its log lines into the task log."""
 
     kind = "training job"
+    _logs_failed = False
 
     def _route(self) -> Any:
         from airflow_provider_pioneer.urls import TRAINING_JOB
@@ -171,7 +172,16 @@ class PioneerTrainingJobTrigger(_PioneerPollTrigger):
         from airflow_provider_pioneer.lifecycle.api import logs_of
         from airflow_provider_pioneer.urls import TRAINING_JOB_LOGS
 
-        entries = logs_of(await reader.get(TRAINING_JOB_LOGS.bind(job_id=self.object_id)))
+        try:
+            entries = logs_of(await reader.get(TRAINING_JOB_LOGS.bind(job_id=self.object_id)))
+        except PioneerError as exc:
+            # The log is a courtesy: a log route that fails (or is missing) never fails the wait.
+            if not self._logs_failed:
+                self.log.warning(
+                    "Pioneer training job %s: no log (%s); waiting on.", self.object_id, exc.message
+                )
+            self._logs_failed = True
+            return
         if len(entries) < self.logs_seen:  # a shorter snapshot (rotated server-side): show it all again
             self.logs_seen = 0
         for entry in entries:

@@ -173,6 +173,16 @@ def test_normalized_status_wins_over_a_raw_state_it_does_not_know(
     assert "no documented state matches" not in "".join(capfd.readouterr())
 
 
+def test_a_training_log_route_that_fails_never_fails_the_wait(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    upload(emu, tmp_path)
+    emu.set_lifecycle(logs_status=404)
+    dr = load_dag("pioneer_test_training").test(run_conf={"dataset_name": "ds", "model_name": "m-nolog"})
+    assert task_states(dr) == {"train": ("success", 1)}
+    assert "no log (Pioneer GET /felix/training-jobs/" in "".join(capfd.readouterr())
+
+
 def test_an_answer_lost_after_the_submit_is_found_by_model_name_not_sent_again(
     emu: PioneerEmulator, tmp_path: Path
 ) -> None:
