@@ -516,6 +516,8 @@ class LifecycleStore:
             "nr_epochs": job.body.get("nr_epochs", 100), "learning_rate": job.body.get("learning_rate"),
             "datasets": job.body.get("datasets"), "created_at": _iso(job.created_wall),
         }  # fmt: skip
+        # Like docs.fastino.ai's full record: the job's whole configuration comes back.
+        doc["config"] = {k: v for k, v in job.body.items() if k not in doc}
         epoch = self._epoch(job, now)
         if epoch:
             loss = round(1.0 / (epoch + 1), 4)

@@ -37,6 +37,26 @@ async def _connection_settings(conn_id: str) -> Any:
     return await sync_to_async(lambda: PioneerHook(conn_id).connection_settings())()
 
 
+#: What of a record an event carries (events are stored in the metadata DB and logged by the
+#: triggerer): the state and the results, never the job's configuration (it may hold secrets such
+#: as a ``wandb_api_key``).
+EVENT_FIELDS = (
+    "id", "status", "normalized_status", "is_terminal_status", "model_name", "base_model", "metrics",
+    "error_message", "error", "is_deployable", "deployability_reason", "progress_percent", "current_epoch",
+    "f1_score", "precision_score", "recall_score", "sample_count", "completed_at", "per_entity",
+)  # fmt: skip
+
+
+def _event_record(record: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: record[k] for k in EVENT_FIELDS if k in record}
+    deployments = record.get("provider_deployments")
+    if isinstance(deployments, dict):  # only whether each is active
+        kept["provider_deployments"] = {
+            str(name): {"status": d.get("status")} for name, d in deployments.items() if isinstance(d, dict)
+        }
+    return kept
+
+
 def format_log_line(entry: dict[str, Any]) -> str:
     level = str(entry.get("level") or "INFO").upper()
     stamp = entry.get("timestamp") or ""
@@ -148,7 +168,7 @@ class _PioneerPollTrigger(BaseTrigger):
                 "event": event,
                 "id": self.object_id,
                 "status": status_text(record) or None,
-                "record": record,
+                "record": _event_record(record),
                 "log_tail": list(tail),
                 "logs_seen": self.logs_seen,
                 **extra,

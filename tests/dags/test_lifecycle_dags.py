@@ -125,6 +125,33 @@ def test_training_defers_streams_the_log_and_returns_job_status_and_metrics(
     assert emu.api_key not in logged
 
 
+def test_a_secret_among_the_extra_fields_stays_out_of_events_xcoms_and_logs(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    upload(emu, tmp_path)
+    secret = "wandb-secret-5f3a9c1e7b"
+    dag = load_dag("pioneer_test_training")
+    dr = dag.test(run_conf={"dataset_name": "ds", "model_name": "m-wandb", "wandb_key": secret})
+    assert task_states(dr) == {"train": ("success", 1)}
+    job_id = xcoms_of(dag.dag_id, dr.run_id)["train.return_value"]["job_id"]
+    assert emu.state is not None
+    assert emu.state.lifecycle.job(emu.state.default_account.id, job_id)["config"]["wandb_api_key"] == secret
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter_by(dag_id=dag.dag_id, run_id=dr.run_id).one()
+        rendered = (
+            session.query(RenderedTaskInstanceFields).filter_by(dag_id=dag.dag_id, run_id=dr.run_id).all()
+        )
+        stored = json.dumps(
+            {"next_kwargs": ti.next_kwargs, "rendered": [r.rendered_fields for r in rendered]}, default=str
+        )
+    assert secret not in stored and secret not in json.dumps(xcoms_of(dag.dag_id, dr.run_id), default=str)
+    assert secret not in "".join(capfd.readouterr())
+
+
 def test_a_402_at_submit_fails_the_task_at_once_without_airflow_retries(
     emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -224,3 +224,23 @@ def test_bad_feedback_rows_are_named_and_nothing_is_sent(
     assert "line 1: an 'incorrect' verdict needs 'corrected_output'" in str(raised.value)
     assert "line 2: not valid JSON" in str(raised.value)
     assert emu.counters()["requests"] == {}
+
+
+def test_a_trigger_event_carries_the_state_and_results_never_the_jobs_configuration(
+    emu: PioneerEmulator, api: LifecycleClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events are stored in the metadata DB and logged by the triggerer: no passed-through secret in them."""
+    from airflow_provider_pioneer.operators._lifecycle_common import run_trigger_here
+    from airflow_provider_pioneer.triggers.lifecycle import PioneerTrainingJobTrigger
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PIONEER_DEFAULT",
+        json.dumps({"conn_type": "pioneer", "host": emu.url, "password": emu.api_key}),
+    )
+    ready_dataset(api)
+    secret = "wandb-secret-5f3a9c1e7b"
+    job = api.create_training_job({**body(), "wandb_api_key": secret})
+    assert api.get_training_job(job["id"])["config"]["wandb_api_key"] == secret  # the API echoes it
+    event = run_trigger_here(PioneerTrainingJobTrigger(job["id"], poll_interval=0.05))
+    assert event["event"] == "succeeded" and event["record"]["metrics"]["f1"] == 0.86
+    assert secret not in json.dumps(event) and emu.api_key not in json.dumps(event)

@@ -40,7 +40,7 @@ for dag_id, deferrable in (("pioneer_test_training", True), ("pioneer_test_train
         schedule=None,
         start_date=datetime(2025, 1, 1),
         catchup=False,
-        params={"dataset_name": "ds", "model_name": "m", "wait_for": "complete"},
+        params={"dataset_name": "ds", "model_name": "m", "wandb_key": "none"},
         tags=["test"],
     ):
         PioneerTrainingJobOperator(
@@ -50,7 +50,8 @@ for dag_id, deferrable in (("pioneer_test_training", True), ("pioneer_test_train
             model_name="{{ params.model_name }}",
             nr_epochs=3,
             learning_rate=5e-5,
-            extra_fields={"validation_data_percentage": 0.2},
+            # A secret among the passed-through fields: it must stay out of events, XComs and logs.
+            extra_fields={"validation_data_percentage": 0.2, "wandb_api_key": "{{ params.wandb_key }}"},
             deferrable=deferrable,
             poll_interval=POLL,
             wait_timeout=60,
