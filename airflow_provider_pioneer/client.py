@@ -139,8 +139,11 @@ class ClientStats:
 class _CallState:
     """What one logical call has seen across its attempts."""
 
-    def __init__(self, route: Route, deadline: float, max_retries: int) -> None:
+    def __init__(
+        self, route: Route, deadline: float, max_retries: int, headers: dict[str, str] | None = None
+    ) -> None:
         self.route = route
+        self.headers = dict(headers or {})
         self.what = str(route)
         self.deadline = deadline
         self.max_retries = max_retries
@@ -331,9 +334,10 @@ class PioneerClient:
         body: Any = None,
         params: dict[str, Any] | None = None,
         max_retries: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         retries = self.max_retries if max_retries is None else max_retries
-        state = _CallState(route, time.monotonic() + self.deadline, retries)
+        state = _CallState(route, time.monotonic() + self.deadline, retries, headers)
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: self._retryable(exc, state)),
             stop=lambda rs: self._should_stop(rs, state),
@@ -396,7 +400,7 @@ class PioneerClient:
                     self.base_url + state.route.path,
                     json=body,
                     params=params,
-                    headers=self._auth_header(key),
+                    headers={**state.headers, **self._auth_header(key)},
                     timeout=(min(10.0, self.timeout, remaining), min(self.timeout, remaining)),
                     allow_redirects=False,
                     stream=True,

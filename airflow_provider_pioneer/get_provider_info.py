@@ -93,8 +93,15 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_pioneer.operators.inference",
                     "airflow_provider_pioneer.operators.key_rotation",
+                    "airflow_provider_pioneer.operators.datasets",
+                    "airflow_provider_pioneer.operators.training",
+                    "airflow_provider_pioneer.operators.evaluation",
+                    "airflow_provider_pioneer.operators.feedback",
                 ],
             }
+        ],
+        "triggers": [
+            {"integration-name": "Pioneer", "python-modules": ["airflow_provider_pioneer.triggers.lifecycle"]}
         ],
         "connection-types": [
             {

@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import ipaddress
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from airflow_provider_pioneer.exceptions import PioneerConfigurationError
 
 __all__ = [
     "CREATE_API_KEY",
+    "CREATE_EVALUATION",
+    "CREATE_TRAINING_JOB",
+    "DATASET_PROCESS",
+    "DATASET_UPLOAD_URL",
+    "DATASET_VERSION",
     "DEFAULT_BASE_URL",
     "DELETE_API_KEY",
+    "DEPLOY_CHECKPOINT",
+    "EVALUATION",
     "INFERENCE",
+    "INFERENCE_FEEDBACK",
     "LIST_API_KEYS",
     "LIST_MODELS",
+    "LIST_TRAINING_JOBS",
+    "STOP_TRAINING_JOB",
+    "TRAINING_JOB",
+    "TRAINING_JOB_CHECKPOINTS",
+    "TRAINING_JOB_LOGS",
     "Route",
     "is_loopback",
     "normalize_host",
@@ -40,12 +53,32 @@ class Route(NamedTuple):
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
 
+    def bind(self, **params: str) -> Route:
+        """This route with its ``{name}`` placeholders filled, each value percent-encoded as one segment."""
+        return Route(self.method, self.path.format(**{k: quote(str(v), safe="") for k, v in params.items()}))
+
 
 INFERENCE = Route("POST", "/inference")
 CREATE_API_KEY = Route("POST", "/create-api-key")
 LIST_API_KEYS = Route("GET", "/list-api-keys")
 DELETE_API_KEY = Route("DELETE", "/delete-api-key")
 LIST_MODELS = Route("GET", "/v1/models")
+
+# The model lifecycle (LIFECYCLE.md §2, §4, §6): Pioneer's /felix routes. (The Fastino rebrand moves
+# training to /v1/training-jobs on api.fastino.ai and documents no evaluation routes there.)
+DATASET_UPLOAD_URL = Route("POST", "/felix/datasets/upload/url")
+DATASET_PROCESS = Route("POST", "/felix/datasets/upload/process")
+DATASET_VERSION = Route("GET", "/felix/datasets/{name}/{version}")
+CREATE_TRAINING_JOB = Route("POST", "/felix/training-jobs")
+LIST_TRAINING_JOBS = Route("GET", "/felix/training-jobs")
+TRAINING_JOB = Route("GET", "/felix/training-jobs/{job_id}")
+TRAINING_JOB_LOGS = Route("GET", "/felix/training-jobs/{job_id}/logs")
+STOP_TRAINING_JOB = Route("POST", "/felix/training-jobs/{job_id}/stop")
+TRAINING_JOB_CHECKPOINTS = Route("GET", "/felix/training-jobs/{job_id}/checkpoints")
+DEPLOY_CHECKPOINT = Route("POST", "/felix/training-jobs/{job_id}/checkpoints/{checkpoint_id}/deploy")
+CREATE_EVALUATION = Route("POST", "/felix/evaluations")
+EVALUATION = Route("GET", "/felix/evaluations/{evaluation_id}")
+INFERENCE_FEEDBACK = Route("POST", "/inferences/{inference_id}/feedback")
 
 
 def is_loopback(host: str) -> bool:

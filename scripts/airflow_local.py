@@ -141,7 +141,8 @@ def main() -> int:
             + "=" * 72
             + f"\nAirflow UI      {base_url}  (no login)"
             + "\nDAGs            pioneer_batch_inference, pioneer_key_rotation (unpaused);"
-            + "\n                pioneer_entity_report runs after each batch run (asset-triggered)"
+            + "\n                pioneer_entity_report runs after each batch run (asset-triggered);"
+            + "\n                pioneer_model_lifecycle on demand (Trigger): its training waits on the triggerer"
             + f"\nPioneer         emulator on {emulator.url} ({per_text_ms} ms per text);"
             + " connection pioneer_default (Admin > Connections) points at it"
             + f"\nOutput          {home / 'output'}"

@@ -7,7 +7,9 @@
    ``pioneer_api_key`` and the emulator's bootstrap key revoked;
 4. ``airflow dags test pioneer_batch_inference``: 304 news sentences in 4 mapped shards, with the
    rotated key (the connection's own key is revoked by now);
-5. the summary, read from the runs' XComs and the output files, plus a scan of every log for the
+5. ``airflow dags test pioneer_model_lifecycle``: upload labelled data, fine-tune (the wait deferred:
+   ``dags test`` runs the trigger in-process), evaluate, gate on F1, extract with the new job id;
+6. the summary, read from the runs' XComs and the output files, plus a scan of every log for the
    API keys. The emulator is stopped however the script ends; the exit code is non-zero if
    anything failed.
 """
@@ -36,7 +38,7 @@ from local_env import (
 )
 
 DEMO = REPO / ".demo" / "demo"
-DAGS = ("pioneer_key_rotation", "pioneer_batch_inference")
+DAGS = ("pioneer_key_rotation", "pioneer_batch_inference", "pioneer_model_lifecycle")
 DAG_TIMEOUT_S = 150
 
 
@@ -50,7 +52,9 @@ class LogFilter:
 
     _START = re.compile(r"^\d{4}-\d\d-\d\dT(\d\d:\d\d:\d\d)\S*\s+\[(\w+)\s*\]\s(.*)$")
     _END = re.compile(r"^(.*?)\s+\[([\w.<>-]+)\](?:\s+\w+=.*)?$")
-    _OURS = re.compile(r"airflow_provider_pioneer|pioneer_batch_inference|pioneer_key_rotation")
+    _OURS = re.compile(
+        r"airflow_provider_pioneer|pioneer_batch_inference|pioneer_key_rotation|pioneer_model_lifecycle"
+    )
     _TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
     _NOISE = re.compile(r"DeprecationWarning|is deprecated|graphviz")
 
@@ -122,6 +126,7 @@ def _read_results(env: dict[str, str]) -> dict[str, Any]:
         return {
             "rotation": xcom(session, "pioneer_key_rotation", "rotate_api_key"),
             "batch": xcom(session, "pioneer_batch_inference", "aggregate_entities"),
+            "lifecycle": xcom(session, "pioneer_model_lifecycle", "report"),
             "stored_key": None if stored is None else json.loads(stored.val)["api_key"],
         }
 
@@ -143,7 +148,7 @@ def _print_summary(results: dict[str, Any], alive: list[str], elapsed: float, lo
     output = batch.get("output_path", "")
     _say()
     _say("=" * 72)
-    _say(f"Pioneer demo: both DAGs succeeded in {elapsed:.0f} s")
+    _say(f"Pioneer demo: all {len(DAGS)} DAGs succeeded in {elapsed:.0f} s")
     _say("=" * 72)
     _say(f"Key rotation    new key {rotation.get('name')!r} stored in Variable {ROTATED_KEY_VARIABLE!r}")
     _say(f"                revoked: {', '.join(rotation.get('revoked') or []) or 'nothing'}")
@@ -156,6 +161,12 @@ def _print_summary(results: dict[str, Any], alive: list[str], elapsed: float, lo
     _say("Entities per label")
     for label, count in (batch.get("entities_per_label") or {}).items():
         _say(f"    {label:<14}{count:>6}")
+    lifecycle = results.get("lifecycle") or {}
+    _say(
+        f"Model lifecycle trained {lifecycle.get('model_name')} (job {lifecycle.get('job_id')}, "
+        f"{lifecycle.get('job_status')}), F1 {lifecycle.get('f1')}, then extracted from "
+        f"{lifecycle.get('succeeded')} texts with it"
+    )
     _say(f"Output          {output.removeprefix('file://')}")
     first = sorted(Path(output.removeprefix("file://")).glob("shard-*.jsonl"))[:1] if output else []
     if first:
@@ -215,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         if leaked:
             _say(f"FAILED: an API key appears in {', '.join(map(str, leaked))}")
             return 1
-        if not results["rotation"] or not results["batch"]:
+        if not results["rotation"] or not results["batch"] or not results["lifecycle"]:
             _say("FAILED: a run finished without its return value (see the logs in " + str(logs) + ")")
             return 1
     _print_summary(results, alive, time.monotonic() - started, logs)

@@ -13,9 +13,12 @@ What it builds, all on 127.0.0.1 and all stopped at the end (also on failure or 
 5. ``pioneer_batch_inference`` on generated texts in 4 shards (REST API trigger with a conf); one
    shard's task process gets SIGKILL mid-shard and Airflow's retry resumes it from its checkpoint;
    ``pioneer_key_rotation`` runs while the batch is in flight (the shards switch to the new key);
-6. checks: every DAG run succeeded (batch, rotation, the asset-triggered ``pioneer_entity_report``),
-   every input id exactly once in the output, re-sent texts within the killed shard's in-flight
-   window, no API key in any log file, the asset event and the report.
+6. ``pioneer_model_lifecycle``: upload, fine-tune with the wait deferred to the triggerer process,
+   evaluate, gate, extract with the new job id (on the rotated key);
+7. checks: every DAG run succeeded (batch, rotation, the asset-triggered ``pioneer_entity_report``,
+   the lifecycle), every input id exactly once in the output, re-sent texts within the killed
+   shard's in-flight window, one training job whose log reached the task log through the
+   triggerer, no API key in any log file, the asset event and the report.
 
 Exit code 0 only if every check passed. Logs stay in ``.e2e/run/`` (wiped at the next run).
 Knobs: PIONEER_E2E_TEXTS (6000), PIONEER_E2E_SHARDS (4), PIONEER_E2E_PER_TEXT_MS (80).
@@ -49,6 +52,7 @@ RUN = REPO / ".e2e" / "run"
 BIN = Path(sys.executable).parent
 AIRFLOW = str(BIN / "airflow")
 BATCH, ROTATION, REPORT = "pioneer_batch_inference", "pioneer_key_rotation", "pioneer_entity_report"
+LIFECYCLE, LIFECYCLE_RUN_ID = "pioneer_model_lifecycle", "e2e_lifecycle"
 VARIABLE = "pioneer_api_key"
 POOL, POOL_SLOTS = "pioneer", 4
 TEXTS = int(os.environ.get("PIONEER_E2E_TEXTS", "6000"))
@@ -665,10 +669,10 @@ def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator)
             if errors:
                 raise Failed(f"DAG import errors: {json.dumps(errors)[:1500]}")
             ids = {d["dag_id"] for d in api.call("GET", "dags", params={"limit": 100})["dags"]}
-            return {BATCH, ROTATION, REPORT} <= ids
+            return {BATCH, ROTATION, REPORT, LIFECYCLE} <= ids
 
         wait_for("the example DAGs to be parsed", parsed, 300, procs)
-        for dag_id in (BATCH, ROTATION, REPORT):
+        for dag_id in (BATCH, ROTATION, REPORT, LIFECYCLE):
             api.call("PATCH", f"dags/{dag_id}", json={"is_paused": False})
 
     entities_dir = home.parent / "output" / "news_entities" / BATCH_RUN_ID / "entities"
@@ -697,6 +701,11 @@ def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator)
             return runs[0] if runs and runs[0]["state"] in ("success", "failed") else None
 
         report_run = wait_for("the pioneer_entity_report run", report_done, 300, procs, every=3.0)
+    with report.step("model lifecycle run (the training wait deferred to the triggerer)"):
+        api.call(
+            "POST", f"dags/{LIFECYCLE}/dagRuns", json={"dag_run_id": LIFECYCLE_RUN_ID, "logical_date": None}
+        )
+        lifecycle = wait_run(api, LIFECYCLE, LIFECYCLE_RUN_ID, 600, procs)
     # Give a scheduled run that should not exist a moment to show up before counting runs.
     time.sleep(5)
 
@@ -782,6 +791,27 @@ def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator)
             f"{len(events)} event(s) from {BATCH} (items {extra.get('items')}); report run "
             f"{report_run.get('run_type')} {report_run.get('state')}, top entities: "
             f"{', '.join(list((report_value or {}).get('organization', {}))[:3]) if isinstance(report_value, dict) else report_value}",
+        )  # fmt: skip
+
+        lifecycle_counters = emulator.admin("lifecycle/counters")
+        train_ti = next(
+            (ti for ti in api.task_instances(LIFECYCLE, LIFECYCLE_RUN_ID) if ti["task_id"] == "train"), {}
+        )
+        # The triggerer writes a deferred task's trigger log beside its task log (attempt=N.log.trigger.M.log).
+        streamed = [
+            line for path in (home / "logs").rglob("*.log")
+            if LIFECYCLE_RUN_ID in str(path) and "task_id=train" in str(path) and ".trigger." in path.name
+            for line in path.read_text(errors="replace").splitlines() if "[training " in line
+        ]  # fmt: skip
+        report.check(
+            "the lifecycle run trained once on the triggerer and used the new model",
+            lifecycle.get("state") == "success" and lifecycle_counters.get("jobs_submitted") == 1
+            and int(train_ti.get("try_number") or 0) == 1 and bool(streamed)
+            and int(lifecycle_counters.get("inference_on_jobs") or 0) > 0,
+            f"run {lifecycle.get('state')}; {lifecycle_counters.get('jobs_submitted')} job(s) submitted, "
+            f"train try {train_ti.get('try_number')}, {len(streamed)} training log lines in its trigger log "
+            "(written by the triggerer process), "
+            f"{lifecycle_counters.get('inference_on_jobs')} /inference calls with the job id",
         )  # fmt: skip
 
         rotated = stored_key(env, logs / "variables-get.log")

@@ -21,6 +21,8 @@ from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, normalize_host
 
 if TYPE_CHECKING:
     from airflow_provider_pioneer.client import PioneerClient
+    from airflow_provider_pioneer.lifecycle.aio import ConnectionSettings
+    from airflow_provider_pioneer.lifecycle.api import LifecycleClient
     from airflow_provider_pioneer.pacing import Pacer
 
 __all__ = ["PioneerHook", "parse_stored_key"]
@@ -302,6 +304,34 @@ class PioneerHook(BaseHook):
     def list_base_models(self) -> list[dict[str, Any]]:
         """The model catalogue (``GET /v1/models``, every page)."""
         return self.client.list_base_models()
+
+    @cached_property
+    def lifecycle(self) -> LifecycleClient:
+        """Datasets, training jobs and evaluations (see :class:`~airflow_provider_pioneer.lifecycle.api.LifecycleClient`)."""
+        from airflow_provider_pioneer.lifecycle.api import LifecycleClient
+
+        return LifecycleClient(self.client)
+
+    def connection_settings(self) -> ConnectionSettings:
+        """Base URL, key (masked), auth scheme and timeout: what a trigger's async reader needs.
+
+        Called inside the trigger (never in the task that defers), so no key is ever part of a
+        trigger's serialised kwargs.
+        """
+        from airflow_provider_pioneer.lifecycle.aio import ConnectionSettings
+        from airflow_provider_pioneer.urls import validate_base_url
+
+        base_url = validate_base_url(
+            self.base_url, allow_insecure_http=_as_bool(self._extras.get("allow_insecure_http", False))
+        )
+        return ConnectionSettings(
+            base_url=base_url,
+            api_key=self.get_api_key(),
+            auth_scheme=str(self._extras.get("auth_scheme") or "x-api-key").lower(),
+            timeout=self._timeout
+            if self._timeout is not None
+            else self._extra_number("timeout", 60.0, float),
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """Back the UI's Test button: list the account's keys (free, no side effects)."""

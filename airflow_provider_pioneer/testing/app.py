@@ -227,6 +227,7 @@ def create_app(state: EmulatorState) -> FastAPI:
         started = time.perf_counter()
         texts = _check_texts(body.text, state.config.max_text_chars)
         labels, deprecated = _check_labels(body.schema_)
+        state.lifecycle.check_servable(body.model_id)  # a training job: 404 / 409 / 425 until it serves
         if not state.model_exists(body.model_id):
             return JSONResponse({"detail": f"Model {body.model_id} not found"}, status_code=404)
         state.check_model_ready(body.model_id)  # current profile: 409 not servable, 425 warming up
@@ -239,9 +240,12 @@ def create_app(state: EmulatorState) -> FastAPI:
             for t in texts
         ]
         tokens = state.bill_inference(key, texts)
+        inference_id = str(uuid.uuid4())
+        if body.store:  # stored calls can get feedback (POST /inferences/{id}/feedback)
+            state.lifecycle.remember_inference(inference_id, key.account_id)
         payload = {
             "type": "encoder",
-            "inference_id": str(uuid.uuid4()),
+            "inference_id": inference_id,
             "result": results[0] if isinstance(body.text, str) else results,
             "model_id": body.model_id,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
@@ -281,6 +285,9 @@ def create_app(state: EmulatorState) -> FastAPI:
     ) -> Response:
         return JSONResponse(state.list_models(limit, after_id))
 
+    from airflow_provider_pioneer.testing.lifecycle_app import add_lifecycle_routes
+
+    add_lifecycle_routes(app, state, ADMIN_PREFIX)
     _add_admin_routes(app, state)
     return app
 

@@ -248,6 +248,20 @@ class EmulatorControl:
     def reset_counters(self) -> None:
         self._call("POST", "reset-counters")
 
+    def set_lifecycle(self, **settings: Any) -> dict[str, Any]:
+        """Change the model-lifecycle simulation (durations, doc variants, faults); returns every setting.
+
+        See :class:`~airflow_provider_pioneer.testing.lifecycle.LifecycleSettings` for the names
+        (``queue_s``, ``epoch_s``, ``status_style``, ``fail_next_jobs``, ``running_status``, ``eval_f1``...).
+        """
+        return dict(self._call("PUT", "lifecycle", settings))
+
+    def lifecycle_counters(self) -> dict[str, Any]:
+        """Lifecycle counters: ``jobs_submitted``, ``idempotent_replays``, ``jobs_stopped``,
+        ``presigned_puts``, ``presigned_puts_with_key``, ``evaluations_submitted``, ``submits_rate_limited``...
+        and ``jobs`` (each job id's status now)."""
+        return dict(self._call("GET", "lifecycle/counters"))
+
     def extract(
         self,
         text: str,

@@ -27,6 +27,7 @@ from airflow_provider_pioneer.testing.billing import CEILING_CODES, CREDIT_CODES
 from airflow_provider_pioneer.testing.config import DEFAULT, EmulatorConfig, check_codes, check_money_settings
 from airflow_provider_pioneer.testing.errors import AuthError
 from airflow_provider_pioneer.testing.faults import BAD_RESULTS, ECHO_ENVELOPES, FAULT_KINDS, Fault
+from airflow_provider_pioneer.testing.lifecycle import LifecycleStore
 from airflow_provider_pioneer.testing.limits import HourlyLog, SlidingPeak, TokenBucket, retry_after
 
 __all__ = [
@@ -142,6 +143,8 @@ class EmulatorState:
         self._fault_seq = 0
         self._counters = _Counters()
         self._in_flight = 0
+        #: Datasets, training jobs and evaluations (``lifecycle.py``).
+        self.lifecycle = LifecycleStore()
         self.default_account = self._new_account(
             c.credits, c.spend_cap_tokens, c.credit_ceiling_tokens, c.credits_code, c.credit_ceiling_code
         )
@@ -645,3 +648,4 @@ class EmulatorState:
         """Zero every counter (keys, accounts, credits, limits and faults are kept)."""
         with self._lock:
             self._counters = _Counters()
+        self.lifecycle.reset_counters()

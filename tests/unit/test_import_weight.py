@@ -14,6 +14,9 @@ baseline = {m for m in ("fastapi", "uvicorn", "starlette", "requests") if m in s
 import airflow_provider_pioneer.hooks.pioneer
 import airflow_provider_pioneer.operators.inference
 import airflow_provider_pioneer.operators.key_rotation
+import airflow_provider_pioneer.operators.datasets
+import airflow_provider_pioneer.operators.training
+import airflow_provider_pioneer.operators.evaluation
 import airflow_provider_pioneer.links
 print(json.dumps({m: m in sys.modules and m not in baseline for m in ("fastapi", "uvicorn", "starlette", "requests")}))
 """

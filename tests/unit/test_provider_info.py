@@ -60,7 +60,7 @@ def test_every_class_and_module_named_in_provider_info_imports() -> None:
     from airflow.sdk import BaseHook, BaseOperatorLink
 
     info = get_provider_info()
-    for group in ("hooks", "operators"):
+    for group in ("hooks", "operators", "triggers"):
         for entry in info[group]:
             for module in entry["python-modules"]:
                 importlib.import_module(module)
