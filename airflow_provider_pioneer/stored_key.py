@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 __all__ = ["StoredKey", "build_document", "is_masked_placeholder", "parse_stored", "problem_message"]
@@ -142,3 +143,14 @@ def build_document(
     }
     doc.update(extra)
     return json.dumps(doc)
+
+
+def parse_iso_time(value: Any) -> datetime | None:
+    """A stored ``created_at`` (ISO 8601, ``Z`` allowed; naive means UTC), or ``None`` if unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -11,7 +11,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow_provider_pioneer.stored_key import StoredKey, build_document, parse_stored, problem_message
+from airflow_provider_pioneer.stored_key import (
+    StoredKey,
+    build_document,
+    parse_iso_time,
+    parse_stored,
+    problem_message,
+)
 
 __all__ = [
     "StoredKey",
@@ -106,16 +112,6 @@ def still_pending(
     return [n for n in dict.fromkeys(names) if n != new_name]
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def _name_time(name: str, prefix: str) -> datetime | None:
     if not is_managed(name, prefix):
         return None
@@ -129,7 +125,7 @@ def key_birth(name: str, prefix: str, created_at: Any = None) -> datetime | None
     The later one, so that clock skew between the worker that named the key and Pioneer can only
     make a key look younger than it is (kept longer), never older (revoked too early).
     """
-    times = [t for t in (_name_time(name, prefix), _parse_time(created_at)) if t is not None]
+    times = [t for t in (_name_time(name, prefix), parse_iso_time(created_at)) if t is not None]
     return max(times) if times else None
 
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from airflow_provider_pioneer.stored_key import parse_stored
+from airflow_provider_pioneer.stored_key import parse_iso_time, parse_stored
 
 SUMMARY_XCOM_KEY = "pioneer_summary"  # the inference operator's (kept import-free of the operator)
 INFERENCE_OPERATOR = "PioneerInferenceOperator"
@@ -141,16 +141,6 @@ def _float(value: Any) -> float | None:
 
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="seconds") if value else None
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def task_log_url(ui_root: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
@@ -347,7 +337,7 @@ def _rotations(
             # The Variable keeps the names its writer was about to revoke; the run's return value
             # says which it then did revoke.
             pending = [n for n in pending if n not in doc["revoked"]]
-        created_at = _parse_time(created)
+        created_at = parse_iso_time(created)
         age = round((now - created_at).total_seconds() / 86400, 2) if created_at else None
         dag = session.execute(
             select(dag_model.is_paused, dag_model.next_dagrun_create_after).where(dag_model.dag_id == dag_id)
