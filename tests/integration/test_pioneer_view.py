@@ -234,7 +234,9 @@ def _requests(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
         "AIRFLOW__CORE__AUTH_MANAGER": "tests.restricted_auth.RestrictedAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:admin,bob:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
-        "PIONEER_TEST_DAG_ACCESS": json.dumps({"bob": ["view_dag_b"]}),
+        # alice is an admin, limited to this test's DAGs only because the suite's other tests leave
+        # their runs and rotations in the same metastore (they would fill her first page).
+        "PIONEER_TEST_DAG_ACCESS": json.dumps({"bob": ["view_dag_b"], "alice": DAGS}),
         "AIRFLOW__PIONEER__KEY_MAX_AGE_DAYS": "7",
     }
     result = subprocess.run(
@@ -274,7 +276,7 @@ def test_the_view_needs_a_user_and_shows_only_their_dags(session: Any, tmp_path:
             answer = got[(who, path)]
             assert answer["status_code"] == status, answer
             assert "view_dag" not in answer["body"] and "airflow-pioneer" not in answer["body"]
-    # alice (admin, every DAG), through the UI's session cookie: both DAGs, the rotation status.
+    # alice (admin, this test's DAGs), through the UI's session cookie: both DAGs, the rotation status.
     page = got[("alice-cookie", "/pioneer/")]
     assert page["status_code"] == 200
     assert (
