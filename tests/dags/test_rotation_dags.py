@@ -715,7 +715,11 @@ def test_two_rotations_at_once_never_leave_a_revoked_key_stored(emu: Any, tmp_pa
     # The race was real: at some gap one run's key lost to the other's.
     assert any(kind == "superseded" for _, _, kind in outcomes), outcomes
     output = "".join((tmp_path / f"child-{role}.log").read_text() for role in ("a", "b"))
-    assert "Pioneer key rotated" in output and "this run's key was discarded" in output
+    # The losing run says so. Its own key is then discarded, or, when the winner already revoked
+    # the old key it would delete with, left to the next run as an orphan (checked above: after
+    # each follow-up only the stored key is alive): which one depends on timing.
+    assert "Pioneer key rotated" in output and "Another rotation stored key" in output
+    assert "this run's key was discarded" in output or "this run's key could not be deleted" in output
     assert not leaked_in(output), "a racing process logged a key"
 
 
