@@ -26,6 +26,12 @@ task find its share on its own:
 
 Both signals always apply: the pace is the lower of the two (and of the ceiling).
 
+A task starts slowly (a sixteenth of the limit, doubling every quarter second of successes), or
+at an eighth when the headers show the account's bucket full. Tasks that start together all
+see it full; the first fall of its level is what tells them about each other, and each then
+scales its pace by how fast the level falls, so together they come back under the refill rate
+before the bucket is empty.
+
 :class:`StaticRate` is the pacing of earlier releases (a fixed rate, 10% slower per 429),
 kept for comparison in ``benchmarks/inference``.
 """
@@ -114,8 +120,10 @@ class AdaptiveRate:
     SLOW_START_GROWTH = math.log(2) / 0.25
     #: A full bucket holding this many seconds of the advertised rate lets a new task start at...
     FULL_START_BUDGET_S = 0.9
-    #: ...this fraction of the top pace (slow start doubles it from there: full pace in half a second).
-    FULL_START_FRACTION = 0.25
+    #: ...this fraction of the top pace (slow start doubles it from there: full pace in 0.75 s).
+    #: An eighth, not more: 16 tasks starting together at a quarter each drew four times the
+    #: refill rate and emptied the bucket before their first answers showed it falling.
+    FULL_START_FRACTION = 0.125
     #: Relative growth per second of successes while probing above the last rate that worked.
     GROWTH = 0.005
     #: Constant growth per second, as a fraction of the top pace: what makes shares converge.
@@ -131,7 +139,9 @@ class AdaptiveRate:
     #: A task that delivered less than this share of its pace was crowded out: drop to what it delivered.
     CROWDED = 0.5
     #: Extra hold after a ``Retry-After``, at most this fraction of it (so tasks held together part).
-    GATE_JITTER = 0.25
+    #: Small: their 429s already arrive spread over the moments the budget was empty, and for a
+    #: task alone every extra moment held is budget lost (a quarter cost 2% on the legacy limit).
+    GATE_JITTER = 0.1
     #: Each pacing interval is drawn within this fraction of its mean (tasks do not lock in step).
     SPACING_JITTER = 0.2
     #: Requests of an announced window budget left unspent (the announcement is a round trip old).
@@ -151,6 +161,10 @@ class AdaptiveRate:
     LOW_REPEAT_S = 1.0
     #: Resets this close are whole seconds rounded up: too coarse to spread a budget over.
     MIN_SPREAD_S = 2.0
+    #: Leaving the slow start, the pace is scaled to draw this share of the refill rate.
+    TARGET_DRAW = 0.95
+    #: A fall seen over less than this is measured over this (responses arrive bunched).
+    MIN_FALL_S = 0.05
     #: How far back the level's fall is measured.
     SLOPE_WINDOW_S = 0.5
     #: Header budgets older than this are not trusted any more.
@@ -191,6 +205,7 @@ class AdaptiveRate:
         self._ample = False  # a refilling budget with room to spare
         self._refill_like = False
         self._levels: deque[tuple[float, float]] = deque()  # (time, remaining) of the last moments
+        self._ample_seen: tuple[float, float] | None = None  # (time, remaining) when last ample
 
     # -- the pace -------------------------------------------------------------------------------
 
@@ -299,8 +314,18 @@ class AdaptiveRate:
         self._refill_like = self.refilling or info.reset_in <= self.MIN_SPREAD_S
         low = info.remaining < max(1.0, self.LOW_WATER * self._capacity)
         self._ample = self._refill_like and info.remaining >= self.HIGH_WATER * self._capacity
+        if self._ample:
+            self._ample_seen = (now, info.remaining)
         if self._refill_like and not self._ample:
-            self.slow_start = False  # the shared budget is draining: stop doubling
+            if self.slow_start:
+                # The shared budget started to drain while we were still climbing: others draw on
+                # it too (or we passed its refill rate). Every task that sees the fall scales by
+                # how fast it falls, so together they come back under the refill rate at once
+                # instead of waiting for it to run low.
+                self.slow_start = False
+                drawn = self._drawn_since_ample(now, info.remaining)
+                if drawn is not None and drawn > 1.0:
+                    self.aimd = max(self.floor, self.aimd * self.TARGET_DRAW / drawn)
         elif (
             self.slow_start
             and self._ample
@@ -366,6 +391,17 @@ class AdaptiveRate:
     def on_rate_limited(self, now: float, sent_at: float | None) -> bool:
         """A 429 (not a spend cap). Returns whether it started a new episode (and slowed the pace)."""
         return self._congestion(now, sent_at)
+
+    def _drawn_since_ample(self, now: float, remaining: float) -> float | None:
+        """How many times its refill rate the account draws, from the fall since the budget was last ample.
+
+        A full bucket hides how much is drawn (it cannot rise); the fall from it shows the whole of it.
+        """
+        if self._ample_seen is None or self._advertised is None:
+            return None
+        seen_at, level = self._ample_seen
+        fall_per_s = (level - remaining) / max(now - seen_at, self.MIN_FALL_S)
+        return 1.0 + fall_per_s / self._advertised
 
     def _overdraw(self) -> float | None:
         """How many times its refill rate the account draws now, from how fast the level falls."""

@@ -90,11 +90,13 @@ def simulate(
     seed: int = 0,
     quota: int | None = None,
     starts: list[float] | None = None,
+    latency_jitter: float = 0.0,
 ) -> SimResult:
     """Run the tasks for ``seconds`` of simulated time; each sends as its controller allows.
 
     :param quota: each task stops after this many successes (a shard of a job).
     :param starts: when each task starts (processes on busy workers start seconds apart).
+    :param latency_jitter: mean of an exponential delay added to each reply (busy cores, queues).
     """
     rng = random.Random(seed)
     result = SimResult(per_task=[0] * len(controllers), finished_at=[math.inf] * len(controllers))
@@ -158,7 +160,16 @@ def simulate(
         else:
             result.rate_limited += 1
         in_flight[i] += 1
-        heapq.heappush(events, (now + latency, order, "reply", i, (ok, retry_after, info, now)))
+        heapq.heappush(
+            events,
+            (
+                now + latency + (rng.expovariate(1 / latency_jitter) if latency_jitter else 0.0),
+                order,
+                "reply",
+                i,
+                (ok, retry_after, info, now),
+            ),
+        )
         order += 1
         if in_flight[i] < concurrency:
             heapq.heappush(events, (max(now, next_slot[i]), order, "send", i, payload))

@@ -257,10 +257,21 @@ def test_tasks_sharing_a_bucket_without_headers_live_on_retry_after_alone(tasks:
     assert result.share_429 <= 0.05
 
 
-def test_one_task_on_the_legacy_limit_finds_it_without_headers() -> None:
+@pytest.mark.parametrize("seed", range(3))
+def test_one_task_on_the_legacy_limit_finds_it_without_headers(seed: int) -> None:
+    """Alone on the June 2026 limit (1,200/min, no headers): each 429 holds it a whole second
+    (``Retry-After`` is whole seconds), in which the bucket refills; an extra random hold on top
+    is budget lost (a quarter of the Retry-After cost 3-4%)."""
     seconds = 60
-    result = simulate(adaptive_tasks(1), TokenBucketServer(1200), seconds=seconds, latency=0.1, headers=False)
-    assert result.succeeded >= 0.93 * 1200 / 60 * seconds
+    result = simulate(
+        adaptive_tasks(1, seed=seed),
+        TokenBucketServer(1200),
+        seconds=seconds,
+        latency=0.1,
+        headers=False,
+        seed=seed,
+    )
+    assert result.succeeded >= 0.97 * 1200 / 60 * seconds
     assert result.share_429 <= 0.05
 
 
@@ -288,7 +299,7 @@ def test_shards_of_one_job_started_apart_finish_it_near_the_bound_with_headers(t
 
 
 def test_a_task_alone_on_a_full_bucket_skips_most_of_the_slow_start_but_not_without_headers() -> None:
-    """The headers say nobody else draws on the account: start at a quarter of the limit, not a
+    """The headers say nobody else draws on the account: start at an eighth of the limit, not a
     sixteenth (the slow start cost a lone 20-s task 4-5% of its throughput). Without headers
     nothing says the account is idle: the careful start stays."""
     first_second = {
@@ -297,5 +308,40 @@ def test_a_task_alone_on_a_full_bucket_skips_most_of_the_slow_start_but_not_with
         )
         for headers in (True, False)
     }
-    assert first_second[True].succeeded >= 35 and first_second[True].rate_limited == 0
+    assert first_second[True].succeeded >= 25 and first_second[True].rate_limited == 0
     assert first_second[False].succeeded <= 20
+
+
+def test_tasks_starting_together_on_a_full_bucket_step_back_before_it_empties() -> None:
+    """Sixteen tasks whose first answers all show a full bucket all skip part of the slow start.
+    The fall of the level is what tells them about each other: each scales its pace by how fast
+    it falls, so together they return under the refill rate before the bucket is empty (before,
+    they only slowed at half empty, by then 4-7 requests per job had been answered 429)."""
+    tasks, limit = 16, 5000
+    bound = limit / 60
+    quota = int(bound * 20) // tasks
+    for seed in range(3):
+        rng = random.Random(seed)
+        starts = sorted(rng.uniform(0, 0.05 * tasks) for _ in range(tasks))
+        result = simulate(
+            adaptive_tasks(tasks, seed=seed), TokenBucketServer(limit), seconds=300, latency=0.03,
+            latency_jitter=0.03, quota=quota, starts=starts, seed=seed,
+        )  # fmt: skip
+        assert result.rate_limited == 0, seed
+        assert quota * tasks / (max(result.finished_at) - starts[0]) >= 0.95 * bound
+
+
+def test_leaving_the_slow_start_on_a_falling_bucket_scales_by_the_fall() -> None:
+    ctl = AdaptiveRate(rng=random.Random(1))
+    ctl.on_sent(0.0)
+    ctl.on_headers(RateLimitHeaders(5000, 83, 0.0), 0.00)
+    # Refilling: more budget than a moment ago, long before the announced reset.
+    ctl.on_headers(RateLimitHeaders(5000, 80, 1.0), 0.01)
+    ctl.on_headers(RateLimitHeaders(5000, 83, 0.0), 0.02)
+    assert ctl.slow_start
+    before = ctl.rate(0.02)
+    ctl.on_headers(RateLimitHeaders(5000, 58, 1.0), 0.12)  # 25 fewer in 0.1 s: drawn at 4x the refill
+    assert not ctl.slow_start
+    assert ctl.rate(0.12) == pytest.approx(
+        before * AdaptiveRate.TARGET_DRAW / (1 + 250 / (5000 / 60)), rel=0.01
+    )
