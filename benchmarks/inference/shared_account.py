@@ -246,6 +246,8 @@ def cell(emu: Any, variant: str, p: int, *, work: Path, batch_size: int, seconds
         "steady_ratio_to_bound": steady, "steady_window_s": round(max(0.0, all_to - all_from), 2),
         "converge_s": converge_time(samples, first, 0.9 * LIMIT_RPM / 60.0),
         "task_seconds": sorted(round(r["end"] - t0, 2) for r in results),
+        # From execute() to the task's first request (imports, input, checkpoint, client), per task.
+        "startup_s": sorted(round(r.get("first_request", r["start"]) - r["start"], 2) for r in results),
         "pacers": sorted({r.get("pacer", "?") for r in results})[:4],
         "timeline_ok_429": [
             [round(t - t0, 1), req - r4 - (prev[1] - prev[2]), r4 - prev[2]]
