@@ -27,7 +27,7 @@ task find its share on its own:
 Both signals always apply: the pace is the lower of the two (and of the ceiling).
 
 A task starts slowly (a sixteenth of the limit, doubling every quarter second of successes), or
-at an eighth when the headers show the account's bucket full. Tasks that start together all
+at a quarter when the headers show the account's bucket full. Tasks that start together all
 see it full; the first fall of its level is what tells them about each other, and each then
 scales its pace by how fast the level falls, so together they come back under the refill rate
 before the bucket is empty.
@@ -120,10 +120,9 @@ class AdaptiveRate:
     SLOW_START_GROWTH = math.log(2) / 0.25
     #: A full bucket holding this many seconds of the advertised rate lets a new task start at...
     FULL_START_BUDGET_S = 0.9
-    #: ...this fraction of the top pace (slow start doubles it from there: full pace in 0.75 s).
-    #: An eighth, not more: 16 tasks starting together at a quarter each drew four times the
-    #: refill rate and emptied the bucket before their first answers showed it falling.
-    FULL_START_FRACTION = 0.125
+    #: ...this fraction of the top pace (slow start doubles it from there: full pace in half a
+    #: second). Tasks that start together all take it: `_drawn_since_ample` brings them back.
+    FULL_START_FRACTION = 0.25
     #: Relative growth per second of successes while probing above the last rate that worked.
     GROWTH = 0.005
     #: Constant growth per second, as a fraction of the top pace: what makes shares converge.
