@@ -329,16 +329,19 @@ def test_two_tasks_on_one_output_path_the_second_fails_and_the_first_is_intact(
 def test_the_lease_heartbeat_keeps_a_slow_task_the_owner(
     store: str, root: str, emu: PioneerEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run longer than the lease TTL stays the owner: its heartbeat renews the lease."""
-    monkeypatch.setattr(output, "LEASE_TTL_S", 1.0)
+    """A run longer than the lease TTL stays the owner: its heartbeat renews the lease.
+
+    The TTL is 15 beats: a beat can stall for about a second in this busy test process, and at
+    a 1-s TTL that stall alone once made the lease look abandoned in `make test`."""
+    monkeypatch.setattr(output, "LEASE_TTL_S", 3.0)
     monkeypatch.setattr(output, "LEASE_HEARTBEAT_S", 0.2)
     emu.set_latency(100)
     out = f"{root}/entities/slow.jsonl"
-    rows = texts(100, f"slow-{store}")
+    rows = texts(400, f"slow-{store}")  # 80 requests one at a time: about 8 s, well past the TTL
     first = threading.Thread(target=run, args=(rows, out, TI(map_index=0)), kwargs={"max_concurrency": 1})
     first.start()
     try:
-        time.sleep(1.5)  # longer than the TTL
+        time.sleep(3.5)  # longer than the TTL
         assert first.is_alive()
         with pytest.raises(OutputConflictError, match="heartbeat"):
             run(texts(5, f"other-{store}"), out, TI(map_index=1))
