@@ -139,7 +139,8 @@ class AdaptiveRate:
     CROWDED = 0.5
     #: Extra hold after a ``Retry-After``, at most this fraction of it (so tasks held together part).
     #: Small: their 429s already arrive spread over the moments the budget was empty, and for a
-    #: task alone every extra moment held is budget lost (a quarter cost 2% on the legacy limit).
+    #: task alone every extra moment held is budget lost (a quarter cost a simulated lone task on
+    #: the legacy limit 2%).
     GATE_JITTER = 0.1
     #: Each pacing interval is drawn within this fraction of its mean (tasks do not lock in step).
     SPACING_JITTER = 0.2
