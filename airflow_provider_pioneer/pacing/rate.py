@@ -121,7 +121,7 @@ class AdaptiveRate:
     #: A full bucket holding this many seconds of the advertised rate lets a new task start at...
     FULL_START_BUDGET_S = 0.9
     #: ...this fraction of the top pace (slow start doubles it from there: full pace in half a
-    #: second). Tasks that start together all take it: `_drawn_since_ample` brings them back.
+    #: second). Tasks that start together all take it: the fall-scaled exit brings them back.
     FULL_START_FRACTION = 0.25
     #: Relative growth per second of successes while probing above the last rate that worked.
     GROWTH = 0.005
@@ -323,7 +323,9 @@ class AdaptiveRate:
                 # how fast it falls, so together they come back under the refill rate at once
                 # instead of waiting for it to run low.
                 self.slow_start = False
-                drawn = self._drawn_since_ample(now, info.remaining)
+                # A full bucket hides how much is drawn (it cannot rise); the fall from the last
+                # ample reading shows the whole of it.
+                drawn = self._drawn_since(self._ample_seen, now, info.remaining)
                 if drawn is not None and drawn > 1.0:
                     self.aimd = max(self.floor, self.aimd * self.TARGET_DRAW / drawn)
         elif (
@@ -392,26 +394,23 @@ class AdaptiveRate:
         """A 429 (not a spend cap). Returns whether it started a new episode (and slowed the pace)."""
         return self._congestion(now, sent_at)
 
-    def _drawn_since_ample(self, now: float, remaining: float) -> float | None:
-        """How many times its refill rate the account draws, from the fall since the budget was last ample.
-
-        A full bucket hides how much is drawn (it cannot rise); the fall from it shows the whole of it.
-        """
-        if self._ample_seen is None or self._advertised is None:
+    def _drawn_since(self, since: tuple[float, float] | None, now: float, remaining: float) -> float | None:
+        """How many times its refill rate the account draws, from the level's fall since ``since``
+        (a ``(time, remaining)`` reading); ``None`` without one or without an advertised limit."""
+        if since is None or self._advertised is None:
             return None
-        seen_at, level = self._ample_seen
+        seen_at, level = since
         fall_per_s = (level - remaining) / max(now - seen_at, self.MIN_FALL_S)
         return 1.0 + fall_per_s / self._advertised
 
     def _overdraw(self) -> float | None:
         """How many times its refill rate the account draws now, from how fast the level falls."""
-        if len(self._levels) < 2 or self._advertised is None:
+        if len(self._levels) < 2:
             return None
-        (t0, r0), (t1, r1) = self._levels[0], self._levels[-1]
+        (t0, _), (t1, r1) = self._levels[0], self._levels[-1]
         if t1 - t0 < 0.1:
             return None
-        drawn = self._advertised - (r1 - r0) / (t1 - t0)
-        return drawn / self._advertised
+        return self._drawn_since(self._levels[0], t1, r1)
 
     def _congestion(self, now: float, sent_at: float | None, overdraw: float | None = None) -> bool:
         if sent_at is not None and sent_at < self._last_decrease:
