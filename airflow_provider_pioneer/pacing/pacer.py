@@ -201,7 +201,9 @@ class Pacer:
         """Let no request leave, from any thread, for ``seconds`` (a ``Retry-After``)."""
         if seconds > 0:
             with self._lock:
-                self._gate_until = max(self._gate_until, self._clock() + seconds)
+                now = self._clock()
+                self._gate_until = max(self._gate_until, now + seconds)
+                self._control.on_held(now, self._gate_until)
 
     def on_rate_limited(self, retry_after: float | None) -> None:
         """A 429 arrived: close the gate for ``retry_after`` seconds (plus jitter) and slow the pace.
@@ -215,6 +217,7 @@ class Pacer:
             if retry_after is not None and retry_after > 0:
                 until = now + retry_after + self._control.gate_jitter(retry_after)
                 self._gate_until = max(self._gate_until, until)
+                self._control.on_held(now, self._gate_until)
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` with the injected sleep (a retry backoff; a stoppable pacer ends it early)."""

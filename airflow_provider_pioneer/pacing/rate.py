@@ -18,11 +18,13 @@ task find its share on its own:
   constant so that tasks converge to equal shares); a 429 *episode* multiplies the rate by
   ``DECREASE``. One episode is one decrease however many threads get a 429 for it: a 429 for
   a request sent before the last decrease is part of that episode. When the task delivered far
-  less than its pace (a crowded account at start-up), the new rate drops to what it delivered
-  instead of crawling down in many episodes, each of which costs 429s and a ``Retry-After``.
-  After a decrease the rate climbs back quickly to the rate last known to work, then probes
-  above it slowly, faster the longer no 429 comes (so a task left alone takes over the
-  budget the others freed).
+  less than its pace while it was free to send (a crowded account at start-up), the new rate
+  drops to what it delivered instead of crawling down in many episodes, each of which costs
+  429s and a ``Retry-After``. Time held by a ``Retry-After`` does not count: a task told to wait
+  delivered nothing because it waited, not because the account was crowded.
+  After a decrease the rate climbs back to what the task achieved (holds included), then probes
+  above it; both go faster the longer no 429 comes (so the tasks left at the end of a job take
+  over the budget the others freed within seconds, instead of finishing it alone at a crawl).
 
 Both signals always apply: the pace is the lower of the two (and of the ceiling).
 
@@ -81,6 +83,9 @@ class StaticRate:
         return 1.0 / rate
 
     def on_headers(self, info: RateLimitHeaders, now: float, sent_at: float | None = None) -> None:
+        pass
+
+    def on_held(self, start: float, until: float) -> None:
         pass
 
     def on_success(self, now: float, sent_at: float | None) -> None:
@@ -187,9 +192,10 @@ class AdaptiveRate:
         self.slow_start = True
         self._rng = rng or random.Random()
         self._last_decrease = -math.inf
-        self._good: float | None = None  # the rate last known to work (delivered before congestion)
+        self._good: float | None = None  # the rate last known to work (achieved before congestion)
         self._above_since: float | None = None  # when the pace passed ``_good`` again
         self._deliveries: deque[float] = deque()
+        self._holds: deque[tuple[float, float]] = deque()  # (start, until) of Retry-After holds
         self._first_send: float | None = None
         self.decreases = 0
         # Latest header budget: `_remaining` at `_seen_at`, whole again at `_reset`.
@@ -351,12 +357,34 @@ class AdaptiveRate:
             # dip (the level lags the pace), unless it stays low for a while.
             self._low_episode = True
 
-    def _delivered(self, now: float) -> float:
+    def on_held(self, start: float, until: float) -> None:
+        """No request could leave from ``start`` to ``until`` (a ``Retry-After``)."""
+        if self._holds and start <= self._holds[-1][1]:
+            start = min(start, self._holds[-1][0])
+            until = max(until, self._holds.pop()[1])
+        while self._holds and self._holds[0][1] < start - self.DELIVERY_WINDOW_S:
+            self._holds.popleft()  # bounded without a 429 to trim them (a long warm-up's holds)
+        self._holds.append((start, until))
+
+    def _delivered(self, now: float, *, free_only: bool = True) -> float:
+        """Successes per second over the last ``DELIVERY_WINDOW_S``: per second the task was free
+        to send (``free_only``), or per second of the whole window (what it achieved, holds included)."""
         while self._deliveries and self._deliveries[0] < now - self.DELIVERY_WINDOW_S:
             self._deliveries.popleft()
         start = max(now - self.DELIVERY_WINDOW_S, self._first_send if self._first_send is not None else now)
+        while self._holds and self._holds[0][1] < start:
+            self._holds.popleft()
+        held = (
+            sum(max(0.0, min(until, now) - max(begin, start)) for begin, until in self._holds)
+            if free_only
+            else 0.0
+        )
         # The first successes of a run come in a burst: measure over at least a quarter second.
-        return len(self._deliveries) / max(now - start, 0.25)
+        return len(self._deliveries) / max(now - start - held, 0.25)
+
+    def _speedup(self, quiet_s: float) -> float:
+        """How many times faster to grow after ``quiet_s`` seconds without congestion."""
+        return min(self.PROBE_MAX_SPEEDUP, 2.0 ** (quiet_s / self.PROBE_DOUBLING_S))
 
     def on_sent(self, now: float) -> None:
         if self._first_send is None:
@@ -377,12 +405,15 @@ class AdaptiveRate:
             # same amount (so shares even out); its headers warn before it runs dry.
             growth = self.AMPLE_GROWTH * self.top + self.AMPLE_RELATIVE * rate
         elif good is not None and rate < good:
-            growth = self.RECOVERY * rate
+            # Back to what worked; quickly once no 429 has come for a while: at the end of a job
+            # the budget of the tasks that finished is free, and only this growth takes it.
+            quiet = self._speedup(now - self._last_decrease)
+            growth = max(self.RECOVERY * rate, (self.GROWTH * rate + self.ABS_GROWTH * self.top) * quiet)
             self._above_since = None
         else:
             if self._above_since is None:
                 self._above_since = now
-            speedup = min(self.PROBE_MAX_SPEEDUP, 2.0 ** ((now - self._above_since) / self.PROBE_DOUBLING_S))
+            speedup = self._speedup(now - self._above_since)
             growth = self.GROWTH * speedup * rate + self.ABS_GROWTH * self.top
         # `growth` is per second; successes arrive at about `rate` per second.
         new = rate + growth / rate
@@ -416,7 +447,7 @@ class AdaptiveRate:
         if sent_at is not None and sent_at < self._last_decrease:
             return False  # sent before the last decrease: part of that episode
         pace = self.rate(now)
-        delivered = self._delivered(now)
+        delivered = self._delivered(now)  # while free to send: a Retry-After hold is not crowding
         if overdraw is not None and overdraw > 1.0 / self.DECREASE:
             # Every task on the account sees the same fall and scales by the same factor:
             # together they come back to the refill rate at once.
@@ -425,7 +456,9 @@ class AdaptiveRate:
             new = max(delivered, pace * (1 - self.DECREASE))
         else:
             new = pace * self.DECREASE
-        self._good = max(new, min(pace, delivered))
+        # What worked is what the task achieved, holds included: climbing back to the pace it had
+        # between holds would only bring the next 429 (and the next hold) sooner.
+        self._good = max(new, min(pace, self._delivered(now, free_only=False)))
         self.aimd = max(self.floor, new)
         self.slow_start = False
         self._above_since = None

@@ -127,6 +127,7 @@ def simulate(
                 ctl.on_rate_limited(now, sent_at)
                 jitter = ctl.gate_jitter(retry_after)
                 gate[i] = max(gate[i], now + retry_after + jitter)
+                ctl.on_held(now, gate[i])
             if in_flight[i] == concurrency - 1:  # a worker was free again: let it send
                 heapq.heappush(events, (max(now, next_slot[i]), order, "send", i, payload))
                 order += 1
