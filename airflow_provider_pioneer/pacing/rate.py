@@ -405,10 +405,13 @@ class AdaptiveRate:
             # same amount (so shares even out); its headers warn before it runs dry.
             growth = self.AMPLE_GROWTH * self.top + self.AMPLE_RELATIVE * rate
         elif good is not None and rate < good:
-            # Back to what worked; quickly once no 429 has come for a while: at the end of a job
-            # the budget of the tasks that finished is free, and only this growth takes it.
-            quiet = self._speedup(now - self._last_decrease)
-            growth = max(self.RECOVERY * rate, (self.GROWTH * rate + self.ABS_GROWTH * self.top) * quiet)
+            growth = self.RECOVERY * rate
+            if now - self._seen_at > self.HEADER_TTL_S:
+                # Without headers, back to what worked quickly once no 429 has come for a while:
+                # at the end of a job the budget of the tasks that finished is free, and only this
+                # growth takes it (with headers, an ample bucket says so and is taken at once).
+                quiet = self._speedup(now - self._last_decrease)
+                growth = max(growth, (self.GROWTH * rate + self.ABS_GROWTH * self.top) * quiet)
             self._above_since = None
         else:
             if self._above_since is None:
