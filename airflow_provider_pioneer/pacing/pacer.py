@@ -202,8 +202,7 @@ class Pacer:
         if seconds > 0:
             with self._lock:
                 now = self._clock()
-                self._gate_until = max(self._gate_until, now + seconds)
-                self._control.on_held(now, self._gate_until)
+                self._close_gate(now, now + seconds)
 
     def on_rate_limited(self, retry_after: float | None) -> None:
         """A 429 arrived: close the gate for ``retry_after`` seconds (plus jitter) and slow the pace.
@@ -215,9 +214,12 @@ class Pacer:
             now = self._clock()
             self._control.on_rate_limited(now, sent_at)
             if retry_after is not None and retry_after > 0:
-                until = now + retry_after + self._control.gate_jitter(retry_after)
-                self._gate_until = max(self._gate_until, until)
-                self._control.on_held(now, self._gate_until)
+                self._close_gate(now, now + retry_after + self._control.gate_jitter(retry_after))
+
+    def _close_gate(self, now: float, until: float) -> None:
+        """No send from any thread before ``until`` (under the lock); the controller learns of the hold."""
+        self._gate_until = max(self._gate_until, until)
+        self._control.on_held(now, self._gate_until)
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` with the injected sleep (a retry backoff; a stoppable pacer ends it early)."""

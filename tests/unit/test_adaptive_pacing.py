@@ -214,6 +214,15 @@ def test_hold_for_other_statuses_has_no_jitter_and_sleep_uses_the_injected_sleep
     assert clock.sleeps[-1] == 1.5
 
 
+def test_the_pacer_tells_its_controller_every_hold_so_waiting_is_not_counted_as_crowding() -> None:
+    pacer, clock = make()
+    control = pacer._control
+    assert isinstance(control, AdaptiveRate)
+    pacer.on_rate_limited(1.0)  # a 429's Retry-After, plus at most a tenth of it as jitter
+    pacer.hold(3.0)  # then a 425's, overlapping it: one held stretch
+    assert list(control._holds) == [(clock.now, pytest.approx(clock.now + 3.0))]
+
+
 def test_pacing_intervals_are_jittered_around_the_rate() -> None:
     ctl = AdaptiveRate(rng=random.Random(3))
     spacings = [ctl.spacing(10.0) for _ in range(200)]
