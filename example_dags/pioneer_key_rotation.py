@@ -23,6 +23,11 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 
+try:  # Airflow >= 3.2 exports its timetables from the Task SDK; 3.1 only from core.
+    from airflow.sdk import CronTriggerTimetable
+except ImportError:  # pragma: no cover - exercised by the Airflow 3.1 leg of make test-matrix
+    from airflow.timetables.trigger import CronTriggerTimetable  # type: ignore[no-redef]
+
 try:  # Airflow 3.2+
     from airflow.sdk.exceptions import AirflowFailException
 except ImportError:  # Airflow 3.1
@@ -38,9 +43,11 @@ VARIABLE_KEY = "pioneer_api_key"
 with DAG(
     dag_id="pioneer_key_rotation",
     description="Rotate the Pioneer API key nightly and prove the connection uses the new one",
-    schedule="0 3 * * *",
-    # No start_date: with one in the past, unpausing would rotate at once (the last 03:00 tick);
-    # without it the first rotation is the next 03:00 UTC. Trigger it by hand to rotate now.
+    # 03:00 UTC, never for a tick that already passed: with a start_date in the past, unpausing
+    # would rotate at once (the last 03:00 tick), and a plain cron string does the same within
+    # 2.4 h after 03:00 (Airflow's default grace). With run_immediately=timedelta(0) the first
+    # rotation is always the next 03:00 UTC; trigger the DAG by hand to rotate now.
+    schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC", run_immediately=timedelta(0)),
     catchup=False,
     max_active_runs=1,
     tags=["pioneer", "example", "security"],

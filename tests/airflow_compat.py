@@ -48,3 +48,12 @@ def task_runtime_hooks() -> Any:
 
         return ProvidersManager().hooks
     return ProvidersManagerTaskRuntime().hooks
+
+
+def as_scheduler_sees_it(dag: Any) -> Any:
+    """``dag`` serialized and read back, as the scheduler gets it: ``DagSerialization`` since 3.2."""
+    try:
+        from airflow.serialization.serialized_objects import DagSerialization as serializer
+    except ImportError:  # Airflow 3.1
+        from airflow.serialization.serialized_objects import SerializedDAG as serializer  # type: ignore[no-redef]
+    return serializer.from_dict(serializer.to_dict(dag))

@@ -13,6 +13,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_pioneer.testing import PioneerEmulator
+from tests.airflow_compat import as_scheduler_sees_it
 from tests.dags.support import load_dag
 
 pytestmark = pytest.mark.dags
@@ -129,7 +131,7 @@ def test_every_example_file_parses_without_dagbag_errors(airflow_db: Path) -> No
 
 def test_rotation_dag_carries_the_safety_settings(airflow_db: Path) -> None:
     dag = load_dag(ROTATION)
-    assert dag.schedule == "0 3 * * *"
+    assert as_scheduler_sees_it(dag).timetable.summary == "0 3 * * *"
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     rotate = dag.get_task("rotate_api_key")
@@ -167,27 +169,33 @@ def test_batch_dag_sends_full_batches_of_the_operator_default(airflow_db: Path) 
 
 
 @pytest.mark.parametrize("dag_id", [BATCH, ROTATION])
-def test_unpausing_a_scheduled_example_starts_no_run_for_a_past_tick(airflow_db: Path, dag_id: str) -> None:
-    """What the scheduler computes for a DAG that never ran: its first run must lie in the future.
+@pytest.mark.parametrize("after_tick", [timedelta(minutes=1), timedelta(hours=2), timedelta(hours=12)])
+def test_unpausing_a_scheduled_example_starts_no_run_for_a_past_tick(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch, dag_id: str, after_tick: timedelta
+) -> None:
+    """What the scheduler computes for a DAG that never ran, unpaused at any time of day: its first
+    run must lie in the future.
 
     With a start_date in the past, catchup=False still yields the last past tick, so unpausing the
-    DAG started a run at once (an extra batch run, an unplanned key rotation).
+    DAG started a run at once (an extra batch run, an unplanned key rotation). Without a start_date
+    a plain cron string still yields the past tick within a tenth of the interval after it (2.4 h
+    for a daily DAG): CI met that at 00:03 UTC. The clock is set, so every case runs every time.
     """
-    from datetime import UTC, datetime
-
+    import airflow.timetables.trigger as trigger
     from airflow.timetables.base import TimeRestriction
-    from airflow.timetables.trigger import CronTriggerTimetable
 
-    dag = load_dag(dag_id)
+    dag = as_scheduler_sees_it(load_dag(dag_id))
     assert dag.catchup is False
-    timetable = CronTriggerTimetable(dag.schedule, timezone="UTC")
-    before = datetime.now(UTC)
+    timetable = dag.timetable
+    tick = timetable._align_to_prev(datetime(2026, 11, 27, 12, 30, tzinfo=UTC))  # a tick of its own cron
+    now = tick + after_tick
+    monkeypatch.setattr(trigger, "utcnow", lambda: now)
     first = timetable.next_dagrun_info(
         last_automated_data_interval=None,
         restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
     )
     assert first is not None
-    assert first.run_after > before
+    assert first.run_after > now, f"unpausing at {now:%H:%M} UTC would start the run of {first.run_after}"
 
 
 def test_batch_dag_without_its_input_fails_with_a_clear_message(
