@@ -35,7 +35,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from airflow_provider_pioneer import __version__
+from airflow_provider_pioneer import __version__, safe_json
 from airflow_provider_pioneer.exceptions import (
     PioneerAuthError,
     PioneerBillingError,
@@ -265,8 +265,11 @@ class PioneerClient:
                 "expected one result per text."
             )
         entries: list[Any] = result if isinstance(result, list) and isinstance(texts, list) else [result]
+        # The result's shape follows the schema ("Shape depends on the schema and task"): only a
+        # request that asked for entities can say a result without them is malformed.
+        wants_entities = isinstance(schema, list) or (isinstance(schema, dict) and "entities" in schema)
         for index, entry in enumerate(entries):
-            problem = _result_problem(entry)
+            problem = _result_problem(entry, wants_entities)
             if problem:
                 where = f"result {index} of {len(texts)}" if isinstance(texts, list) else "the result"
                 raise PioneerResponseError(f"Pioneer {INFERENCE} answered HTTP 200 but {where} {problem}.")
@@ -475,7 +478,7 @@ class PioneerClient:
             if not response.content:
                 return {}
             try:
-                return response.json()
+                return safe_json.loads(response.content)
             except ValueError:
                 raise PioneerResponseError(
                     f"Pioneer {state.what} answered HTTP {response.status_code} with a body that is not JSON."
@@ -568,10 +571,16 @@ class PioneerClient:
         )
 
 
-def _result_problem(entry: Any) -> str | None:
-    """Why one entry of ``result`` is not a per-text result, or ``None`` when it is one."""
+def _result_problem(entry: Any, wants_entities: bool) -> str | None:
+    """Why one entry of ``result`` is not a per-text result, or ``None`` when it is one.
+
+    :param wants_entities: the request's schema asked for entities, so the entry must carry them
+        (``{}`` is then a malformed answer, not "no entity found", which is ``{label: []}``).
+    """
     if not isinstance(entry, dict):
         return "is null" if entry is None else f"is a {type(entry).__name__}, not an object"
+    if wants_entities and "entities" not in entry:
+        return "has no 'entities' (expected {label: [entity, ...]})"
     entities = entry.get("entities")
     if "entities" in entry and not (
         isinstance(entities, dict) and all(isinstance(v, list) for v in entities.values())

@@ -12,6 +12,7 @@ whole body is redacted before it is parsed or cut.
 from __future__ import annotations
 
 import email.utils
+import html
 import json
 import re
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import requests
 
+from airflow_provider_pioneer import safe_json
 from airflow_provider_pioneer.exceptions import (
     PioneerAuthError,
     PioneerCreditCeilingError,
@@ -75,7 +77,9 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
 
 
 def _one_line(text: str) -> str:
-    text = _SPACE.sub(" ", text).strip()
+    # Collapsing a long (already redacted) body only to cut it wastes time: collapse a prefix that
+    # is surely long enough unless the body is mostly whitespace (then the summary is shorter).
+    text = _SPACE.sub(" ", text[: _MAX_SUMMARY * 4]).strip()
     return text if len(text) <= _MAX_SUMMARY else text[: _MAX_SUMMARY - 3] + "..."
 
 
@@ -128,23 +132,38 @@ def summarize_body(
     :param response: the error response.
     :param redact: scrubs secrets; applied to the whole body before it is parsed or cut.
     """
-    return _summarize(_body_text(response, redact), response)
+    text = _body_text(response, redact)
+    return _summarize(text, response, _parse_json(text, response, redact) if text else None, redact)
 
 
-def _parse_json(text: str, response: requests.Response) -> Any:
+def _parse_json(text: str, response: requests.Response, redact: Callable[[str], str]) -> Any:
     content_type = response.headers.get("Content-Type", "").lower()
     if "json" in content_type or text.lstrip()[:1] in ("{", "["):
         try:
-            return json.loads(text)
-        except ValueError:
+            # Redacted again once parsed: "\u0041pple"-style escapes hide a key from the raw
+            # text's redaction and bring it back whole when the strings are decoded.
+            return _redacted(safe_json.loads(text), redact)
+        except (ValueError, RecursionError):
             return None
     return None
 
 
-def _summarize(text: str, response: requests.Response, body: Any = None) -> tuple[str, Any]:
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    """Every string of a parsed JSON document (keys too) passed through ``redact``."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redacted(item, redact) for item in value]
+    if isinstance(value, dict):
+        return {redact(k): _redacted(v, redact) for k, v in value.items()}
+    return value
+
+
+def _summarize(
+    text: str, response: requests.Response, body: Any, redact: Callable[[str], str]
+) -> tuple[str, Any]:
     if not text:
         return (response.reason or "empty body", None)
-    body = body if body is not None else _parse_json(text, response)
     if isinstance(body, dict):
         found = _envelope_summary(body)
         if found is not None:
@@ -153,7 +172,8 @@ def _summarize(text: str, response: requests.Response, body: Any = None) -> tupl
     if "html" in content_type or text.lstrip()[:1] == "<":
         title = _TITLE.search(text)
         inner = title.group(1) if title else _TAG.sub(" ", text)
-        return (_one_line(f"HTML error page: {_TAG.sub(' ', inner)}"), None)
+        # Shown decoded (&amp; as &), so redacted again once decoded: "&#112;" hides a key's "p".
+        return (_one_line(f"HTML error page: {redact(html.unescape(_TAG.sub(' ', inner)))}"), None)
     return (_one_line(text.splitlines()[0] if text.splitlines() else text), None)
 
 
@@ -169,7 +189,7 @@ def _text_errors(detail: Any) -> dict[int, str]:
     return found
 
 
-def _code(body: Any, response: requests.Response) -> str | None:
+def _code(body: Any, response: requests.Response, redact: Callable[[str], str]) -> str | None:
     """The machine-readable error code: the body's ``code`` (or ``error.code``), else ``X-RateLimit-Code``."""
     code: Any = None
     if isinstance(body, dict):
@@ -178,7 +198,7 @@ def _code(body: Any, response: requests.Response) -> str | None:
             code = body["error"].get("code")
         if code is None and isinstance(body.get("detail"), dict):
             code = body["detail"].get("code")
-    code = code or response.headers.get("X-RateLimit-Code")
+    code = code or redact(response.headers.get("X-RateLimit-Code", ""))
     return str(code).strip()[:64] or None if code else None
 
 
@@ -211,9 +231,9 @@ def error_for_response(
     """
     status = response.status_code
     text = _body_text(response, redact)
-    body = _parse_json(text, response) if text else None
-    summary, detail = _summarize(text, response, body)
-    code = _code(body, response)
+    body = _parse_json(text, response, redact) if text else None
+    summary, detail = _summarize(text, response, body, redact)
+    code = _code(body, response, redact)
     message = f"Pioneer {what} failed with HTTP {status}: {summary}"
     kwargs: dict[str, Any] = {
         "status": status,
@@ -250,7 +270,7 @@ def error_for_response(
             return PioneerSpendCapError(message, **kwargs)
         if is_billing_code(code):
             return PioneerCreditCeilingError(message, **kwargs)
-        scope = response.headers.get("X-RateLimit-Scope") or (
+        scope = redact(response.headers.get("X-RateLimit-Scope", "")) or (
             body.get("scope") if isinstance(body, dict) else None
         )
         return PioneerRateLimitError(message, scope=str(scope)[:64] if scope else None, **kwargs)

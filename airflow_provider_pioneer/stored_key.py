@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from airflow_provider_pioneer import safe_json
+
 __all__ = ["StoredKey", "build_document", "is_masked_placeholder", "parse_stored", "problem_message"]
 
 #: Why a present value holds no usable key.
@@ -72,7 +74,7 @@ def parse_stored(value: Any) -> StoredKey:
         if not text.startswith(("{", "[")):
             return StoredKey(present=True, api_key=text, raw=raw)
         try:
-            doc = json.loads(text)
+            doc = safe_json.loads(text)
         except ValueError:
             # It starts like JSON (the rotation's document): a broken one, never a key.
             return StoredKey(present=True, raw=raw, problem="malformed")

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+from airflow_provider_pioneer import safe_json
+
 __all__ = [
     "DUPLICATE_CHECK_LIMIT",
     "FileSource",
@@ -263,7 +265,7 @@ class FileSource(Source):
                 if not line.strip():
                     continue
                 try:
-                    value = json.loads(line)
+                    value = safe_json.loads(line)
                 except ValueError:
                     raise InputError(
                         f"input_path {self._path}, line {lineno}: not valid JSON. Each line must be a JSON "
@@ -283,7 +285,7 @@ class FileSource(Source):
             for _, line in self._lines(handle):
                 if not line.strip():
                     continue
-                yield _item(index, json.loads(line), self._id_field, self._text_field)
+                yield _item(index, safe_json.loads(line), self._id_field, self._text_field)
                 index += 1
 
 

@@ -52,6 +52,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from airflow_provider_pioneer import safe_json
 from airflow_provider_pioneer._compat import AirflowFailException
 
 __all__ = ["FileSink", "ListSink", "OutputConflictError", "OutputCounts", "Owner", "Sink", "part_names"]
@@ -212,7 +213,7 @@ class _Store:
         if data is None:
             return None
         try:
-            doc = json.loads(data)
+            doc = safe_json.loads(data)
         except ValueError:
             return None
         return doc if isinstance(doc, dict) else None

@@ -14,6 +14,7 @@ import httpx
 import requests
 from requests.structures import CaseInsensitiveDict
 
+from airflow_provider_pioneer import safe_json
 from airflow_provider_pioneer.exceptions import (
     PioneerConnectionError,
     PioneerRedirectError,
@@ -89,7 +90,7 @@ class AsyncPioneerReader:
             raise PioneerConnectionError(f"Pioneer {route}: {type(exc).__name__}.") from None
         if 200 <= response.status_code < 300:
             try:
-                return response.json()
+                return safe_json.loads(response.content)
             except ValueError:
                 raise PioneerResponseError(f"Pioneer {route} answered a body that is not JSON.") from None
         if 300 <= response.status_code < 400:

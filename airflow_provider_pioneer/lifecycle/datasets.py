@@ -7,9 +7,10 @@ NER rows are ``{"text": str, "entities": [[span, label], ...]}``; each span must
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from airflow_provider_pioneer import safe_json
 
 __all__ = ["DatasetCheck", "check_rows"]
 
@@ -85,7 +86,7 @@ def check_rows(lines: Iterable[str], dataset_type: str = "ner") -> DatasetCheck:
             continue
         result.rows += 1
         try:
-            row = json.loads(line)
+            row = safe_json.loads(line)
         except ValueError:
             result.problems.append((number, "not valid JSON"))
             continue

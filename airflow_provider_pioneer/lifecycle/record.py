@@ -14,6 +14,8 @@ import re
 import uuid
 from typing import Any
 
+from airflow_provider_pioneer import safe_json
+
 __all__ = ["TaskRecord", "idempotency_key"]
 
 _NAMESPACE = uuid.UUID("6f1c7f38-3b0e-4d7a-9a55-7c2f0c9b1e21")
@@ -54,7 +56,7 @@ class TaskRecord:
 
         raw = Variable.get(self._variable, default=None)
         try:
-            value = json.loads(raw) if isinstance(raw, str) else raw
+            value = safe_json.loads(raw) if isinstance(raw, str) else raw
         except ValueError:
             return {}
         return value if isinstance(value, dict) else {}

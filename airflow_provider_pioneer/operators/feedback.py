@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_pioneer import safe_json
 from airflow_provider_pioneer._compat import AirflowFailException
 from airflow_provider_pioneer.exceptions import PioneerError, PioneerNotFoundError
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
@@ -82,7 +82,7 @@ class PioneerInferenceFeedbackOperator(BaseOperator):
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = safe_json.loads(line)
                 except ValueError:
                     problems.append(f"  line {number}: not valid JSON")
                     continue

@@ -14,7 +14,6 @@ in the rotation Variable is parsed and dropped here: nothing this module returns
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +23,7 @@ from urllib.parse import quote
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from airflow_provider_pioneer import safe_json
 from airflow_provider_pioneer.stored_key import parse_iso_time, parse_stored
 
 SUMMARY_XCOM_KEY = "pioneer_summary"  # the inference operator's (kept import-free of the operator)
@@ -122,7 +122,7 @@ def summary_value(value: Any) -> dict[str, Any] | None:
         value = value.decode("utf-8", "replace")
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = safe_json.loads(value)
         except ValueError:
             return None
         # An XCom pushed through serialize_value is JSON text inside the JSON column.
@@ -283,7 +283,7 @@ def _rendered_variable(session: Session, dag_id: str, task_id: str) -> str | Non
     fields = session.scalar(query)
     if isinstance(fields, str):
         try:
-            fields = json.loads(fields)
+            fields = safe_json.loads(fields)
         except ValueError:
             return None
     value = fields.get("variable_key") if isinstance(fields, dict) else None

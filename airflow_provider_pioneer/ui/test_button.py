@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from airflow_provider_pioneer import safe_json
+
 TEST_PATH_SUFFIX = "/api/v2/connections/test"
 #: How large a test request body this middleware reads to rewrite (the UI's is well under 10 KB).
 MAX_BODY = 1_000_000
@@ -22,7 +24,7 @@ MAX_BODY = 1_000_000
 def without_empty_port(body: bytes) -> bytes:
     """The request body with an empty or zero ``port`` dropped when it tests a Pioneer connection."""
     try:
-        data = json.loads(body)
+        data = safe_json.loads(body)
     except ValueError:
         return body
     if not isinstance(data, dict) or data.get("conn_type") != "pioneer" or "port" not in data:

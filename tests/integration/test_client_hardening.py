@@ -126,6 +126,53 @@ def test_the_emulators_echo_fault_leaves_no_piece_of_the_key(
             assert not leaked, (envelope, size, offset, leaked[:3])
 
 
+def shown_by(err: BaseException, caplog: pytest.LogCaptureFixture) -> str:
+    """Everything an error shows: its chain's str and repr, its detail, code, scope, and the log."""
+    parts = [caplog.text]
+    seen: BaseException | None = err
+    while seen is not None:
+        parts += [str(seen), repr(seen)]
+        for attr in ("detail", "code", "scope", "resolution_url"):
+            parts.append(json.dumps(getattr(seen, attr, None), default=str))
+        seen = seen.__cause__ or seen.__context__
+    return " ".join(parts)
+
+
+@pytest.mark.parametrize("status", [401, 429, 500])
+def test_a_key_hidden_in_json_escapes_or_headers_leaves_no_piece(
+    pioneer_emulator: PioneerEmulator, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    """The raw body's redaction cannot see "\u0070io_sk_..." : the strings are redacted again once
+    parsed, and the rate-limit headers that errors keep (code, scope) are redacted too."""
+    key = pioneer_emulator.api_key
+    escaped = "".join(f"\\u{ord(c):04x}" for c in key)
+    body = '{"detail": {"msg": "bad key ' + escaped + '", "' + escaped + '": ["' + escaped[:60] + '"]}}'
+    pioneer_emulator.inject(
+        status=status, body=body, content_type="application/json",
+        headers={"X-RateLimit-Code": key, "X-RateLimit-Scope": key, "Retry-After": "0"},
+    )  # fmt: skip
+    client = make_client(pioneer_emulator, max_retries=0)
+    with caplog.at_level(logging.DEBUG), pytest.raises(ex.PioneerError) as info:
+        client.infer("Apple.", schema=SCHEMA, model_id=MODEL)
+    assert json.loads(body)["detail"]["msg"].endswith(key)  # the body really carries the key
+    shown = shown_by(info.value, caplog)
+    assert "bad key ***" in shown
+    assert not [p for p in pieces(key) if p in shown]
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_json_nested_past_the_recursion_limit_is_a_clear_error(
+    pioneer_emulator: PioneerEmulator, status: int
+) -> None:
+    deep = "[" * 100_000 + "]" * 100_000  # 200 KB that make json.loads raise RecursionError
+    pioneer_emulator.inject(status=status, body=deep, content_type="application/json")
+    client = make_client(pioneer_emulator, max_retries=0)
+    expected = ex.PioneerResponseError if status == 200 else ex.PioneerServerError
+    with pytest.raises(expected) as info:
+        client.infer(["Apple."], schema=SCHEMA, model_id=MODEL)
+    assert len(str(info.value)) < 400  # a short message, not the body or a traceback
+
+
 def bearer_conn(emu: PioneerEmulator, scheme: str | None) -> dict[str, Any]:
     extra = {"auth_scheme": scheme} if scheme else {}
     return {"host": emu.url, "password": emu.api_key, "extra": extra}
@@ -224,3 +271,19 @@ def test_key_creation_is_sent_once_whatever_the_error(pioneer_emulator: PioneerE
     with pytest.raises(ex.PioneerError):
         client.create_api_key("nightly")
     assert pioneer_emulator.counters()["requests"]["POST /create-api-key"] == 1
+
+
+def test_a_result_without_entities_is_malformed_only_when_entities_were_asked_for(
+    pioneer_emulator: PioneerEmulator,
+) -> None:
+    """The result's shape follows the schema: ``{}`` answers no entity request, a classification
+    result answers a classification-only schema."""
+    answer = {"type": "encoder", "inference_id": "i", "result": [{"classifications": {"topic": "tech"}}]}
+    client = make_client(pioneer_emulator, max_retries=0)
+    pioneer_emulator.inject(status=200, body=answer, times=1)
+    doc = client.infer(["Apple."], schema={"classifications": [{"task": "topic"}]}, model_id=MODEL)
+    assert doc["result"] == answer["result"]
+    for schema in (SCHEMA, ["organization"]):  # the deprecated flat list asks for entities too
+        pioneer_emulator.inject(status=200, body=answer, times=1)
+        with pytest.raises(ex.PioneerResponseError, match="result 0 of 1 has no 'entities'"):
+            client.infer(["Apple."], schema=schema, model_id=MODEL)

@@ -15,6 +15,7 @@ import pytest
 from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 from airflow_provider_pioneer.testing import PioneerEmulator
+from airflow_provider_pioneer.testing.faults import BAD_RESULTS
 from tests.object_stores import checkpointed_records, incomplete_checkpoint, manifest_of
 
 LABELS = ["person", "organization", "location"]
@@ -499,12 +500,16 @@ def test_a_413_even_for_one_tiny_text_fails_the_task_saying_what_to_do(emu: Pion
 # -- a 200 whose results are null or malformed (issue 8, item 6) ----------------------------------
 
 
-@pytest.mark.parametrize("bad", [None, {"entities": "person"}, "oops"])
+@pytest.mark.parametrize("bad", BAD_RESULTS)
 def test_null_or_malformed_results_are_not_written_and_are_sent_again_on_resume(
-    emu: PioneerEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: Any
+    emu: PioneerEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str
 ) -> None:
-    good = {"entities": {"person": []}}
-    emu.inject(status=200, body={"result": [good, bad, good, good, good], "token_usage": 5}, after=2)
+    """Every kind of spoiled entry the emulator's ``bad_results`` fault serves, in a real, billed 200.
+
+    ``{}`` ("no_entities") answered a request that asked for entities is malformed too: a text
+    with none found is ``{"entities": {label: []}}``.
+    """
+    emu.inject(fault="bad_results", indices=[1], bad=bad, after=2)
     set_fast_retries(emu, monkeypatch, max_retries=1)
     rows = texts_with_ids(30, prefix="null")
     out = tmp_path / "out.jsonl"
@@ -512,16 +517,21 @@ def test_null_or_malformed_results_are_not_written_and_are_sent_again_on_resume(
     with pytest.raises(AirflowException) as info:
         run(ti, texts=rows, output_path=str(out), batch_size=5, max_concurrency=1)
     assert not isinstance(info.value, AirflowFailException)  # an Airflow retry may succeed
-    assert "result 1 of 5" in str(info.value) and "10 of 30 records are saved" in str(info.value)
+    where = "for a batch of 5 texts" if bad == "missing" else "result 1 of 5"
+    assert where in str(info.value) and "10 of 30 records are saved" in str(info.value)
     assert ti.xcoms["pioneer_summary"]["succeeded"] == 10 and ti.xcoms["pioneer_summary"]["failed"] == 0
     assert [r["id"] for r in checkpointed_records(str(out))] == [r["id"] for r in rows[:10]]
+    spoiled_billed = {r["text"]: emu.counters()["text_counts"][r["text"]] for r in rows[10:15]}
 
     emu.clear_faults()  # the server is healthy again: the retry sends the unanswered items
     summary, _ = run(texts=rows, output_path=str(out), batch_size=5, max_concurrency=1)
     assert summary["skipped_from_checkpoint"] == 10 and summary["succeeded"] == 30
     records = read_jsonl(out)
     assert [r["result"] for r in records] == [emu.extract(r["text"], LABELS) for r in rows]
-    assert all(emu.counters()["text_counts"][r["text"]] == 1 for r in rows)
+    counts = emu.counters()["text_counts"]
+    # Saved records are never billed again; the spoiled batch once more, the rest once.
+    assert [counts[r["text"]] for r in rows[:10] + rows[15:]] == [1] * 25
+    assert {t: counts[t] for t in spoiled_billed} == {t: n + 1 for t, n in spoiled_billed.items()}
 
 
 # -- on_kill (issue 8, item 10) -------------------------------------------------------------------

@@ -216,13 +216,15 @@ def test_bad_feedback_rows_are_named_and_nothing_is_sent(
     )
     path = _feedback_file(
         tmp_path,
-        [{"inference_id": "a", "verdict": "incorrect"}, "{oops", {"inference_id": "b", "verdict": "correct"}],
-    )
+        [{"inference_id": "a", "verdict": "incorrect"}, "{oops", {"inference_id": "b", "verdict": "correct"},
+         "[" * 100_000 + "]" * 100_000],
+    )  # fmt: skip
     op = PioneerInferenceFeedbackOperator(task_id="feedback", input_path=path)
     with pytest.raises(AirflowFailException) as raised:
         op.execute({"ti": _TI()})  # type: ignore[arg-type]
     assert "line 1: an 'incorrect' verdict needs 'corrected_output'" in str(raised.value)
     assert "line 2: not valid JSON" in str(raised.value)
+    assert "line 4: not valid JSON" in str(raised.value)  # nested past the recursion limit
     assert emu.counters()["requests"] == {}
 
 

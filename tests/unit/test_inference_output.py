@@ -38,9 +38,11 @@ def test_file_source_streams_records_strings_and_skips_blank_lines(tmp_path: Pat
     assert items[3].problem == "record has no string field 'body'"
 
 
-def test_file_source_names_the_bad_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bad", ['{"text": oops}', "[" * 100_000 + "]" * 100_000])
+def test_file_source_names_the_bad_line(tmp_path: Path, bad: str) -> None:
+    # The second: nested past the recursion limit, json.loads raises RecursionError, not ValueError.
     p = tmp_path / "in.jsonl"
-    p.write_text('{"text": "ok"}\n{"text": oops}\n')
+    p.write_text('{"text": "ok"}\n' + bad + "\n")
     with pytest.raises(InputError, match="line 2: not valid JSON"):
         FileSource(ObjectStoragePath(str(p)))
 

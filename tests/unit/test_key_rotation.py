@@ -91,6 +91,11 @@ def test_parse_stored_accepts_a_plain_key_a_dict_and_nothing() -> None:
     [
         ('{"api_key": "pio_sk_x", "name": ', "malformed", "holds malformed JSON"),
         ("{not json", "malformed", "holds malformed JSON"),
+        (
+            '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "malformed",
+            "holds malformed JSON",
+        ),  # RecursionError
         ('{"api_key": 5}', "not_a_document", "neither a plain key nor"),
         ('{"name": "n"}', "not_a_document", "neither a plain key nor"),
         ("[1, 2]", "not_a_document", "neither a plain key nor"),
