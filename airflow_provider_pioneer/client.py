@@ -32,7 +32,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from airflow_provider_pioneer import __version__, safe_json
@@ -47,6 +46,7 @@ from airflow_provider_pioneer.exceptions import (
     PioneerRedirectError,
     PioneerResponseError,
 )
+from airflow_provider_pioneer.http_deadline import DeadlineAdapter, bounded_by
 from airflow_provider_pioneer.pacing import Pacer
 from airflow_provider_pioneer.redaction import Redactor
 from airflow_provider_pioneer.responses import error_for_response
@@ -225,7 +225,7 @@ class PioneerClient:
         self._api_key = api_key
         self._redactor.add(api_key)
         self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
+        adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._session.headers.update(
@@ -398,19 +398,24 @@ class PioneerClient:
                 key = self._api_key
             remaining = max(0.1, state.deadline - time.monotonic())
             try:
-                response = self._session.request(
-                    state.route.method,
-                    self.base_url + state.route.path,
-                    json=body,
-                    params=params,
-                    headers={**state.headers, **self._auth_header(key)},
-                    timeout=(min(10.0, self.timeout, remaining), min(self.timeout, remaining)),
-                    allow_redirects=False,
-                    stream=True,
-                )
+                with bounded_by(state.deadline):  # the headers' wait too, not only the body's
+                    response = self._session.request(
+                        state.route.method,
+                        self.base_url + state.route.path,
+                        json=body,
+                        params=params,
+                        headers={**state.headers, **self._auth_header(key)},
+                        timeout=(min(10.0, self.timeout, remaining), min(self.timeout, remaining)),
+                        allow_redirects=False,
+                        stream=True,
+                    )
                 self._read_body(response, state)
-            except requests.RequestException:
+            except requests.RequestException as exc:
                 self.stats.record()
+                if time.monotonic() >= state.deadline and not isinstance(exc, _DeadlinePassed):
+                    # Cut by the headers' watchdog, or failed as the deadline passed: either way the
+                    # deadline decides, and no retry may start after it.
+                    raise _DeadlinePassed(f"deadline passed: {type(exc).__name__}") from None
                 raise
             self.stats.record(status=response.status_code)
             self.pacer.observe(response.status_code, response.headers)

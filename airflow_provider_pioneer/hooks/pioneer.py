@@ -331,6 +331,7 @@ class PioneerHook(BaseHook):
             timeout=self._timeout
             if self._timeout is not None
             else self._extra_number("timeout", 60.0, float),
+            deadline=self._extra_number("deadline", 600.0, float),
         )
 
     def test_connection(self) -> tuple[bool, str]:

@@ -7,6 +7,7 @@ by :func:`~airflow_provider_pioneer.responses.error_for_response` and redacted.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from airflow_provider_pioneer import safe_json
+from airflow_provider_pioneer.client import MAX_BODY_BYTES
 from airflow_provider_pioneer.exceptions import (
     PioneerConnectionError,
     PioneerRedirectError,
@@ -35,6 +37,7 @@ class ConnectionSettings:
     api_key: str
     auth_scheme: str = "x-api-key"
     timeout: float = 60.0
+    deadline: float = 600.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -83,9 +86,20 @@ class AsyncPioneerReader:
         await self._http.aclose()
 
     async def get(self, route: Route, params: dict[str, Any] | None = None) -> Any:
-        """The JSON answer of ``route``; a typed :class:`PioneerError` otherwise."""
+        """The JSON answer of ``route``; a typed :class:`PioneerError` otherwise.
+
+        Like the sync client's calls, bounded as a whole by the connection's ``deadline`` (httpx's
+        timeout bounds each read, so a server trickling its answer would hold a trigger forever)
+        and refused past :data:`~airflow_provider_pioneer.client.MAX_BODY_BYTES`.
+        """
         try:
-            response = await self._http.request(route.method, route.path, params=params)
+            async with asyncio.timeout(self.settings.deadline):
+                response = await self._read(route, params)
+        except TimeoutError:
+            raise PioneerConnectionError(
+                f"Pioneer {route}: no whole answer within the call's {self.settings.deadline:g} s deadline. "
+                "Raise the connection extra 'deadline' or try later."
+            ) from None
         except httpx.HTTPError as exc:
             raise PioneerConnectionError(f"Pioneer {route}: {type(exc).__name__}.") from None
         if 200 <= response.status_code < 300:
@@ -99,3 +113,19 @@ class AsyncPioneerReader:
                 status=response.status_code,
             )
         raise error_for_response(_as_requests_response(response), str(route), self._redactor.redact)
+
+    async def _read(self, route: Route, params: dict[str, Any] | None) -> httpx.Response:
+        """The response with its whole body read, refused past the size cap while it arrives."""
+        async with self._http.stream(route.method, route.path, params=params) as response:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise PioneerResponseError(
+                        f"Pioneer {route} answered more than {MAX_BODY_BYTES // 2**20} MiB; refused. "
+                        "Check the connection's host: this is not Pioneer's API."
+                    )
+                chunks.append(chunk)
+        response._content = b"".join(chunks)  # what .content reads, as after response.read()
+        return response

@@ -104,6 +104,76 @@ def test_a_trickled_body_is_cut_at_the_deadline(
     assert pioneer_emulator.counters()["requests"]["POST /inference"] == 1  # no retry past the deadline
 
 
+class HeaderTrickler:
+    """A hostile HTTP server on loopback: it answers every request with a status line, then one
+    header byte every ``interval`` seconds, forever (each read well within any read timeout)."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        import socket
+        import threading
+
+        self.interval = interval
+        self.requests = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import threading
+
+        self._server.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                continue
+            self.requests += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: Any) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                # Gives up after 15 s (then the headers end with no body), so a client without the
+                # deadline fails the test instead of hanging it.
+                until = time.monotonic() + 15
+                while not self._stop.is_set() and time.monotonic() < until:
+                    conn.sendall(b"z")
+                    time.sleep(self.interval)
+            except OSError:
+                return  # the client hung up
+
+    def __enter__(self) -> HeaderTrickler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._server.close()
+
+
+def test_trickled_headers_are_cut_at_the_deadline() -> None:
+    """The status line and headers are read inside http.client, a byte at a time within the read
+    timeout: only the deadline's watchdog stops them (the old client waited forever)."""
+    with HeaderTrickler() as server:
+        client = PioneerClient(
+            server.url, "pio_sk_" + "k" * 40, timeout=5, deadline=2, max_retries=3, sleep=no_sleep
+        )
+        started = time.monotonic()
+        with pytest.raises(ex.PioneerConnectionError, match="deadline"):
+            client.infer(["Apple makes phones."], schema=SCHEMA, model_id=MODEL)
+        took = time.monotonic() - started
+        assert took <= 2 + 5  # the deadline plus at most one read timeout
+        assert server.requests == 1  # no retry past the deadline
+        # The client still works for the next call (the cut connection is not reused).
+        with pytest.raises(ex.PioneerConnectionError, match="deadline"):
+            client.infer(["Apple makes phones."], schema=SCHEMA, model_id=MODEL)
+        assert server.requests == 2
+
+
 @pytest.mark.parametrize("envelope", ["detail", "message", "html", "text"])
 def test_the_emulators_echo_fault_leaves_no_piece_of_the_key(
     pioneer_emulator: PioneerEmulator, caplog: pytest.LogCaptureFixture, envelope: str

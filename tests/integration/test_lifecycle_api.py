@@ -161,6 +161,34 @@ def test_the_async_reader_gets_records_and_types_errors(emu: PioneerEmulator, ap
     assert emu.api_key not in repr(ConnectionSettings(base_url=emu.url, api_key=emu.api_key))
 
 
+def test_the_async_reader_holds_its_deadline_and_size_cap(
+    emu: PioneerEmulator, api: LifecycleClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpx's timeout bounds each read: a trickled answer held a trigger's poll as long as the
+    server liked, and any size was read into memory."""
+    import airflow_provider_pioneer.lifecycle.aio as aio
+
+    ready_dataset(api)
+    job = api.create_training_job(body())
+    route = TRAINING_JOB.bind(job_id=job["id"])
+    settings = ConnectionSettings(base_url=emu.url, api_key=emu.api_key, timeout=5, deadline=2)
+
+    async def get() -> Any:
+        async with AsyncPioneerReader(settings) as reader:
+            return await reader.get(route)
+
+    emu.inject(fault="trickle", path=route.path, trickle_bytes=1, trickle_interval=0.5, times=1)
+    started = time.monotonic()
+    with pytest.raises(PioneerError, match="2 s deadline") as info:
+        asyncio.run(get())
+    assert time.monotonic() - started < 2 + 5 and info.value.transient  # the trigger polls again
+    monkeypatch.setattr(aio, "MAX_BODY_BYTES", 64)
+    with pytest.raises(PioneerError, match="refused") as info:
+        asyncio.run(get())
+    monkeypatch.setattr(aio, "MAX_BODY_BYTES", 1 << 20)
+    assert asyncio.run(get())["id"] == job["id"]
+
+
 class _TI:
     def xcom_push(self, key: str, value: Any) -> None:
         pass
