@@ -137,6 +137,10 @@ class PioneerKeyRotationOperator(BaseOperator):
     overwritten deletes it and reports the key the Variable holds (``superseded``).
     Returns ``{"name", "created_at", "revoked"}``; the key itself is never returned or logged.
 
+    It has no ``on_kill``, by design: each step is one short call, a kill (even ``kill -9``) at
+    any point leaves a state the next run converges from (every step is recorded in the Variable
+    before the next starts), and stopping early on a kill could only add an unstored key to clean.
+
     :param variable_key: the Variable to store the key in; its name must contain ``api_key`` so
         Airflow masks it. Must equal the connection's extra ``key_variable``. (templated)
     :param key_name_prefix: new keys are named ``{key_name_prefix}-{UTC timestamp}``; live keys

@@ -15,7 +15,7 @@ import pytest
 from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 from airflow_provider_pioneer.testing import PioneerEmulator
-from airflow_provider_pioneer.testing.faults import BAD_RESULTS
+from airflow_provider_pioneer.testing.faults import BAD_RESULTS, ECHO_ENVELOPES
 from tests.object_stores import checkpointed_records, incomplete_checkpoint, manifest_of
 
 LABELS = ["person", "organization", "location"]
@@ -532,6 +532,47 @@ def test_null_or_malformed_results_are_not_written_and_are_sent_again_on_resume(
     # Saved records are never billed again; the spoiled batch once more, the rest once.
     assert [counts[r["text"]] for r in rows[:10] + rows[15:]] == [1] * 25
     assert {t: counts[t] for t in spoiled_billed} == {t: n + 1 for t, n in spoiled_billed.items()}
+
+
+@pytest.mark.parametrize("status", [422, 500])
+@pytest.mark.parametrize("envelope", ECHO_ENVELOPES)
+def test_a_server_echoing_the_key_leaves_no_piece_in_logs_errors_xcoms_or_files(
+    emu: PioneerEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    envelope: str,
+    status: int,
+) -> None:
+    """The whole operator, not only the client: a 422 echo becomes error records in the output
+    (each with the server's message), a 500 echo the task's error; nothing anywhere holds a piece."""
+    import logging
+
+    from airflow_provider_pioneer.redaction import FRAGMENT
+
+    # offset=-25: the body starts with the key's tail (no whole key for a whole-key masker to find).
+    emu.inject(fault="echo_key", status=status, envelope=envelope, body_size=2048, offset=-25, after=2)
+    set_fast_retries(emu, monkeypatch, max_retries=1)
+    rows = texts_with_ids(20, prefix="echo")
+    ti = FakeTI()
+    with caplog.at_level(logging.DEBUG), pytest.raises(AirflowException) as info:
+        run(ti, texts=rows, output_path=str(tmp_path / "out.jsonl"), batch_size=5, max_concurrency=1)
+    chain: list[str] = []
+    seen: BaseException | None = info.value
+    while seen is not None:
+        chain += [str(seen), repr(seen)]
+        seen = seen.__cause__ or seen.__context__
+    files = [f.read_text(errors="replace") for f in tmp_path.rglob("*") if f.is_file()]
+    captured = capfd.readouterr()
+    shown = " ".join(
+        [*chain, caplog.text, captured.out, captured.err, json.dumps(ti.xcoms, default=str), *files]
+    )
+    if status == 422:  # the error records were written, with the server's (redacted) message
+        assert any('"error"' in f for f in files)
+    random_part = emu.api_key.split("_sk_", 1)[-1]
+    pieces = {random_part[i : i + FRAGMENT] for i in range(len(random_part) - FRAGMENT + 1)}
+    assert not [p for p in pieces if p in shown]
 
 
 # -- on_kill (issue 8, item 10) -------------------------------------------------------------------
