@@ -85,7 +85,9 @@ MATRIX: tuple[Combo, ...] = (
     Combo("3.1.2", "3.13", scope="no-dags", **_LOWEST),  # type: ignore[arg-type]
     # 3.3.2 on Python 3.11 is `make test` itself (the whole suite), so the matrix does not repeat it.
     Combo("3.3.2", "3.12", scope="no-dags"),
-    Combo("3.3.2", "3.13"),
+    # DAG runs of the newest Airflow already run whole in `make test` (3.11): 3.13 runs the rest, so
+    # CI keeps its margin under 90 minutes as the suite grows.
+    Combo("3.3.2", "3.13", scope="no-dags"),
 )
 
 
