@@ -81,6 +81,14 @@ _READ_CHUNK = 64 * 1024
 _DEFAULT_WARMUP_WAIT = 5.0
 
 
+def body_too_large(what: str, limit: int) -> PioneerResponseError:
+    """The error for an answer past ``limit`` bytes (the sync client's and the triggers' reader's)."""
+    return PioneerResponseError(
+        f"Pioneer {what} answered more than {limit // 2**20} MiB; refused. "
+        "Check the connection's host: this is not Pioneer's API."
+    )
+
+
 def check_api_key(api_key: str, where: str = "the connection") -> str:
     """The key as it can be sent: surrounding whitespace stripped; refused if it cannot be a header value.
 
@@ -442,10 +450,7 @@ class PioneerClient:
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
-                    raise PioneerResponseError(
-                        f"Pioneer {state.what} answered more than {MAX_BODY_BYTES // 2**20} MiB; refused. "
-                        "Check the connection's host: this is not Pioneer's API."
-                    )
+                    raise body_too_large(state.what, MAX_BODY_BYTES)
                 if time.monotonic() > state.deadline:
                     raise _DeadlinePassed(f"deadline passed after {size} bytes of the answer")
         except (OSError, ValueError) as exc:  # urllib3's protocol and read errors, as requests raises them

@@ -143,7 +143,7 @@ def _parse_json(text: str, response: requests.Response, redact: Callable[[str], 
             # Redacted again once parsed: "\u0041pple"-style escapes hide a key from the raw
             # text's redaction and bring it back whole when the strings are decoded.
             return _redacted(safe_json.loads(text), redact)
-        except (ValueError, RecursionError):
+        except (ValueError, RecursionError):  # RecursionError: _redacted walks what parsed
             return None
     return None
 

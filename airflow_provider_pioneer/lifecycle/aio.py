@@ -16,7 +16,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from airflow_provider_pioneer import safe_json
-from airflow_provider_pioneer.client import MAX_BODY_BYTES
+from airflow_provider_pioneer.client import MAX_BODY_BYTES, body_too_large
 from airflow_provider_pioneer.exceptions import (
     PioneerConnectionError,
     PioneerRedirectError,
@@ -122,10 +122,7 @@ class AsyncPioneerReader:
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
-                    raise PioneerResponseError(
-                        f"Pioneer {route} answered more than {MAX_BODY_BYTES // 2**20} MiB; refused. "
-                        "Check the connection's host: this is not Pioneer's API."
-                    )
+                    raise body_too_large(str(route), MAX_BODY_BYTES)
                 chunks.append(chunk)
         response._content = b"".join(chunks)  # what .content reads, as after response.read()
         return response
