@@ -357,3 +357,43 @@ def test_a_result_without_entities_is_malformed_only_when_entities_were_asked_fo
         pioneer_emulator.inject(status=200, body=answer, times=1)
         with pytest.raises(ex.PioneerResponseError, match="result 0 of 1 has no 'entities'"):
             client.infer(["Apple."], schema=schema, model_id=MODEL)
+
+
+def test_the_deadline_watchdog_cuts_only_the_late_calls_of_many_threads(
+    pioneer_emulator: PioneerEmulator,
+) -> None:
+    """Eight threads at once: four wait on a server trickling headers, four call the emulator
+    many times on one client. The watchdog cuts every late call at its deadline and never a
+    healthy connection (a cut meant for a finished call must not hit its reused socket)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    healthy = make_client(pioneer_emulator, deadline=2, max_retries=0, pool_size=4)
+    with HeaderTrickler() as server:
+        late = PioneerClient(
+            server.url, "pio_sk_" + "k" * 40, timeout=5, deadline=2, max_retries=0, sleep=no_sleep
+        )
+
+        def slow(_: int) -> str:
+            with pytest.raises(ex.PioneerConnectionError, match="deadline") as info:
+                late.infer(["Apple."], schema=SCHEMA, model_id=MODEL)
+            return info.value.message
+
+        def quick(_: int) -> int:
+            ends = time.monotonic() + 3  # outlives the late calls' deadlines
+            calls = 0
+            while time.monotonic() < ends:
+                assert (
+                    len(healthy.infer(["Apple makes phones."], schema=SCHEMA, model_id=MODEL)["result"]) == 1
+                )
+                calls += 1
+            return calls
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:  # all eight at once
+            slow_calls = [pool.submit(slow, i) for i in range(4)]
+            quick_calls = [pool.submit(quick, i) for i in range(4)]
+            cut = [f.result() for f in slow_calls]
+            done = [f.result() for f in quick_calls]
+        assert len(cut) == 4 and all(n > 0 for n in done)
+        assert time.monotonic() - started < 2 + 5 + 3 + 5
+        assert server.requests == 4
