@@ -9,40 +9,69 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 
-__all__ = ["HourlyLog", "SlidingPeak", "TokenBucket", "retry_after"]
+__all__ = ["HourlyLog", "SlidingPeak", "TokenBucket", "reset_seconds", "retry_after"]
 
 
 def retry_after(seconds: float) -> str:
-    """A ``Retry-After`` value: whole seconds, at least 1."""
-    return str(max(1, math.ceil(seconds)))
+    """A ``Retry-After`` value: whole seconds, at least 1.
+
+    Rounded up, but a wait a hair over a whole second (a limiter adds 1 us so that a request sent
+    right at its end is let through) stays that second.
+    """
+    return str(max(1, math.ceil(seconds - 1e-5)))
+
+
+def reset_seconds(seconds: float) -> int:
+    """An ``X-RateLimit-Reset`` value: whole seconds rounded up, 0 when the time is already here."""
+    return math.ceil(seconds - 1e-9) if seconds > 0 else 0
 
 
 class TokenBucket:
     """Classic token bucket; ``take`` returns 0 when allowed, else seconds until a token is available.
 
+    The ``token_bucket`` model of :mod:`~airflow_provider_pioneer.testing.limiters` (``hit`` is
+    ``take``).
+
     :param per_minute: refill rate.
     :param burst: capacity (None: one second's worth, at least 1).
+    :param clock: seconds, any origin (a simulator passes its own).
+    :param window_in_limit: send ``X-RateLimit-Limit: <per_minute>;w=60`` rather than a bare number.
     """
 
-    def __init__(self, per_minute: float, burst: float | None = None) -> None:
+    model = "token_bucket"
+
+    def __init__(
+        self,
+        per_minute: float,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        window_in_limit: bool = False,
+    ) -> None:
         self.per_minute = per_minute
         self.rate = per_minute / 60.0
         self.capacity = burst if burst is not None else max(1.0, self.rate)
         self.tokens = self.capacity
-        self.stamp = time.monotonic()
+        self.window_in_limit = window_in_limit
+        self._clock = clock
+        self.stamp = clock()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
 
     def take(self) -> float:
         self._refill()
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= 1.0 - 1e-9:  # the float error of a refill after exactly the wait it gave
+            self.tokens = max(0.0, self.tokens - 1.0)
             return 0.0
         return (1.0 - self.tokens) / self.rate
+
+    def hit(self) -> float:
+        return self.take()
 
     def headers(self) -> dict[str, str]:
         """``X-RateLimit-*`` headers describing the bucket right now (call right after ``take``).
@@ -51,11 +80,11 @@ class TokenBucket:
         (whole tokens left), ``Reset`` the whole seconds until the bucket is full again.
         """
         self._refill()
-        reset = (self.capacity - self.tokens) / self.rate
+        limit = str(int(self.per_minute))
         return {
-            "X-RateLimit-Limit": str(int(self.per_minute)),
+            "X-RateLimit-Limit": f"{limit};w=60" if self.window_in_limit else limit,
             "X-RateLimit-Remaining": str(int(self.tokens)),
-            "X-RateLimit-Reset": str(math.ceil(reset - 1e-9) if reset > 0 else 0),
+            "X-RateLimit-Reset": str(reset_seconds((self.capacity - self.tokens) / self.rate)),
         }
 
 
