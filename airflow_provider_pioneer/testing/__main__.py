@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
+from airflow_provider_pioneer.testing.limiters import MODELS
 from airflow_provider_pioneer.testing.profiles import API_PROFILES, DEFAULT_PROFILE
 from airflow_provider_pioneer.testing.server import PioneerEmulator, is_loopback
 from airflow_provider_pioneer.testing.state import DEFAULT
@@ -58,7 +59,17 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT,
         help="/inference limit, per key (legacy) or account (current); default: the profile's",
     )
+    p.add_argument(
+        "--rate-limit-model", choices=MODELS, default=MODELS[0],
+        help="the /inference limiter (default token_bucket; the others count per window)",
+    )  # fmt: skip
     p.add_argument("--rate-limit-burst", type=_optional_float, default=None, help="bucket size (1 s worth)")
+    p.add_argument(
+        "--rate-limit-window-seconds", type=float, default=60.0, help="window of the window models"
+    )
+    p.add_argument(
+        "--rate-limit-window-in-limit", action="store_true", help="send X-RateLimit-Limit: N;w=<window>"
+    )
     headers = p.add_mutually_exclusive_group()
     headers.add_argument(
         "--rate-limit-headers", dest="rate_limit_headers", action="store_true", default=None,
@@ -141,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency_ms=args.latency_ms,
             per_text_latency_ms=args.per_text_latency_ms,
             rate_limit_per_minute=args.rate_limit_per_minute,
+            rate_limit_model=args.rate_limit_model,
             rate_limit_burst=args.rate_limit_burst,
+            rate_limit_window_seconds=args.rate_limit_window_seconds,
+            rate_limit_window_in_limit=args.rate_limit_window_in_limit,
             rate_limit_headers=args.rate_limit_headers,
             key_rate_limit_per_minute=args.key_rate_limit_per_minute,
             create_key_limit_per_hour=args.create_key_limit_per_hour,

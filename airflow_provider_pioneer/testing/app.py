@@ -382,7 +382,7 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
 
     @app.put(f"{p}/rate-limit")
     async def rate_limit(body: JsonBody) -> Response:
-        return admin(lambda: state.set_rate_limit(body.get("per_minute"), body.get("burst")))
+        return admin(lambda: state.set_rate_limit(**{"per_minute": None, **body}))
 
     @app.put(f"{p}/key-rate-limit")
     async def key_rate_limit(body: JsonBody) -> Response:

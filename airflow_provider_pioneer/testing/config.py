@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from airflow_provider_pioneer.testing.billing import CEILING_CODES, CREDIT_CODES
+from airflow_provider_pioneer.testing.limiters import check_settings
 from airflow_provider_pioneer.testing.profiles import DEFAULT_PROFILE, ApiProfile, get_profile
 
 __all__ = ["DEFAULT", "EmulatorConfig", "check_codes", "check_money_settings"]
@@ -26,9 +27,15 @@ class EmulatorConfig:
     :param api_profile: ``"current"`` (August 2026 API, the default) or ``"legacy"`` (June 2026).
     :param latency_ms: fixed wait of each ``/inference`` call.
     :param per_text_latency_ms: extra wait per text of an ``/inference`` call.
-    :param rate_limit_per_minute: ``/inference`` token bucket, per key (legacy) or per account
+    :param rate_limit_per_minute: ``/inference`` limit, per key (legacy) or per account
         (current); ``"default"`` is the profile's documented limit (1,200 / 5,000); None disables.
-    :param rate_limit_burst: bucket capacity; None means one second's worth (at least 1).
+    :param rate_limit_model: the limiter: ``"token_bucket"`` (the default), ``"fixed_window"``,
+        ``"moving_window"`` (a sliding log) or ``"sliding_window"`` (a sliding-window counter);
+        see :mod:`~airflow_provider_pioneer.testing.limiters`.
+    :param rate_limit_burst: token bucket capacity; None means one second's worth (at least 1).
+    :param rate_limit_window_seconds: window of the window models, whole seconds; each window
+        allows ``rate_limit_per_minute * window / 60`` requests.
+    :param rate_limit_window_in_limit: send ``X-RateLimit-Limit: 100;w=60`` rather than ``100``.
     :param rate_limit_headers: send ``X-RateLimit-Limit/-Remaining/-Reset`` on ``/inference``
         answers; None follows the profile (current: yes, legacy: no).
     :param key_rate_limit_per_minute: per-key limit on the key-management endpoints; None disables.
@@ -55,7 +62,10 @@ class EmulatorConfig:
     latency_ms: float = 0.0
     per_text_latency_ms: float = 0.0
     rate_limit_per_minute: float | Literal["default"] | None = DEFAULT
+    rate_limit_model: str = "token_bucket"
     rate_limit_burst: float | None = None
+    rate_limit_window_seconds: float = 60.0
+    rate_limit_window_in_limit: bool = False
     rate_limit_headers: bool | None = None
     key_rate_limit_per_minute: float | None = None
     create_key_limit_per_hour: int | Literal["default"] | None = DEFAULT
@@ -78,6 +88,11 @@ class EmulatorConfig:
             value = getattr(self, name)
             if isinstance(value, str) and value != DEFAULT:
                 raise ValueError(f"{name} must be a number, None or {DEFAULT!r}, not {value!r}")
+        rpm = self.rate_limit_per_minute
+        check_settings(
+            self.rate_limit_model, None if rpm == DEFAULT else rpm,
+            window_s=self.rate_limit_window_seconds, burst=self.rate_limit_burst,
+        )  # fmt: skip
         self.unservable_models = tuple(self.unservable_models)
         check_money_settings(profile, self.spend_cap_tokens, self.credit_ceiling_tokens)
         check_codes(self.credits_code, self.credit_ceiling_code)
@@ -89,6 +104,37 @@ class EmulatorConfig:
     @property
     def profile(self) -> ApiProfile:
         return get_profile(self.api_profile)
+
+    def cli_args(self) -> list[str]:
+        """These settings as options of ``python -m airflow_provider_pioneer.testing`` (``__main__.py``)."""
+
+        def opt(value: float | str | None) -> str:
+            return "none" if value is None else str(value)
+
+        args = [
+            "--api-profile", self.api_profile,
+            "--latency-ms", str(self.latency_ms), "--per-text-latency-ms", str(self.per_text_latency_ms),
+            "--rate-limit-per-minute", opt(self.rate_limit_per_minute),
+            "--rate-limit-model", self.rate_limit_model, "--rate-limit-burst", opt(self.rate_limit_burst),
+            "--rate-limit-window-seconds", str(self.rate_limit_window_seconds),
+            "--key-rate-limit-per-minute", opt(self.key_rate_limit_per_minute),
+            "--create-key-limit-per-hour", opt(self.create_key_limit_per_hour),
+            "--credits", opt(self.credits), "--credits-code", self.credits_code,
+            "--spend-cap-tokens", opt(self.spend_cap_tokens),
+            "--credit-ceiling-tokens", opt(self.credit_ceiling_tokens),
+            "--credit-ceiling-code", self.credit_ceiling_code, "--warmup-seconds", str(self.warmup_seconds),
+            "--max-body-bytes", opt(self.max_body_bytes), "--max-body-response", self.max_body_response,
+            "--seed", str(self.seed), "--max-text-chars", str(self.max_text_chars),
+        ]  # fmt: skip
+        if self.rate_limit_window_in_limit:
+            args.append("--rate-limit-window-in-limit")
+        if self.rate_limit_headers is not None:
+            args.append("--rate-limit-headers" if self.rate_limit_headers else "--no-rate-limit-headers")
+        for model in self.unservable_models:
+            args += ["--unservable-model", model]
+        if self.bootstrap_key:
+            args += ["--bootstrap-key", self.bootstrap_key]
+        return args
 
 
 def check_money_settings(profile: ApiProfile, spend_cap: int | None, ceiling: int | None) -> None:

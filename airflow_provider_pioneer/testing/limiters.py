@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from limits.storage import MemoryStorage
     from limits.strategies import RateLimiter
 
-__all__ = ["MODELS", "Limiter", "check_model", "make_limiter"]
+__all__ = ["MODELS", "Limiter", "LimiterPool", "check_model", "check_settings", "make_limiter"]
 
 #: The limiter models, the default first.
 MODELS: tuple[str, ...] = ("token_bucket", "fixed_window", "moving_window", "sliding_window")
@@ -92,22 +92,98 @@ def make_limiter(
     :raises ValueError: an unknown model, a rate or window that is not positive, a window that is
         not whole seconds, or a burst for a window model.
     """
-    check_model(model)
-    if model != "token_bucket" and importlib.util.find_spec("limits") is None:
-        raise ModuleNotFoundError(
-            f"The {model} model needs the limits library: {INSTALL_HINT}", name="limits"
-        )
-    if not per_minute > 0:
-        raise ValueError(f"per_minute must be above 0, not {per_minute!r}")
+    check_settings(model, per_minute, window_s=window_s, burst=burst)
     if model == "token_bucket":
         return TokenBucket(per_minute, burst, clock=clock, window_in_limit=window_in_limit)
+    return WindowLimiter(model, per_minute, int(window_s), clock=clock, window_in_limit=window_in_limit)
+
+
+def check_settings(
+    model: str, per_minute: float | None, *, window_s: float = 60.0, burst: float | None = None
+) -> None:
+    """Refuse settings :func:`make_limiter` cannot honour (``per_minute`` None: no limit, fine).
+
+    :raises ValueError: saying which setting is wrong and what to use instead.
+    :raises ModuleNotFoundError: a window model without the ``limits`` library installed.
+    """
+    check_model(model)
+    if per_minute is not None and not per_minute > 0:
+        raise ValueError(f"per_minute must be above 0 (None: no limit), not {per_minute!r}")
+    if model == "token_bucket":
+        return
     if burst is not None:
-        raise ValueError(f"burst applies to the token_bucket model only, not to {model}")
+        raise ValueError(f"burst applies to the token_bucket model only, not to {model}: leave it None")
     if not (window_s >= 1 and float(window_s).is_integer()):
         raise ValueError(
             f"window_s must be whole seconds, at least 1 (limits' granularity), not {window_s!r}"
         )
-    return WindowLimiter(model, per_minute, int(window_s), clock=clock, window_in_limit=window_in_limit)
+    if importlib.util.find_spec("limits") is None:
+        raise ModuleNotFoundError(
+            f"The {model} model needs the limits library: {INSTALL_HINT}", name="limits"
+        )
+
+
+class LimiterPool:
+    """One rate limit per scope (an API key or an account), all of the same settings.
+
+    What the emulator's ``/inference`` route counts against; not thread-safe (the emulator's state
+    calls it under its lock). Arguments as :func:`make_limiter`'s; ``per_minute`` None: no limit.
+    """
+
+    def __init__(
+        self,
+        per_minute: float | None,
+        *,
+        model: str = "token_bucket",
+        burst: float | None = None,
+        window_s: float = 60.0,
+        window_in_limit: bool = False,
+        clock: Callable[[], float] = _time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._limiters: dict[str, Limiter] = {}
+        self.configure(
+            per_minute, model=model, burst=burst, window_s=window_s, window_in_limit=window_in_limit
+        )
+
+    def configure(
+        self,
+        per_minute: float | None,
+        *,
+        model: str,
+        burst: float | None = None,
+        window_s: float = 60.0,
+        window_in_limit: bool = False,
+    ) -> None:
+        """New settings; every scope starts afresh (a full bucket, empty windows).
+
+        :raises ValueError: as :func:`check_settings`; the settings in force are kept then.
+        """
+        check_settings(model, per_minute, window_s=window_s, burst=burst)
+        self.per_minute, self.model, self.burst = per_minute, model, burst
+        self.window_s, self.window_in_limit = window_s, window_in_limit
+        self._limiters.clear()
+
+    def hit(self, scope: str) -> float:
+        """Count one request of ``scope``: 0.0 when allowed, else the seconds until one would be."""
+        if self.per_minute is None:
+            return 0.0
+        limiter = self._limiters.get(scope)
+        if limiter is None:
+            limiter = self._limiters[scope] = make_limiter(
+                self.model, self.per_minute, window_s=self.window_s, burst=self.burst,
+                clock=self._clock, window_in_limit=self.window_in_limit,
+            )  # fmt: skip
+        return limiter.hit()
+
+    def headers(self, scope: str) -> dict[str, str]:
+        """``X-RateLimit-*`` of ``scope`` now ({} when unlimited or never counted)."""
+        limiter = self._limiters.get(scope) if self.per_minute is not None else None
+        return limiter.headers() if limiter is not None else {}
+
+    def drop(self, scope: str) -> None:
+        """Forget ``scope`` (a revoked key)."""
+        self._limiters.pop(scope, None)
 
 
 # -- the limits library on our clock ------------------------------------------------------------------

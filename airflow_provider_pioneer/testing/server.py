@@ -165,10 +165,21 @@ class EmulatorControl:
     def set_latency(self, latency_ms: float, per_text_latency_ms: float = 0.0) -> None:
         self._call("PUT", "latency", {"latency_ms": latency_ms, "per_text_latency_ms": per_text_latency_ms})
 
-    def set_rate_limit(self, per_minute: float | None, burst: float | None = None) -> None:
+    def set_rate_limit(
+        self,
+        per_minute: float | None,
+        burst: float | None = None,
+        *,
+        model: str | None = None,
+        window_seconds: float | None = None,
+        window_in_limit: bool | None = None,
+    ) -> None:
         """Limit of ``/inference``, per key (legacy) or per account (current); None disables.
-        Buckets restart full; ``burst`` is their capacity (None: one second's worth)."""
-        self._call("PUT", "rate-limit", {"per_minute": per_minute, "burst": burst})
+        Limits start afresh; ``burst`` is the token bucket's capacity (None: one second's worth).
+        ``model``, ``window_seconds``, ``window_in_limit``: the ``rate_limit_*`` settings of
+        :class:`~airflow_provider_pioneer.testing.state.EmulatorConfig` (None keeps the current)."""
+        body = {"model": model, "window_seconds": window_seconds, "window_in_limit": window_in_limit}
+        self._call("PUT", "rate-limit", {"per_minute": per_minute, "burst": burst, **body})
 
     def set_rate_limit_headers(self, enabled: bool) -> None:
         """Send or hide ``X-RateLimit-Limit/-Remaining/-Reset`` (e.g. to pace from Retry-After only)."""
@@ -293,7 +304,8 @@ class PioneerEmulator(EmulatorControl):
     :param subprocess: run the server in a child process.
 
     Every other keyword is a field of :class:`~airflow_provider_pioneer.testing.state.EmulatorConfig`
-    (``latency_ms``, ``per_text_latency_ms``, ``rate_limit_per_minute``, ``rate_limit_burst``,
+    (``latency_ms``, ``per_text_latency_ms``, ``rate_limit_per_minute``, ``rate_limit_model``,
+    ``rate_limit_burst``, ``rate_limit_window_seconds``, ``rate_limit_window_in_limit``,
     ``rate_limit_headers``, ``key_rate_limit_per_minute``, ``create_key_limit_per_hour``,
     ``credits``, ``credits_code``, ``spend_cap_tokens``, ``credit_ceiling_tokens``,
     ``credit_ceiling_code``, ``warmup_seconds``, ``unservable_models``, ``max_body_bytes``,
@@ -326,6 +338,9 @@ class PioneerEmulator(EmulatorControl):
         unservable_models: tuple[str, ...] | list[str] = (),
         max_body_bytes: int | None = None,
         max_body_response: str = "html",
+        rate_limit_model: str = "token_bucket",
+        rate_limit_window_seconds: float = 60.0,
+        rate_limit_window_in_limit: bool = False,
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"the Pioneer emulator only binds loopback addresses, not {host!r}")
@@ -336,7 +351,10 @@ class PioneerEmulator(EmulatorControl):
             latency_ms=latency_ms,
             per_text_latency_ms=per_text_latency_ms,
             rate_limit_per_minute=rate_limit_per_minute,
+            rate_limit_model=rate_limit_model,
             rate_limit_burst=rate_limit_burst,
+            rate_limit_window_seconds=rate_limit_window_seconds,
+            rate_limit_window_in_limit=rate_limit_window_in_limit,
             rate_limit_headers=rate_limit_headers,
             key_rate_limit_per_minute=key_rate_limit_per_minute,
             create_key_limit_per_hour=create_key_limit_per_hour,
@@ -420,30 +438,7 @@ class PioneerEmulator(EmulatorControl):
         self._thread.start()
 
     def _cli_args(self) -> list[str]:
-        c = self.config
-
-        def opt(value: float | str | None) -> str:
-            return "none" if value is None else str(value)
-
-        args = [
-            "--host", self.host, "--port", str(self.port), "--api-profile", c.api_profile,
-            "--latency-ms", str(c.latency_ms), "--per-text-latency-ms", str(c.per_text_latency_ms),
-            "--rate-limit-per-minute", opt(c.rate_limit_per_minute), "--rate-limit-burst", opt(c.rate_limit_burst),
-            "--key-rate-limit-per-minute", opt(c.key_rate_limit_per_minute),
-            "--create-key-limit-per-hour", opt(c.create_key_limit_per_hour),
-            "--credits", opt(c.credits), "--credits-code", c.credits_code,
-            "--spend-cap-tokens", opt(c.spend_cap_tokens), "--credit-ceiling-tokens", opt(c.credit_ceiling_tokens),
-            "--credit-ceiling-code", c.credit_ceiling_code, "--warmup-seconds", str(c.warmup_seconds),
-            "--max-body-bytes", opt(c.max_body_bytes), "--max-body-response", c.max_body_response,
-            "--seed", str(c.seed), "--max-text-chars", str(c.max_text_chars),
-        ]  # fmt: skip
-        if c.rate_limit_headers is not None:
-            args.append("--rate-limit-headers" if c.rate_limit_headers else "--no-rate-limit-headers")
-        for model in c.unservable_models:
-            args += ["--unservable-model", model]
-        if c.bootstrap_key:
-            args += ["--bootstrap-key", c.bootstrap_key]
-        return args
+        return ["--host", self.host, "--port", str(self.port), *self.config.cli_args()]
 
     def _start_subprocess(self) -> None:
         env = dict(os.environ)

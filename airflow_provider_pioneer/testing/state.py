@@ -3,7 +3,8 @@
 The HTTP layer (``app.py``, ``transport.py``) and the admin API only call methods of
 :class:`EmulatorState`; nothing here knows about FastAPI, so every behaviour (billing, revocation,
 rate limits, model readiness, faults, counters) is implemented once. The arithmetic lives in
-small helpers: settings in ``config.py``, money in ``billing.py``, rate limits in ``limits.py``,
+small helpers: settings in ``config.py``, money in ``billing.py``, rate limits in ``limits.py`` and
+``limiters.py`` (the ``/inference`` limiter's models), the model catalogue in ``catalog.py``,
 faults in ``faults.py``, and what differs between API generations in ``profiles.py``.
 
 Billing rule: the token count of a text is its number of whitespace-separated words
@@ -16,18 +17,19 @@ import random
 import secrets
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow_provider_pioneer.testing import billing, faults
+from airflow_provider_pioneer.testing import billing, catalog, faults
 from airflow_provider_pioneer.testing.billing import CEILING_CODES, CREDIT_CODES, Account, count_tokens
+from airflow_provider_pioneer.testing.catalog import BASE_MODELS
 from airflow_provider_pioneer.testing.config import DEFAULT, EmulatorConfig, check_codes, check_money_settings
 from airflow_provider_pioneer.testing.errors import AuthError
 from airflow_provider_pioneer.testing.faults import BAD_RESULTS, ECHO_ENVELOPES, FAULT_KINDS, Fault
 from airflow_provider_pioneer.testing.lifecycle import LifecycleStore
+from airflow_provider_pioneer.testing.limiters import LimiterPool
 from airflow_provider_pioneer.testing.limits import HourlyLog, SlidingPeak, TokenBucket, retry_after
 
 __all__ = [
@@ -50,12 +52,9 @@ __all__ = [
     "count_tokens",
 ]
 
-#: Base encoder models every account can call; ids starting with ``job_`` or UUIDs are fine-tuned models.
-BASE_MODELS: tuple[str, ...] = ("fastino/gliner2-base-v1", "fastino/gliner2-large-v1")
 BOOTSTRAP_KEY_NAME = "bootstrap"
 #: Current profile: fine-tuned model ids starting with this exist but are not servable (409).
 UNSERVABLE_PREFIX = "job_unservable"
-_MODELS_CREATED_AT = "2025-01-15T00:00:00Z"
 _RATE_LIMITED = {"code": "rate_limited", "scope": "request-rate"}
 
 
@@ -119,13 +118,13 @@ class EmulatorState:
         self._rng = random.Random(c.seed)
         self._accounts: dict[str, Account] = {}
         self._keys: dict[str, ApiKey] = {}  # by value
-        self._buckets: dict[str, TokenBucket] = {}  # by key id (legacy) or account id (current)
+        self._limits = LimiterPool(  # by key id (legacy) or account id (current)
+            self.profile.inference_rpm if c.rate_limit_per_minute == DEFAULT else c.rate_limit_per_minute,
+            model=c.rate_limit_model, burst=c.rate_limit_burst, window_s=c.rate_limit_window_seconds,
+            window_in_limit=c.rate_limit_window_in_limit,
+        )  # fmt: skip
         self._key_buckets: dict[str, TokenBucket] = {}  # by key id
         self._key_creations: dict[str, HourlyLog] = {}  # by account id; a limit, not a counter
-        self._rpm = (
-            self.profile.inference_rpm if c.rate_limit_per_minute == DEFAULT else c.rate_limit_per_minute
-        )
-        self._burst = c.rate_limit_burst
         self._headers = (
             self.profile.rate_limit_headers if c.rate_limit_headers is None else c.rate_limit_headers
         )
@@ -245,7 +244,7 @@ class EmulatorState:
             ]  # fmt: skip
             for k in hits:
                 k.alive = False
-                self._buckets.pop(k.id, None)
+                self._limits.drop(k.id)
             self._counters.keys_revoked += len(hits)
             return len(hits)
 
@@ -298,11 +297,29 @@ class EmulatorState:
             self.config.latency_ms = float(latency_ms)
             self.config.per_text_latency_ms = float(per_text_latency_ms)
 
-    def set_rate_limit(self, per_minute: float | None, burst: float | None = None) -> None:
-        """The ``/inference`` limit (per key in legacy, per account in current); buckets restart full."""
+    def set_rate_limit(
+        self,
+        per_minute: float | None,
+        burst: float | None = None,
+        *,
+        model: str | None = None,
+        window_seconds: float | None = None,
+        window_in_limit: bool | None = None,
+    ) -> None:
+        """The ``/inference`` limit (per key in legacy, per account in current); limits start afresh.
+
+        ``model`` (one of ``limiters.MODELS``), ``window_seconds`` and ``window_in_limit`` are the
+        :class:`EmulatorConfig` ``rate_limit_*`` settings; None keeps the one in force.
+
+        :raises ValueError: an unknown model or settings it cannot honour (the old ones are kept).
+        """
         with self._lock:
-            self._rpm, self._burst = per_minute, burst
-            self._buckets.clear()
+            pool = self._limits
+            pool.configure(
+                per_minute, burst=burst, model=pool.model if model is None else model,
+                window_s=pool.window_s if window_seconds is None else window_seconds,
+                window_in_limit=pool.window_in_limit if window_in_limit is None else bool(window_in_limit),
+            )  # fmt: skip
 
     def set_rate_limit_headers(self, enabled: bool) -> None:
         """Send (or hide) ``X-RateLimit-Limit/-Remaining/-Reset`` on ``/inference`` answers."""
@@ -371,8 +388,7 @@ class EmulatorState:
     def inference_headers(self, key: ApiKey) -> dict[str, str]:
         """``X-RateLimit-*`` headers for an ``/inference`` answer to ``key`` ({} when hidden or unlimited)."""
         with self._lock:
-            bucket = self._buckets.get(self._bucket_id(key))
-            return bucket.headers() if bucket is not None and self._headers else {}
+            return self._limits.headers(self._bucket_id(key)) if self._headers else {}
 
     def _bucket_id(self, key: ApiKey) -> str:
         return key.account_id if self.profile.rate_limit_scope == "account" else key.id
@@ -380,17 +396,16 @@ class EmulatorState:
     def _admit_inference(self, key: ApiKey) -> None:
         usage = self._counters.usage.setdefault(key.account_id, _Usage())
         usage.sent.add()
-        if self._rpm is not None:
-            bucket_id = self._bucket_id(key)
-            bucket = self._buckets.get(bucket_id)
-            if bucket is None:
-                bucket = self._buckets[bucket_id] = TokenBucket(self._rpm, self._burst)
-            wait = bucket.take()
-            if wait > 0:
-                usage.rate_limited += 1
-                self._counters.rate_limited += 1
-                headers = {"Retry-After": retry_after(wait), **(bucket.headers() if self._headers else {})}
-                raise self._too_many("Rate limit exceeded", headers)
+        scope = self._bucket_id(key)
+        wait = self._limits.hit(scope)
+        if wait > 0:
+            usage.rate_limited += 1
+            self._counters.rate_limited += 1
+            headers = {
+                "Retry-After": retry_after(wait),
+                **(self._limits.headers(scope) if self._headers else {}),
+            }
+            raise self._too_many("Rate limit exceeded", headers)
         usage.admitted.add()
 
     def _admit_keys(self, key: ApiKey) -> None:
@@ -459,33 +474,8 @@ class EmulatorState:
             c.text_counts.update(texts)
             return tokens
 
-    @staticmethod
-    def model_exists(model_id: str) -> bool:
-        if model_id in BASE_MODELS or model_id.startswith("job_"):
-            return True
-        try:
-            uuid.UUID(model_id)
-        except ValueError:
-            return False
-        return True
-
-    @staticmethod
-    def list_models(limit: int | None = None, after_id: str | None = None) -> dict[str, Any]:
-        """A ModelListResponse page of the base models (``after_id`` is exclusive)."""
-        ids = list(BASE_MODELS)
-        if after_id is not None:
-            ids = ids[ids.index(after_id) + 1 :] if after_id in ids else []
-        page = ids[:limit] if limit is not None else ids
-        data = [
-            {"id": m, "type": "model", "display_name": m.split("/")[-1], "created_at": _MODELS_CREATED_AT}
-            for m in page
-        ]
-        return {
-            "data": data,
-            "has_more": len(page) < len(ids),
-            "first_id": page[0] if page else None,
-            "last_id": page[-1] if page else None,
-        }
+    model_exists = staticmethod(catalog.model_exists)
+    list_models = staticmethod(catalog.list_models)
 
     # -- faults ------------------------------------------------------------------------------------
     def inject(

@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/inference/shared_account.py --quick    # P = 1, 4 only, short
     .venv/bin/python benchmarks/inference/shared_account.py --api-profile legacy --limit-rpm 1200 \
         --tasks 1 --variants bc                                         # one task, the June 2026 API
+    .venv/bin/python benchmarks/inference/shared_account.py --model sliding_window --window-seconds 5 \
+        --limit-rpm 1200 --variants ab                                  # another limiter model
 
 Like mapped shards on different workers: every task is a separate process running
 ``PioneerInferenceOperator.execute()`` with default settings on its own shard, all with the
@@ -51,6 +53,8 @@ from bench import LABELS, MODEL, make_input  # noqa: E402
 
 LIMIT_RPM = 5000.0
 API_PROFILE = "current"
+#: The emulator's limiter (``--model``, ``--window-seconds``, ``--window-in-limit``).
+LIMITER: dict[str, Any] = {}
 VARIANTS = {
     "a": "adaptive, headers",
     "b": "adaptive, Retry-After only",
@@ -270,6 +274,10 @@ def emulator_options(headers: bool, required: bool) -> dict[str, Any]:
 
     params = inspect.signature(PioneerEmulator).parameters
     opts: dict[str, Any] = {"rate_limit_per_minute": LIMIT_RPM, "subprocess": True}
+    if LIMITER:
+        if "rate_limit_model" not in params:
+            raise RuntimeError("this emulator has one limiter model only: drop --model")
+        opts.update(LIMITER)
     if "api_profile" in params:
         opts["api_profile"] = API_PROFILE
     for name in ("rate_limit_headers", "ratelimit_headers"):
@@ -333,6 +341,12 @@ def main() -> int:
     p.add_argument(
         "--repeats", type=int, default=1, help="rounds of every cell, interleaved; the table gives medians"
     )
+    p.add_argument(
+        "--model", default=None, help="the emulator's limiter: token_bucket (default), fixed_window, "
+        "moving_window or sliding_window",
+    )  # fmt: skip
+    p.add_argument("--window-seconds", type=float, default=60.0, help="window of the window models")
+    p.add_argument("--window-in-limit", action="store_true", help="send X-RateLimit-Limit: N;w=<window>")
     p.add_argument("--child", metavar="ARGS", help=argparse.SUPPRESS)
     ns = p.parse_args()
     if ns.child:
@@ -342,6 +356,11 @@ def main() -> int:
 
     global LIMIT_RPM, API_PROFILE
     LIMIT_RPM, API_PROFILE = ns.limit_rpm, ns.api_profile
+    if ns.model is not None or ns.window_in_limit:
+        LIMITER.update(
+            rate_limit_model=ns.model or "token_bucket", rate_limit_window_seconds=ns.window_seconds,
+            rate_limit_window_in_limit=ns.window_in_limit,
+        )  # fmt: skip
     seconds = ns.seconds or (10.0 if ns.quick else 25.0)
     ps = [int(x) for x in (ns.tasks or ("1,4" if ns.quick else "1,4,8,16")).split(",")]
     rows = []
@@ -369,7 +388,7 @@ def main() -> int:
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "limit_rpm": LIMIT_RPM, "api_profile": API_PROFILE, "latency_ms": ns.latency_ms, "job_seconds_at_bound": seconds,
+        "limit_rpm": LIMIT_RPM, "api_profile": API_PROFILE, "limiter": LIMITER or {"rate_limit_model": "token_bucket"}, "latency_ms": ns.latency_ms, "job_seconds_at_bound": seconds,
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "wall_s": round(time.time() - began, 1),
         "rows": rows,
@@ -377,6 +396,8 @@ def main() -> int:
     suffix = "-quick" if ns.quick else ""
     if API_PROFILE != "current" or LIMIT_RPM != 5000.0:
         suffix += f"-{API_PROFILE}-{LIMIT_RPM:g}"
+    if LIMITER:
+        suffix += f"-{LIMITER['rate_limit_model']}-{LIMITER['rate_limit_window_seconds']:g}s"
     out = HERE / f"results-{dt.date.today().isoformat()}-shared-account{suffix}.json"
     out.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"\nwritten: {out}")

@@ -10,8 +10,11 @@ import time
 
 import pytest
 
+from airflow_provider_pioneer.testing.config import EmulatorConfig
+from airflow_provider_pioneer.testing.errors import AuthError
 from airflow_provider_pioneer.testing.limiters import MODELS, WindowLimiter, check_model, make_limiter
 from airflow_provider_pioneer.testing.limits import TokenBucket
+from airflow_provider_pioneer.testing.state import EmulatorState
 
 WINDOW_MODELS = ("fixed_window", "moving_window", "sliding_window")
 
@@ -263,3 +266,74 @@ def test_other_users_of_limits_keep_the_real_clock() -> None:
     assert strategy.hit(item, "x")
     reset = strategy.get_window_stats(item, "x").reset_time
     assert math.isclose(reset, time.time() + 60, abs_tol=5)
+
+
+# -- the emulator's settings -------------------------------------------------------------------------
+def test_emulator_config_refuses_what_a_model_cannot_honour() -> None:
+    assert (EmulatorConfig().rate_limit_model, EmulatorConfig().rate_limit_window_seconds) == (
+        "token_bucket",
+        60.0,
+    )
+    with pytest.raises(
+        ValueError, match="use one of token_bucket, fixed_window, moving_window, sliding_window"
+    ):
+        EmulatorConfig(rate_limit_model="leaky_bucket")
+    with pytest.raises(ValueError, match="burst applies to the token_bucket model only"):
+        EmulatorConfig(rate_limit_model="fixed_window", rate_limit_burst=5)
+    with pytest.raises(ValueError, match="whole seconds"):
+        EmulatorConfig(rate_limit_model="sliding_window", rate_limit_window_seconds=2.5)
+    with pytest.raises(ValueError, match="per_minute must be above 0"):
+        EmulatorConfig(rate_limit_per_minute=0)
+
+
+def test_the_cli_reads_back_every_limiter_setting() -> None:
+    from airflow_provider_pioneer.testing.__main__ import _parser
+
+    config = EmulatorConfig(
+        rate_limit_per_minute=600, rate_limit_model="moving_window", rate_limit_window_seconds=5,
+        rate_limit_window_in_limit=True,
+    )  # fmt: skip
+    args = _parser().parse_args(config.cli_args())
+    assert (args.rate_limit_per_minute, args.rate_limit_model) == (600.0, "moving_window")
+    assert (args.rate_limit_window_seconds, args.rate_limit_window_in_limit) == (5.0, True)
+    default = _parser().parse_args(EmulatorConfig().cli_args())
+    assert (default.rate_limit_model, default.rate_limit_window_in_limit) == ("token_bucket", False)
+
+
+def test_emulator_state_counts_with_the_model_and_sends_its_headers() -> None:
+    state = EmulatorState(
+        EmulatorConfig(
+            rate_limit_per_minute=60, rate_limit_model="fixed_window", rate_limit_window_seconds=10,
+            rate_limit_window_in_limit=True,
+        )
+    )  # fmt: skip
+    key = state.authenticate(state.bootstrap_key, "inference")
+    assert state.inference_headers(key) == {
+        "X-RateLimit-Limit": "10;w=10",
+        "X-RateLimit-Remaining": "9",
+        "X-RateLimit-Reset": "10",
+    }
+    for _ in range(9):
+        state.authenticate(state.bootstrap_key, "inference")
+    with pytest.raises(AuthError) as refused:
+        state.authenticate(state.bootstrap_key, "inference")
+    assert refused.value.status == 429
+    headers = refused.value.headers
+    assert headers["X-RateLimit-Remaining"] == "0" and headers["X-RateLimit-Limit"] == "10;w=10"
+    assert headers["Retry-After"] == headers["X-RateLimit-Reset"] == "10"  # the window ends in ~10 s
+    # At run time: another model, a fresh limit; a bad setting is refused and changes nothing.
+    state.set_rate_limit(60, model="sliding_window", window_seconds=30, window_in_limit=False)
+    key = state.authenticate(state.bootstrap_key, "inference")
+    assert state.inference_headers(key)["X-RateLimit-Limit"] == "30"
+    with pytest.raises(ValueError, match="use one of"):
+        state.set_rate_limit(60, model="leaky_bucket")
+    with pytest.raises(ValueError, match="token_bucket model only"):
+        state.set_rate_limit(60, burst=3)  # the model in force is sliding_window
+    assert state.inference_headers(key)["X-RateLimit-Remaining"] == "29"  # the same limiter still
+    state.set_rate_limit(60, burst=3, model="token_bucket")
+    key = state.authenticate(state.bootstrap_key, "inference")
+    assert state.inference_headers(key) == {
+        "X-RateLimit-Limit": "60",  # window_in_limit=False of the earlier call stays in force
+        "X-RateLimit-Remaining": "2",
+        "X-RateLimit-Reset": "1",
+    }
