@@ -51,7 +51,11 @@ class Limiter(Protocol):
     model: str
 
     def hit(self) -> float:
-        """Count one request: 0.0 when it is allowed, else the seconds until one would be (not counted)."""
+        """Count one request: 0.0 when it is allowed, else the seconds until one would be.
+
+        A request sent exactly that much later is allowed. A refused request is not counted,
+        except by ``fixed_window``, whose counter (as in ``limits``) counts every hit of a window.
+        """
         ...
 
     def headers(self) -> dict[str, str]:
@@ -290,6 +294,7 @@ class WindowLimiter:
         self._offset = float(window_s * 10**6)
         self._item: RateLimitItem = RateLimitItemPerSecond(self.amount, window_s)
         self._storage = _storage()
+        self._next_expiry = 0.0  # when to drop expired entries next (they take memory, nothing else)
         self._strategy = strategies[model](self._storage)
 
     def _now(self) -> float:
@@ -299,7 +304,9 @@ class WindowLimiter:
         now = self._now()
         token = _CLOCK.set(now)  # one reading for the whole call, as if it took no time
         try:
-            _expire(self._storage)
+            if now >= self._next_expiry:  # housekeeping only: every check compares timestamps
+                _expire(self._storage)
+                self._next_expiry = now + self.window_s
             if self._strategy.hit(self._item, _KEY):
                 return 0.0
             return max(self._wait(now), 0.0) + _EPSILON_S
