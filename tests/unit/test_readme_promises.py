@@ -92,3 +92,14 @@ def test_the_provider_description_names_every_operator_family() -> None:
     )
     for module in modules:
         assert _OPERATOR_FAMILY[module] in info["description"], module
+
+
+def test_the_readmes_dag_test_example_is_the_file_the_suite_runs() -> None:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Testing your DAGs with the emulator", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    example = REPO / "tests" / "dags" / "readme_example"
+    assert blocks[:2] == [
+        (example / "dags" / "news_entities.py").read_text(),
+        (example / "tests" / "test_news_entities.py").read_text(),
+    ]
