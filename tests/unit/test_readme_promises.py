@@ -103,3 +103,17 @@ def test_the_readmes_dag_test_example_is_the_file_the_suite_runs() -> None:
         (example / "dags" / "news_entities.py").read_text(),
         (example / "tests" / "test_news_entities.py").read_text(),
     ]
+
+
+def test_the_deploying_page_is_linked_and_quotes_the_leases_real_timings() -> None:
+    from airflow_provider_pioneer.batching import output
+
+    assert "](docs/deploying.md)" in (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "deploying.md").read_text()
+    quoted = {name: float(value) for value, name in re.findall(r"\*\*(\d+) s\*\* \(`(LEASE_\w+)`\)", page)}
+    assert quoted == {"LEASE_HEARTBEAT_S": output.LEASE_HEARTBEAT_S, "LEASE_TTL_S": output.LEASE_TTL_S}
+    margin = output.LEASE_TTL_S - output.LEASE_HEARTBEAT_S
+    assert f"the {margin:.0f} s margin" in page
+    # Every anchor of its own checklist lands on one of its headings.
+    anchors = {_slug(h) for h in re.findall(r"^## (.+)$", page, re.M)}
+    assert set(re.findall(r"\]\(#([\w-]+)\)", page)) <= anchors
