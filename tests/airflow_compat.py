@@ -11,7 +11,13 @@ from typing import Any
 # The pytest plugin's DAG runner needs it too, from an installed wheel: one definition, in the package.
 from airflow_provider_pioneer.testing.dag_test import dagbag_class
 
-__all__ = ["as_scheduler_sees_it", "dagbag_class", "redact", "supports_provider_info_forms", "task_runtime_hooks"]
+__all__ = [
+    "as_scheduler_sees_it",
+    "dagbag_class",
+    "redact",
+    "supports_provider_info_forms",
+    "task_runtime_hooks",
+]
 
 
 def redact(value: Any) -> Any:
