@@ -125,9 +125,7 @@ class AirflowHome:
         self.dags_folder = path / "dags"
         self.dags_folder.mkdir(parents=True, exist_ok=True)
         self._runs = 0
-        base = {k: v for k, v in os.environ.items() if not k.startswith(_OWNED)}
-        self.env: dict[str, str] = {
-            **base,
+        self._owned = {
             "AIRFLOW_HOME": str(path),
             "AIRFLOW_CONFIG": str(path / "airflow.cfg"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
@@ -136,6 +134,13 @@ class AirflowHome:
             # One key for migrate and every run: Variables and connections written by one decrypt in the next.
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
         }
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of a run: this process's as it is now (a test's ``monkeypatch.setenv``
+        included), with the home's own settings in place of any of the same names."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith(_OWNED)}
+        return {**base, **self._owned}
 
     def migrate(self, timeout: float = 300.0) -> None:
         """``airflow db migrate``. :raises DagTestError: with the command's output when it fails."""

@@ -57,6 +57,11 @@ def test_the_home_owns_its_db_and_folders_and_keeps_the_rest(
     assert home.env["AIRFLOW_CONFIG"] == str(tmp_path / "home" / "airflow.cfg")
     assert home.env["AIRFLOW__CORE__DAGS_FOLDER"] == str(home.dags_folder)
     assert home.env["AIRFLOW__CORE__PARALLELISM"] == "3"
+    # A session's home, a test's own environment: what a test sets reaches its runs.
+    monkeypatch.setenv("PIONEER_EXAMPLE_INPUT", "s3://bucket/in.jsonl")
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", "/elsewhere")
+    assert home.env["PIONEER_EXAMPLE_INPUT"] == "s3://bucket/in.jsonl"
+    assert home.env["AIRFLOW__CORE__DAGS_FOLDER"] == str(home.dags_folder)
 
 
 def test_a_dag_file_elsewhere_is_reached_with_what_lies_beside_it(tmp_path: Path) -> None:
