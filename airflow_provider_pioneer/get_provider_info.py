@@ -75,7 +75,8 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-pioneer",
         "name": "Pioneer",
-        "description": "Pioneer (GLiNER entity extraction, docs.pioneer.ai): batch inference and API-key rotation.",
+        "description": "Pioneer (GLiNER entity extraction, docs.pioneer.ai): batch inference, API-key rotation "
+        "and the model lifecycle (datasets, fine-tuning, evaluation).",
         "versions": [__version__],
         "integrations": [
             {

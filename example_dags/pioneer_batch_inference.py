@@ -19,7 +19,11 @@ Environment knobs (all optional; the demo and the tests set them):
   ``$AIRFLOW_HOME/pioneer_output``. Shards must be readable by every worker: on a multi-machine
   deployment point this at shared storage (``s3://bucket/pioneer``).
 * ``PIONEER_POOL``: the Airflow pool the inference shards run in (default ``default_pool``).
-  Create a pool sized to your Pioneer account's concurrency and name it here.
+  Create a pool sized to your Pioneer account's concurrency and name it here: its slots are what
+  bounds how many shards run at once.
+
+All three are read when the file is parsed: give them the same values on the dag-processor and
+on every worker (see ``docs/deploying.md``).
 """
 
 from __future__ import annotations
@@ -67,7 +71,8 @@ OUTPUT_URL = _as_url(
     or str(Path(os.environ.get("AIRFLOW_HOME") or "~/airflow") / "pioneer_output")
 )
 POOL = os.environ.get("PIONEER_POOL") or "default_pool"
-PARALLEL_SHARDS = 4
+#: The most shards a run may ask for (``params.shards``).
+MAX_SHARDS = 64
 
 # One asset for the whole output tree; each asset event's extra says which run directory is new.
 NEWS_ENTITIES = Asset(name="pioneer_news_entities", uri=f"{OUTPUT_URL}/news_entities")
@@ -88,7 +93,9 @@ NEWS_ENTITIES = Asset(name="pioneer_news_entities", uri=f"{OUTPUT_URL}/news_enti
     default_args={"owner": "data", "retries": 2, "retry_delay": timedelta(minutes=1)},
     params={
         "model_id": Param("fastino/gliner2-base-v1", type="string", description="Pioneer model or job id"),
-        "shards": Param(4, type="integer", minimum=1, maximum=64, description="mapped inference tasks"),
+        "shards": Param(
+            4, type="integer", minimum=1, maximum=MAX_SHARDS, description="mapped inference tasks"
+        ),
     },
     doc_md=__doc__,
 )
@@ -156,8 +163,10 @@ def pioneer_batch_inference() -> None:
         max_concurrency=4,
         # No requests_per_minute: each shard paces itself against the account's limit (the server's
         # rate-limit headers, else 429s), so shards running at once share it without dividing by
-        # hand. max_active_tis_per_dag only bounds how many run at once.
-        max_active_tis_per_dag=PARALLEL_SHARDS,
+        # hand. How many run at once is the pool's to say (one slot per concurrent shard, shared
+        # with every DAG on the account): the DAG lets every shard of a run start, whatever
+        # params.shards is. A fixed smaller bound here ran 8 shards on 8 free slots in two waves.
+        max_active_tis_per_dag=MAX_SHARDS,
         pool=POOL,
         progress_interval=5.0,  # a progress line every 5 s in the task log (default 15)
         map_index_template="{{ task.map_label }}",  # each shard's "map_label" from split_input's plan

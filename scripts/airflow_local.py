@@ -78,6 +78,41 @@ def _stop_standalone(proc: subprocess.Popen[bytes]) -> None:
         time.sleep(2)
 
 
+def base_url_of(ui_port: int) -> str:
+    return f"http://127.0.0.1:{ui_port}"
+
+
+def standalone_env(home: Path, ui_port: int) -> dict[str, str]:
+    """The environment of ``airflow standalone`` and its setup commands.
+
+    The user's ``AIRFLOW__*`` settings are kept (e.g. the log-server ports of the README's port
+    table), except what this setup must own: besides what :func:`local_env.airflow_env` owns, the UI's
+    address (``PIONEER_UI_PORT`` sets the port; the health check, the banner and the tasks'
+    Execution API URL all follow from it) and the pool the example runs its shards in. The
+    no-login auth, unpaused DAGs and the parallelism are defaults a user may override.
+    """
+    base_url = base_url_of(ui_port)
+    return airflow_env(
+        home / "airflow_home",
+        home / "output",
+        owned={
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(ui_port),
+            "AIRFLOW__API__BASE_URL": base_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+            # The pool this script creates: another name would leave the shards waiting for a
+            # pool that does not exist.
+            "PIONEER_POOL": POOL,
+        },
+        defaults={
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            # LocalExecutor forks one worker per slot: 32 by default is a lot for a laptop demo.
+            "AIRFLOW__CORE__PARALLELISM": "8",
+        },
+    )
+
+
 def main() -> int:
     # Ctrl-C must work even when the shell started us with SIGINT ignored (a background job):
     # an installed handler also means the children start with SIGINT at its default, not ignored.
@@ -106,21 +141,8 @@ def main() -> int:
     try:
         emulator.start()
         print(f"Pioneer emulator on {emulator.url}", flush=True)
-        base_url = f"http://127.0.0.1:{ui_port}"
-        env = airflow_env(home / "airflow_home", home / "output")
-        env.update(
-            {
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(ui_port),
-                "AIRFLOW__API__BASE_URL": base_url,
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
-                "PIONEER_POOL": POOL,
-                # LocalExecutor forks one worker per slot: 32 by default is a lot for a laptop demo.
-                "AIRFLOW__CORE__PARALLELISM": "8",
-            }
-        )
+        base_url = base_url_of(ui_port)
+        env = standalone_env(home, ui_port)
         print("airflow db migrate, connection 'pioneer_default', pool 'pioneer' ...", flush=True)
         failed = setup_airflow_home(env, emulator, logs)
         if failed:

@@ -174,29 +174,56 @@ def pioneer_connection(emulator: Emulator) -> dict[str, object]:
     }
 
 
-def airflow_env(home: Path, output: Path) -> dict[str, str]:
+#: Connections and Variables the setup stores in the metastore: an environment variable of the
+#: same name would silently win over the row the UI shows and edits.
+OWNED_SECRETS = ("AIRFLOW_CONN_PIONEER_DEFAULT", f"AIRFLOW_VAR_{ROTATED_KEY_VARIABLE.upper()}")
+
+
+def airflow_env(
+    home: Path,
+    output: Path,
+    owned: dict[str, str] | None = None,
+    defaults: dict[str, str] | None = None,
+) -> dict[str, str]:
     """Environment for every ``airflow`` child: SQLite in ``home``, the example DAGs.
 
-    No ``AIRFLOW_CONN_*``: ``pioneer_default`` lives in the metastore (:func:`setup_airflow_home`),
-    where the UI shows it and an edit there takes effect (an environment variable would win over it).
+    The caller's own ``AIRFLOW__*`` settings (log-server ports, parallelism, logging...) are kept.
+    Replaced are only what the setup must own, and ``owned``: the throwaway home and its config
+    file, its SQLite DB (a user's ``sql_alchemy_conn`` would have ``airflow db migrate`` run
+    against their real metastore), the example DAGs as the DAGs folder and their output. Their
+    ``_CMD`` / ``_SECRET`` variants go too: Airflow reads the plain variable first, but whoever
+    reads the environment would be misled. ``defaults`` apply only where the caller set nothing.
+
+    No ``AIRFLOW_CONN_PIONEER_DEFAULT``: ``pioneer_default`` lives in the metastore
+    (:func:`setup_airflow_home`), where the UI shows it and an edit there takes effect (an
+    environment variable would win over it). Other ``AIRFLOW_CONN_*`` (``aws_default`` for an
+    ``s3://`` output) are kept.
+
+    :param home: the throwaway AIRFLOW_HOME.
+    :param output: where the example DAGs write (``PIONEER_EXAMPLE_OUTPUT``).
+    :param owned: more settings the caller must own (``make airflow``: its UI address).
+    :param defaults: settings the caller's environment may override.
     """
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))
+    owned_settings = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW_CONFIG": str(home / "airflow.cfg"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "PIONEER_EXAMPLE_OUTPUT": str(output),
+        **(owned or {}),
     }
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-            "PIONEER_EXAMPLE_OUTPUT": str(output),
-            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    dropped = {*owned_settings, *OWNED_SECRETS}
+    dropped |= {f"{name}{suffix}" for name in owned_settings for suffix in ("_CMD", "_SECRET")}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    for name, value in {
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        **(defaults or {}),
+    }.items():
+        env.setdefault(name, value)
+    env.update(owned_settings)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 

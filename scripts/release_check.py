@@ -8,7 +8,9 @@
 4. The wheel alone (not the checkout) goes into a fresh venv with its runtime dependencies only;
    Airflow's own CLI there lists the provider with its ``pioneer`` connection type.
 5. The same venv plus the ``testing`` extra and pytest: a user's test file using the
-   ``pioneer_emulator`` fixture runs the installed hook against the emulator.
+   ``pioneer_emulator`` fixture runs the installed hook against the emulator, and the README's
+   DAG-test example (``tests/dags/readme_example/``: a DAG file and its test with the
+   ``pioneer_dag_test`` fixture) runs its DAG with ``dag.test()`` in the fixture's migrated home.
 
 Runs from any directory but the checkout's, so nothing imports the source tree. Exit status 0
 only if every check passed; each step's wall time is printed.
@@ -41,6 +43,9 @@ DIST_NAME = "airflow-provider-pioneer"
 PACKAGE = "airflow_provider_pioneer"
 #: Every dependency pinned as the dev venv resolved and tested it (Makefile, `make lock`).
 LOCK = ROOT / "constraints" / "dev.txt"
+
+#: The README's "Test a DAG file" example: ``dags/`` and ``tests/``, copied as a user's project.
+README_EXAMPLE = ROOT / "tests" / "dags" / "readme_example"
 
 #: In the sdist, relative to its top directory.
 SDIST_MUST_HAVE = (
@@ -265,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             got = run([airflow, "providers", "get", DIST_NAME, "--output", "json"], cwd=work, env=env)
             check(DIST_NAME in got and ver in got, f"`airflow providers get` says {got!r}")
             print(f"   {DIST_NAME} {ver}; connection type pioneer -> {pioneer[0]['class']}")
-        with step("the testing extra: the pioneer_emulator fixture in a user's pytest run"):
+        with step("the testing extra: pioneer_emulator and pioneer_dag_test in a user's pytest run"):
             run(
                 [python, "-m", "pip", "install", "--quiet", "-c", LOCK, f"{wheels[0]}[testing]", "pytest"],
                 cwd=work,
@@ -277,12 +282,27 @@ def main(argv: list[str] | None = None) -> int:
                 env=env,
             )
             (work / "test_user_dag.py").write_text(USER_TEST)
+            # The README's DAG test as a user's project has it: no conftest, nothing of the checkout.
+            project = work / "project"
+            for part in ("dags", "tests"):
+                shutil.copytree(
+                    README_EXAMPLE / part, project / part, ignore=shutil.ignore_patterns("__pycache__")
+                )
             out = run(
-                [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user_dag.py"],
+                [
+                    python,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "test_user_dag.py",
+                    project / "tests",
+                ],
                 cwd=work,
                 env=env,
             )
-            check("1 passed" in out, out[-2000:])
+            check("2 passed" in out, out[-2000:])
             print("   " + out.strip().splitlines()[-1])
     except CheckFailed:
         pass  # recorded by step(); reported below

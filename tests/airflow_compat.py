@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+# The pytest plugin's DAG runner needs it too, from an installed wheel: one definition, in the package.
+from airflow_provider_pioneer.testing.dag_test import dagbag_class
 
-def dagbag_class() -> Any:
-    """``DagBag``: ``airflow.dag_processing.dagbag`` since 3.2, ``airflow.models.dagbag`` before."""
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow 3.1
-        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
-    return DagBag
+__all__ = [
+    "as_scheduler_sees_it",
+    "dagbag_class",
+    "redact",
+    "supports_provider_info_forms",
+    "task_runtime_hooks",
+]
 
 
 def redact(value: Any) -> Any:

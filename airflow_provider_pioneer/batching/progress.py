@@ -9,6 +9,10 @@ from typing import Any
 
 __all__ = ["Progress"]
 
+#: Shortest time a rate is measured over before a line reports it. Over a few milliseconds (the
+#: first batch answered at once) a rate says nothing: "3946.2 items/s, ETA 0s" for 64 items.
+MIN_RATE_WINDOW_S = 1.0
+
 
 def _duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
@@ -21,7 +25,8 @@ class Progress:
     """Logs ``done/total, items/s, ETA; requests, retries, 429s; pace`` in one short line.
 
     The first line comes as soon as the first batch is written (a run that takes minutes shows
-    life at once), then one every ``interval`` seconds while the run waits or writes.
+    life at once), then one every ``interval`` seconds while the run waits or writes. A line gives
+    a rate and an ETA only once one is known (:attr:`rate_known`); before, it says why not.
 
     :param log: where the lines go (the task's logger).
     :param total: inputs in this run, checkpointed ones included.
@@ -74,6 +79,12 @@ class Progress:
         elapsed = self.elapsed
         return (self.done - self.skipped) / elapsed if elapsed > 0 else 0.0
 
+    @property
+    def rate_known(self) -> bool:
+        """Whether :attr:`rate` measures something: items written in this attempt, over at least
+        :data:`MIN_RATE_WINDOW_S` seconds."""
+        return self.done > self.skipped and self.elapsed >= MIN_RATE_WINDOW_S
+
     def maybe_log(self) -> None:
         now = self._clock()
         if now < self._next:
@@ -82,19 +93,22 @@ class Progress:
         self.log_line()
 
     def log_line(self) -> None:
-        rate = self.rate
-        left = self.total - self.done
-        eta = _duration(left / rate) if rate > 0 else "?"
+        if self.rate_known:
+            rate = self.rate
+            speed = f"{rate:.1f} items/s, ETA {_duration((self.total - self.done) / rate)}"
+        elif self.done == self.skipped:
+            speed = "no batch answered yet"
+        else:
+            speed = "rate not known yet"
         pct = 100.0 * self.done / self.total if self.total else 100.0
         stats = self._stats()
         pace = self.pace()
         self._log.info(
-            "Pioneer inference: %d/%d items (%.1f%%), %.1f items/s, ETA %s; %d requests, %d retries, %d x 429%s",
+            "Pioneer inference: %d/%d items (%.1f%%), %s; %d requests, %d retries, %d x 429%s",
             self.done,
             self.total,
             pct,
-            rate,
-            eta,
+            speed,
             stats.get("attempts", 0),
             stats.get("retries", 0),
             stats.get("rate_limited", 0),

@@ -8,13 +8,9 @@ from typing import Any
 
 def load_dag(dag_id: str) -> Any:
     """Parse the dags folder and return ``dag_id`` (fails the test on any import error)."""
-    from tests.airflow_compat import dagbag_class
+    from airflow_provider_pioneer.testing.dag_test import load_dag as load
 
-    bag = dagbag_class()(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    assert not bag.import_errors, bag.import_errors
-    dag = bag.get_dag(dag_id)
-    assert dag is not None, f"DAG {dag_id!r} not found in {sorted(bag.dag_ids)}"
-    return dag
+    return load(dag_id, os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
 
 
 def xcom_value(dag_id: str, run_id: str, task_id: str, key: str) -> Any:

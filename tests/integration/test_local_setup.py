@@ -105,3 +105,67 @@ def test_the_ui_test_button_succeeds_and_a_bad_key_fails_clearly(
     message = bad["body"]["message"]
     assert "401" in message or "key" in message.lower(), message
     assert "not-a-real-key" not in message
+
+
+_READ_CONFIG = """
+import json
+from airflow.configuration import conf
+print(json.dumps({f"{s}.{k}": conf.get(s, k) for s, k in [
+    ("logging", "worker_log_server_port"), ("logging", "trigger_log_server_port"),
+    ("core", "parallelism"), ("database", "sql_alchemy_conn"), ("api", "port"), ("core", "dags_folder"),
+]}))
+"""
+
+
+def test_make_airflow_keeps_the_users_airflow_settings_but_owns_its_home_db_and_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    import airflow_local
+
+    user = {
+        # What the README's port table tells a user to set, and a default they may override.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "18793",
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "18794",
+        "AIRFLOW__CORE__PARALLELISM": "3",
+        "AIRFLOW_CONN_AWS_DEFAULT": "aws://",
+        # What the throwaway setup must own: migrating a user's real metastore, serving on
+        # another port than the one it checks, or a connection overriding the metastore's row.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://prod.example/airflow",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": "echo postgresql://prod.example/airflow",
+        "AIRFLOW__API__PORT": "9999",
+        "AIRFLOW_CONN_PIONEER_DEFAULT": "pioneer://elsewhere",
+        "AIRFLOW_VAR_PIONEER_API_KEY": "{}",
+        "PIONEER_POOL": "not_created",
+    }
+    for name, value in user.items():
+        monkeypatch.setenv(name, value)
+    env = airflow_local.standalone_env(tmp_path, 8123)
+
+    assert env["AIRFLOW_CONN_AWS_DEFAULT"] == "aws://"
+    for name in (
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD",
+        "AIRFLOW_CONN_PIONEER_DEFAULT",
+        "AIRFLOW_VAR_PIONEER_API_KEY",
+    ):
+        assert name not in env
+    assert env["PIONEER_POOL"] == airflow_local.POOL
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8123/execution/"
+    # What Airflow itself reads from that environment.
+    read = subprocess.run(
+        [sys.executable, "-c", _READ_CONFIG],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert read.returncode == 0, read.stderr[-2000:]
+    assert json.loads(read.stdout.splitlines()[-1]) == {
+        "logging.worker_log_server_port": "18793",
+        "logging.trigger_log_server_port": "18794",
+        "core.parallelism": "3",
+        "database.sql_alchemy_conn": f"sqlite:///{tmp_path / 'airflow_home' / 'airflow.db'}",
+        "api.port": "8123",
+        "core.dags_folder": str(local_env.DAGS_FOLDER),
+    }
