@@ -27,7 +27,7 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_pioneer._compat import AirflowFailException
-from airflow_provider_pioneer.batching import output
+from airflow_provider_pioneer.batching import lease, output
 from airflow_provider_pioneer.batching.output import FileSink, OutputConflictError
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 from airflow_provider_pioneer.testing import PioneerEmulator
@@ -333,8 +333,8 @@ def test_the_lease_heartbeat_keeps_a_slow_task_the_owner(
 
     The TTL is 15 beats: a beat can stall for about a second in this busy test process, and at
     a 1-s TTL that stall alone once made the lease look abandoned in `make test`."""
-    monkeypatch.setattr(output, "LEASE_TTL_S", 3.0)
-    monkeypatch.setattr(output, "LEASE_HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(lease, "LEASE_TTL_S", 3.0)
+    monkeypatch.setattr(lease, "LEASE_HEARTBEAT_S", 0.2)
     emu.set_latency(100)
     out = f"{root}/entities/slow.jsonl"
     rows = texts(400, f"slow-{store}")  # 80 requests one at a time: about 8 s, well past the TTL

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_pioneer.batching import output
+from airflow_provider_pioneer.batching import lease
 from airflow_provider_pioneer.batching.inputs import FileSource, InputError, ListSource, request_fingerprint
 from airflow_provider_pioneer.batching.output import FileSink, OutputConflictError, Owner, part_names
 from tests.object_stores import memory_root
@@ -85,7 +85,7 @@ def test_fingerprint_changes_with_inputs_and_options() -> None:
 
 @pytest.fixture(autouse=True)
 def _quick_lease(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(output, "LEASE_SETTLE_LOCAL_S", 0.01)
+    monkeypatch.setattr(lease, "LEASE_SETTLE_LOCAL_S", 0.01)
 
 
 @pytest.fixture(params=["file", "memory"])
