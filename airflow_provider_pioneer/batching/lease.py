@@ -7,6 +7,8 @@ wait on stores without an atomic create, a task that loses its lease).
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import socket
 import threading
@@ -39,6 +41,8 @@ LEASE_HEARTBEAT_S = 10.0
 #: memory are written synchronously, so a shorter wait covers the gap between a read and a write.
 LEASE_SETTLE_S = 1.0
 LEASE_SETTLE_LOCAL_S = 0.2
+
+log = logging.getLogger(__name__)
 
 
 class OutputConflictError(AirflowFailException):
@@ -139,12 +143,23 @@ class Lease:
     def _refuse_if_foreign(self, doc: dict[str, Any] | None) -> None:
         if not doc or doc.get("token") == self.token or self.owner.same_task_instance(doc):
             return
-        age = time.time() - float(doc.get("heartbeat") or 0)
+        beat = doc.get("heartbeat")
+        if not isinstance(beat, int | float) or isinstance(beat, bool) or not math.isfinite(beat):
+            # Not a time, so not a lease this provider wrote (tampered, or another tool's file): it
+            # proves no live owner. Refusing would block the path for good; the settle wait in
+            # acquire() still tells two live tasks apart.
+            log.warning("The lease %s holds no heartbeat time (%r): taking it over.", self.path, beat)
+            return
+        age = time.time() - float(beat)
         if age > LEASE_TTL_S or _process_gone(doc):
             return  # its task died without releasing it
+        when = f"{max(age, 0):.0f} s ago" if age >= -LEASE_TTL_S else (
+            f"{-age:.0f} s in the future: that host's clock is ahead of this one's; keep the workers' "
+            "clocks in step (NTP)"
+        )  # fmt: skip
         raise OutputConflictError(
             f"Another task is writing this output_path right now ({Owner.describe(doc)}; "
-            f"heartbeat {max(age, 0):.0f} s ago). Refusing to start so its output stays intact. "
+            f"heartbeat {when}). Refusing to start so its output stays intact. "
             f"{template_advice(self.output)}"
         )
 

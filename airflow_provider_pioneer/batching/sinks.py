@@ -6,8 +6,12 @@ The resumable JSONL output on any object store is :class:`~airflow_provider_pion
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_pioneer.batching.inputs import Item
 
 __all__ = ["KEEP_ERRORS", "ListSink", "OutputCounts", "Sink", "encode"]
 
@@ -49,6 +53,10 @@ class Sink:
 
     def write(self, records: list[dict[str, Any]], tokens: int) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def skip_done(self, items: Iterator[Item]) -> Iterator[Item]:
+        """The inputs still to send: ``items`` past those an earlier attempt's checkpoint covers."""
+        return items
 
     def close(self, complete: bool) -> None:
         """Flush; ``complete`` when every input has its record."""

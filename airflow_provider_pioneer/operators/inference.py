@@ -313,7 +313,7 @@ class PioneerInferenceOperator(BaseOperator):
         self.stop_event.set()
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_pioneer.batching.inputs import request_fingerprint
+        from airflow_provider_pioneer.batching.inputs import InputError, request_fingerprint
         from airflow_provider_pioneer.batching.output import ListSink
         from airflow_provider_pioneer.batching.progress import Progress
         from airflow_provider_pioneer.batching.runner import BatchRunner, FatalStop, RunStopped, batches
@@ -337,6 +337,15 @@ class PioneerInferenceOperator(BaseOperator):
             text_field=self.text_field,
         )
         sink = self._sink(context, source.total, fingerprint)
+        # The checkpoint's parts are checked against the inputs here (ids at their positions): the
+        # items it covers are consumed, and any it cannot vouch for come back to be sent again.
+        try:
+            items = sink.skip_done(source.items())
+        except BaseException as exc:
+            sink.close(complete=False)  # releases the lease; the checkpoint stays as it was
+            if isinstance(exc, InputError):
+                raise AirflowException(str(exc)) from None
+            raise
         skipped = sink.counts.records
         # What the checkpoint already held: metrics count only this attempt's work.
         before = (sink.counts.succeeded, sink.counts.failed, sink.counts.token_usage)
@@ -372,15 +381,14 @@ class PioneerInferenceOperator(BaseOperator):
                     tick=min(1.0, self.progress_interval),
                     on_tick=progress.maybe_log,
                 )
-                items = source.items()
-                for _ in range(skipped):  # done by an earlier attempt
-                    next(items)
                 for batch in runner.run(batches(items, self.batch_size)):
                     sink.write(batch.records, batch.tokens)
                     progress.advance(len(batch.items))
             complete = True
         except (FatalStop, RunStopped) as exc:
             stopped = exc
+        except InputError as exc:  # the input file changed under the run: nothing is published
+            stopped = AirflowException(str(exc))
         finally:
             # Always, whatever ended the run (a verdict, an outage, a kill, an execution_timeout
             # raised from inside the loop): the checkpoint then holds exactly what is written, and
@@ -389,8 +397,16 @@ class PioneerInferenceOperator(BaseOperator):
             sink.close(complete=complete)
             summary = self._finish(context, sink, source, skipped, stats(), progress)
             self._emit_metrics(context, sink, before, summary)
+        if isinstance(stopped, AirflowException):
+            raise stopped
         if stopped is not None:
             raise self._stopped_error(stopped, sink, source.total)
+        if sink.counts.records != source.total:
+            # Never a short (or long) output reported complete; the file sink refuses to publish one.
+            raise AirflowException(
+                f"The run ended with {sink.counts.records} records for {source.total} inputs; "
+                "this is a bug of the provider, please report it. Nothing was reported complete."
+            )
         self._check_failures(sink, source.total)
         return sink.records if isinstance(sink, ListSink) else summary
 
