@@ -197,6 +197,8 @@ def verified_prefix(
         found = None
         if name is None or want is None:
             problem: str | None = f"part {number} is missing"
+        elif want[0] < 1:
+            problem = f"part {number} ({name}) holds no records (this provider never writes such a part)"
         elif start + want[0] > total:
             problem = f"part {number} ({name}) holds records past the last of the {total} inputs"
         else:

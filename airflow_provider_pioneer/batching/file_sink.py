@@ -205,9 +205,8 @@ class FileSink(Sink):
                     )  # fmt: skip
                     self.resumed = found.records
                     self.already_complete = True
-                    self.store.remove_folder(
-                        self.parts_dir
-                    )  # left over if a kill came right after publishing
+                    # Left over if a kill came right after publishing.
+                    self.store.remove_folder(self.parts_dir)
                     return
                 self._distrust("the published output changed since it was written", "Making it again.")
             else:
