@@ -121,8 +121,10 @@ def checkpointed_records(output_path: str) -> list[dict[str, Any]]:
     from airflow_provider_pioneer.batching.output import part_names
 
     doc = manifest_of(output_path) or {"parts": 0, "attempts": []}
+    folder = ObjectStoragePath(f"{output_path}.parts")
+    listed = [p.name for p in folder.iterdir()] if doc["parts"] else []
     records = []
-    for name in part_names(doc):
+    for name in part_names(doc, listed):
         text = ObjectStoragePath(f"{output_path}.parts/{name}").read_text()
         records += [json.loads(line) for line in text.splitlines()]
     return records

@@ -280,13 +280,37 @@ class FileSource(Source):
         return total, h.hexdigest()
 
     def items(self) -> Iterator[Item]:
+        """The records, read a second time; the file must still be the one :attr:`digest` describes.
+
+        :raises InputError: the file changed since it was counted and hashed (the checkpoint is
+            keyed by that digest, so an output of other inputs would be filed under it). Raised at
+            the latest when the file ends, before the output can be published as complete.
+        """
         index = 0
+        h = hashlib.sha256(b"jsonl\n")
         with self._open() as handle:
-            for _, line in self._lines(handle):
+            for lineno, line in self._lines(handle, h):
                 if not line.strip():
                     continue
-                yield _item(index, safe_json.loads(line), self._id_field, self._text_field)
+                try:
+                    value = safe_json.loads(line)
+                except ValueError:
+                    raise self._changed(f"line {lineno} is no longer valid JSON") from None
+                if index >= self.total:
+                    raise self._changed(f"it now holds more than the {self.total} records it held")
+                yield _item(index, value, self._id_field, self._text_field)
                 index += 1
+        if index != self.total or h.hexdigest() != self.digest:
+            raise self._changed(
+                f"it now holds {index} records" if index != self.total else "its bytes differ"
+            )
+
+    def _changed(self, what: str) -> InputError:
+        return InputError(
+            f"input_path {self._path} changed while this task read it ({what}), so no output was "
+            "published. Let the file be written whole before the task starts (write it elsewhere and "
+            "move it into place); an Airflow retry then reads the new file from the start."
+        )
 
 
 def request_fingerprint(source_digest: str, **request: Any) -> str:

@@ -15,13 +15,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
-from airflow_provider_pioneer.exceptions import (
-    PioneerAuthError,
-    PioneerModelNotServableError,
-    PioneerNotFoundError,
-    PioneerPayloadTooLargeError,
-    PioneerValidationError,
-)
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
 from airflow_provider_pioneer.links import PioneerModelLink
 
@@ -32,8 +25,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_pioneer.batching.inputs import Source
     from airflow_provider_pioneer.batching.output import Sink
-    from airflow_provider_pioneer.batching.progress import Progress
-    from airflow_provider_pioneer.batching.runner import FatalStop, TransientStop
 
 __all__ = ["SUMMARY_XCOM_KEY", "PioneerInferenceOperator"]
 
@@ -313,9 +304,10 @@ class PioneerInferenceOperator(BaseOperator):
         self.stop_event.set()
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_pioneer.batching.inputs import request_fingerprint
+        from airflow_provider_pioneer.batching.inputs import InputError, request_fingerprint
         from airflow_provider_pioneer.batching.output import ListSink
         from airflow_provider_pioneer.batching.progress import Progress
+        from airflow_provider_pioneer.batching.report import RunReport
         from airflow_provider_pioneer.batching.runner import BatchRunner, FatalStop, RunStopped, batches
 
         model_id = str(self.model_id or "").strip()
@@ -325,6 +317,13 @@ class PioneerInferenceOperator(BaseOperator):
         options = self._options()
         self._check_writable(
             {"model_id": model_id, "schema" if self.schema else "entities": schema, **options}
+        )
+        report = RunReport(
+            self.log,
+            output_path=self.output_path,
+            model_id=self.model_id,
+            conn_id=self.pioneer_conn_id,
+            max_failed_ratio=self.max_failed_ratio,
         )
         source = self._source()
         self._warn_duplicates(source)
@@ -337,6 +336,15 @@ class PioneerInferenceOperator(BaseOperator):
             text_field=self.text_field,
         )
         sink = self._sink(context, source.total, fingerprint)
+        # The checkpoint's parts are checked against the inputs here (ids at their positions): the
+        # items it covers are consumed, and any it cannot vouch for come back to be sent again.
+        try:
+            items = sink.skip_done(source.items())
+        except BaseException as exc:
+            sink.close(complete=False)  # releases the lease; the checkpoint stays as it was
+            if isinstance(exc, InputError):
+                raise AirflowException(str(exc)) from None
+            raise
         skipped = sink.counts.records
         # What the checkpoint already held: metrics count only this attempt's work.
         before = (sink.counts.succeeded, sink.counts.failed, sink.counts.token_usage)
@@ -372,26 +380,29 @@ class PioneerInferenceOperator(BaseOperator):
                     tick=min(1.0, self.progress_interval),
                     on_tick=progress.maybe_log,
                 )
-                items = source.items()
-                for _ in range(skipped):  # done by an earlier attempt
-                    next(items)
                 for batch in runner.run(batches(items, self.batch_size)):
                     sink.write(batch.records, batch.tokens)
                     progress.advance(len(batch.items))
             complete = True
         except (FatalStop, RunStopped) as exc:
             stopped = exc
+        except InputError as exc:  # the input file changed under the run: nothing is published
+            stopped = AirflowException(str(exc))
         finally:
             # Always, whatever ended the run (a verdict, an outage, a kill, an execution_timeout
             # raised from inside the loop): the checkpoint then holds exactly what is written, and
             # a later attempt resumes there; the summary, the metrics and the Pioneer view report
             # what this attempt did.
             sink.close(complete=complete)
-            summary = self._finish(context, sink, source, skipped, stats(), progress)
-            self._emit_metrics(context, sink, before, summary)
+            summary = report.finish(sink, source, skipped, stats(), progress)
+            context["ti"].xcom_push(key=SUMMARY_XCOM_KEY, value=summary)
+            report.emit_metrics(context, sink, before, summary)
+        if isinstance(stopped, AirflowException):
+            raise stopped
         if stopped is not None:
-            raise self._stopped_error(stopped, sink, source.total)
-        self._check_failures(sink, source.total)
+            raise report.stopped_error(stopped, sink, source.total)
+        report.check_complete(sink, source.total)
+        report.check_failures(sink, source.total)
         return sink.records if isinstance(sink, ListSink) else summary
 
     @staticmethod
@@ -418,148 +429,3 @@ class PioneerInferenceOperator(BaseOperator):
         from airflow_provider_pioneer.lineage import operator_lineage
 
         return operator_lineage(self.input_path, self.output_path, self.model_id)
-
-    # -- reporting ----------------------------------------------------------------------------------
-
-    def _finish(
-        self,
-        context: Context,
-        sink: Sink,
-        source: Source,
-        skipped: int,
-        stats: dict[str, Any],
-        progress: Progress,
-    ) -> dict[str, Any]:
-        counts = sink.counts
-        total = source.total
-        summary = {
-            "total": total,
-            "succeeded": counts.succeeded,
-            "failed": counts.failed,
-            "skipped_from_checkpoint": skipped,
-            "duplicate_ids": source.duplicate_ids,
-            "requests": stats.get("attempts", 0),
-            "retries": stats.get("retries", 0),
-            "rate_limited": stats.get("rate_limited", 0),
-            "token_usage": counts.token_usage,
-            "elapsed_s": round(progress.elapsed, 3),
-            "items_per_s": round(progress.rate, 2),
-            "output_path": str(self.output_path) if self.output_path else None,
-        }
-        context["ti"].xcom_push(key=SUMMARY_XCOM_KEY, value=summary)
-        # Short lines, each readable without scrolling sideways in the task log.
-        pace = progress.pace()
-        self.log.info(
-            "Pioneer inference summary: %d/%d items written (%d succeeded, %d failed, %d from checkpoint).",
-            counts.records,
-            total,
-            counts.succeeded,
-            counts.failed,
-            skipped,
-        )
-        self.log.info(
-            "  time: %.1f s at %.1f items/s%s",
-            progress.elapsed,
-            progress.rate,
-            f"; {pace}" if pace else "",
-        )
-        self.log.info(
-            "  calls: %d requests, %d retries, %d x 429; %d tokens",
-            summary["requests"],
-            summary["retries"],
-            summary["rate_limited"],
-            counts.token_usage,
-        )
-        if source.duplicate_ids:
-            self.log.info("  duplicate ids: %d inputs repeat an earlier id", source.duplicate_ids)
-        self.log.info("  output: %s", summary["output_path"] or "the task's return value")
-        return summary
-
-    @staticmethod
-    def _emit_metrics(
-        context: Context, sink: Sink, before: tuple[int, int, int], summary: dict[str, Any]
-    ) -> None:
-        from airflow_provider_pioneer.metrics import emit_inference, task_tags
-
-        counts = sink.counts
-        emit_inference(
-            {
-                "texts_succeeded": counts.succeeded - before[0],
-                "texts_failed": counts.failed - before[1],
-                "tokens": counts.token_usage - before[2],
-                "requests": summary["requests"],
-                "rate_limited": summary["rate_limited"],
-            },
-            task_tags(context),
-        )
-
-    def _saved(self, sink: Sink, total: int, resumes: str) -> str:
-        done = sink.counts.records
-        if self.output_path:
-            return (
-                f"{done} of {total} records are saved and checkpointed beside {self.output_path} "
-                f"and {resumes} resumes there"
-            )
-        return f"{done} of {total} items were done (set output_path to keep partial work)"
-
-    def _stopped_error(self, stopped: BaseException, sink: Sink, total: int) -> AirflowException:
-        """The exception execute() raises when the run stopped before every item had its record."""
-        from airflow_provider_pioneer.batching.runner import FatalStop, TransientStop
-
-        if isinstance(stopped, TransientStop):
-            # An outage, not a verdict on the items: Airflow's retry resumes from the checkpoint.
-            return AirflowException(self._transient_message(stopped, sink, total))
-        if isinstance(stopped, FatalStop):
-            return AirflowFailException(self._fatal_message(stopped, sink, total))
-        # Stopped from outside: on_kill (the task was marked failed, timed out, or its worker stops).
-        return AirflowException(
-            "Stopped sending: Airflow stopped this task (marked failed, timed out, or its worker is "
-            f"shutting down). {self._saved(sink, total, 'the next attempt')}; items not yet answered "
-            "are sent again then."
-        )
-
-    def _transient_message(self, stopped: TransientStop, sink: Sink, total: int) -> str:
-        return (
-            f"Stopped sending: {stopped.error.message} (still failing after the connection's retries). "
-            f"{self._saved(sink, total, 'an Airflow retry')}; items not yet answered are sent again then."
-        )
-
-    def _fatal_message(self, stopped: FatalStop, sink: Sink, total: int) -> str:
-        err = stopped.error
-        # 402, the spend cap and 401 carry their own advice in err.message (the exception's hint).
-        if isinstance(err, PioneerNotFoundError | PioneerModelNotServableError):
-            todo = f"The model_id is {self.model_id!r}; then clear this task"
-        elif isinstance(err, PioneerPayloadTooLargeError):
-            todo = (
-                "Even a one-text request was too large for Pioneer or a proxy in front of it: shrink "
-                "the schema, or raise the proxy's body-size limit; then clear this task"
-            )
-        elif isinstance(err, PioneerValidationError):
-            todo = "Fix the request options (model_id, schema/entities, threshold...), then clear this task"
-        elif isinstance(err, PioneerAuthError):
-            todo = f"The connection is {self.pioneer_conn_id!r}; then clear this task"
-        elif err.hint:
-            todo = "Then clear this task"
-        else:
-            todo = "Fix the cause, then clear this task"
-        where = self._saved(sink, total, "the next attempt")
-        reason = err.message.rstrip()
-        if not reason.endswith((".", "?", "!")):
-            reason += "."
-        return f"Stopped sending: {reason} {todo}; {where}. No Airflow retry was attempted."
-
-    def _check_failures(self, sink: Sink, total: int) -> None:
-        counts = sink.counts
-        if not counts.failed or total == 0 or counts.failed / total <= self.max_failed_ratio:
-            if counts.failed:
-                self.log.warning("%d of %d items failed (within max_failed_ratio).", counts.failed, total)
-            return
-        shown = "; ".join(
-            f"id={rec.get('id')!r}: {rec['error'].get('message')}" for rec in counts.first_errors[:3]
-        )
-        where = f"in {self.output_path}" if self.output_path else "in the records"
-        raise AirflowFailException(
-            f"{counts.failed} of {total} items failed ({100.0 * counts.failed / total:.2f}% > "
-            f"max_failed_ratio {100.0 * self.max_failed_ratio:g}%). First errors: {shown}. "
-            f"Every failed item has an 'error' record {where}; fix those inputs or raise max_failed_ratio."
-        )

@@ -27,7 +27,7 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_pioneer._compat import AirflowFailException
-from airflow_provider_pioneer.batching import output
+from airflow_provider_pioneer.batching import lease, output
 from airflow_provider_pioneer.batching.output import FileSink, OutputConflictError
 from airflow_provider_pioneer.operators.inference import PioneerInferenceOperator
 from airflow_provider_pioneer.testing import PioneerEmulator
@@ -333,8 +333,8 @@ def test_the_lease_heartbeat_keeps_a_slow_task_the_owner(
 
     The TTL is 15 beats: a beat can stall for about a second in this busy test process, and at
     a 1-s TTL that stall alone once made the lease look abandoned in `make test`."""
-    monkeypatch.setattr(output, "LEASE_TTL_S", 3.0)
-    monkeypatch.setattr(output, "LEASE_HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(lease, "LEASE_TTL_S", 3.0)
+    monkeypatch.setattr(lease, "LEASE_HEARTBEAT_S", 0.2)
     emu.set_latency(100)
     out = f"{root}/entities/slow.jsonl"
     rows = texts(400, f"slow-{store}")  # 80 requests one at a time: about 8 s, well past the TTL
@@ -384,3 +384,152 @@ def test_two_tasks_starting_on_one_path_at_the_same_moment_exactly_one_wins(stor
         won[0].write([{"id": 0, "result": {}}], 0)
         won[0].close(complete=True)
         assert read_output(str(out)) == [{"id": 0, "result": {}}]
+
+
+# -- a checkpoint that does not add up (tampered, truncated, reordered) --------------------------------
+
+
+@pytest.fixture
+def one_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One task at a time on the path: the wait that tells two racing tasks apart only costs time."""
+    monkeypatch.setattr(lease, "LEASE_SETTLE_S", 0.05)
+    monkeypatch.setattr(lease, "LEASE_SETTLE_LOCAL_S", 0.01)
+
+
+def _interrupted(emu: PioneerEmulator, rows: list[dict[str, str]], out: str) -> dict[str, Any]:
+    """Try 1 stops on a 402 part-way (one request at a time: nothing it did is lost); its manifest."""
+    emu.set_credits(600)
+    with pytest.raises(AirflowFailException, match="Top up"):
+        run(rows, out, max_concurrency=1)
+    emu.set_credits(None)
+    doc = manifest_of(out)
+    assert doc is not None and not doc["complete"] and doc["parts"] >= 2
+    return doc
+
+
+def _part_paths(out: str, doc: dict[str, Any]) -> list[ObjectStoragePath]:
+    """The manifest's parts, in order, found by number and attempt in the folder's listing."""
+    listed = [p.name for p in ObjectStoragePath(f"{out}.parts").iterdir()]
+    starts = [(int(first), attempt) for first, attempt in doc["attempts"]]
+    names = []
+    for number in range(doc["parts"]):
+        attempt = [a for first, a in starts if first <= number][-1]
+        names += [n for n in listed if n.startswith(f"part-{number:05d}-{attempt}")]
+    return [ObjectStoragePath(f"{out}.parts/{n}") for n in names]
+
+
+def _write_manifest(out: str, doc: dict[str, Any]) -> None:
+    ObjectStoragePath(f"{out}.manifest.json").write_bytes(json.dumps(doc).encode())
+
+
+def _resume_and_check(emu: PioneerEmulator, rows: list[dict[str, str]], out: str) -> dict[str, Any]:
+    """Try 2 finishes: every id exactly once and in input order, and the summary says what is there."""
+    summary = run(rows, out, TI(try_number=2), max_concurrency=1)
+    records = read_output(out)
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+    assert all("result" in r for r in records)
+    assert summary["total"] == summary["succeeded"] == len(rows) and summary["failed"] == 0
+    doc = manifest_of(out)
+    assert doc is not None and doc["complete"] and doc["records"] == len(rows)
+    return summary
+
+
+def test_a_manifest_claiming_15_more_records_than_its_parts_resumes_from_what_the_parts_hold(
+    store: str, root: str, emu: PioneerEmulator, one_writer: None
+) -> None:
+    """Issue 18 #3: `records` raised by 15 made the retry skip 15 inputs and call the output complete."""
+    rows = texts(200, f"claim-{store}")
+    out = f"{root}/entities/out.jsonl"
+    doc = _interrupted(emu, rows, out)
+    done = doc["records"]
+    _write_manifest(out, {**doc, "records": done + 15, "succeeded": doc["succeeded"] + 15})
+    summary = _resume_and_check(emu, rows, out)
+    assert summary["skipped_from_checkpoint"] == done  # the parts, not the manifest's claim
+    assert billed_twice(emu, rows) == 0  # every part it had was still trusted
+
+
+def test_two_lines_swapped_inside_a_part_resend_that_part_only_and_keep_the_order(
+    store: str, root: str, emu: PioneerEmulator, one_writer: None
+) -> None:
+    """Issue 18 #3: a same-size change inside a part went unnoticed and the output came out of order."""
+    rows = texts(200, f"swap-{store}")
+    out = f"{root}/entities/out.jsonl"
+    doc = _interrupted(emu, rows, out)
+    parts = _part_paths(out, doc)
+    lines = parts[1].read_bytes().splitlines(keepends=True)
+    assert len(lines) >= 2
+    parts[1].write_bytes(b"".join([lines[1], lines[0], *lines[2:]]))  # same size, same ids, wrong order
+    first = len(parts[0].read_bytes().splitlines())
+    summary = _resume_and_check(emu, rows, out)
+    assert summary["skipped_from_checkpoint"] == first  # part 0 is kept, part 1 onwards re-sent
+    assert billed_twice(emu, rows) == doc["records"] - first
+
+
+def test_a_truncated_last_line_in_the_last_part_resends_that_part_only(
+    store: str, root: str, emu: PioneerEmulator, one_writer: None
+) -> None:
+    rows = texts(200, f"cut-{store}")
+    out = f"{root}/entities/out.jsonl"
+    doc = _interrupted(emu, rows, out)
+    parts = _part_paths(out, doc)
+    parts[-1].write_bytes(parts[-1].read_bytes()[:-7])
+    kept = sum(len(p.read_bytes().splitlines()) for p in parts[:-1])
+    summary = _resume_and_check(emu, rows, out)
+    assert summary["skipped_from_checkpoint"] == kept
+    assert billed_twice(emu, rows) == doc["records"] - kept
+
+
+def test_a_complete_output_with_two_lines_swapped_is_not_taken_as_complete(
+    store: str, root: str, emu: PioneerEmulator, one_writer: None
+) -> None:
+    rows = texts(30, f"done-{store}")
+    out = f"{root}/entities/out.jsonl"
+    run(rows, out)
+    lines = ObjectStoragePath(out).read_bytes().splitlines(keepends=True)
+    ObjectStoragePath(out).write_bytes(b"".join([lines[1], lines[0], *lines[2:]]))
+    emu.reset_counters()
+    summary = run(rows, out, TI(run_id="manual__2"))
+    assert summary["skipped_from_checkpoint"] == 0 and summary["succeeded"] == 30
+    assert [r["id"] for r in read_output(out)] == [r["id"] for r in rows]
+
+
+def test_a_part_changed_during_the_run_is_never_published(store: str, root: str, one_writer: None) -> None:
+    """The publish reads every part again: a changed one aborts it (on S3 the upload too), nothing appears."""
+    out = ObjectStoragePath(f"{root}/changed/out.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sink = FileSink(out, "fp", 4, output.Owner(dag_id="d", task_id="t", run_id="r"), part_batches=1)
+    sink.write([{"id": 0, "result": {"n": 0}}, {"id": 1, "result": {"n": 1}}], 1)
+    (part,) = ObjectStoragePath(f"{out}.parts").iterdir()
+    part.write_bytes(part.read_bytes().replace(b'"n":0', b'"n":9'))  # same size
+    sink.write([{"id": 2, "result": {"n": 2}}, {"id": 3, "result": {"n": 3}}], 1)
+    with pytest.raises(output.CheckpointError, match="changed after this task wrote it"):
+        sink.close(complete=True)
+    assert not out.exists()
+    doc = manifest_of(str(out))
+    assert doc is not None and doc["complete"] is False
+
+
+def test_two_parts_that_trade_places_are_caught_by_their_ids_and_sent_again(
+    store: str, root: str, emu: PioneerEmulator, one_writer: None
+) -> None:
+    """Each part reads back whole and as named, but holds the records of another place in the input."""
+    from airflow_provider_pioneer.batching import checkpoint
+
+    rows = texts(200, f"trade-{store}")
+    out = f"{root}/entities/out.jsonl"
+    doc = _interrupted(emu, rows, out)
+    assert doc["parts"] >= 3
+    parts = _part_paths(out, doc)
+    one, two = parts[1].read_bytes(), parts[2].read_bytes()
+    assert one.count(b"\n") == two.count(b"\n")
+    for path, data in ((parts[1], two), (parts[2], one)):
+        number, attempt, _, tokens = path.name.split("-")[1:5]
+        name = checkpoint.part_name(
+            int(number), attempt, data.count(b"\n"), int(tokens[:-1]), checkpoint.digest_of(data)
+        )
+        path.unlink()
+        ObjectStoragePath(f"{out}.parts/{name}").write_bytes(data)
+    first = parts[0].read_bytes().count(b"\n")
+    summary = _resume_and_check(emu, rows, out)
+    assert summary["skipped_from_checkpoint"] == first
+    assert billed_twice(emu, rows) == doc["records"] - first

@@ -13,9 +13,21 @@ from typing import Any
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_pioneer.batching import output
-from airflow_provider_pioneer.batching.inputs import FileSource, InputError, ListSource, request_fingerprint
-from airflow_provider_pioneer.batching.output import FileSink, OutputConflictError, Owner, part_names
+from airflow_provider_pioneer.batching import checkpoint, lease
+from airflow_provider_pioneer.batching.inputs import (
+    FileSource,
+    InputError,
+    Item,
+    ListSource,
+    request_fingerprint,
+)
+from airflow_provider_pioneer.batching.output import (
+    CheckpointError,
+    FileSink,
+    OutputConflictError,
+    Owner,
+    part_names,
+)
 from tests.object_stores import memory_root
 
 
@@ -45,6 +57,27 @@ def test_file_source_names_the_bad_line(tmp_path: Path, bad: str) -> None:
     p.write_text('{"text": "ok"}\n' + bad + "\n")
     with pytest.raises(InputError, match="line 2: not valid JSON"):
         FileSource(ObjectStoragePath(str(p)))
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        '{"text": "one"}\n{"text": "TWO"}\n{"text": "three"}\n',  # same size, other text
+        '{"text": "one"}\n{"text": "two"}\n',  # shorter
+        '{"text": "one"}\n{"text": "two"}\n{"text": "three"}\n{"text": "four"}\n',  # longer
+        '{"text": "one"}\n{"text": "tw',  # cut mid-line
+    ],
+)
+def test_an_input_file_that_changes_between_counting_and_reading_is_refused(
+    tmp_path: Path, rewrite: str
+) -> None:
+    """The checkpoint is keyed by the digest of the first pass: a second pass of other bytes must not pass."""
+    p = tmp_path / "in.jsonl"
+    p.write_text('{"text": "one"}\n{"text": "two"}\n{"text": "three"}\n')
+    src = FileSource(ObjectStoragePath(f"file://{p}"))
+    p.write_text(rewrite)
+    with pytest.raises(InputError, match="changed while this task read it"):
+        list(src.items())
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -85,7 +118,7 @@ def test_fingerprint_changes_with_inputs_and_options() -> None:
 
 @pytest.fixture(autouse=True)
 def _quick_lease(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(output, "LEASE_SETTLE_LOCAL_S", 0.01)
+    monkeypatch.setattr(lease, "LEASE_SETTLE_LOCAL_S", 0.01)
 
 
 @pytest.fixture(params=["file", "memory"])
@@ -103,6 +136,10 @@ def beside(out: ObjectStoragePath, suffix: str) -> ObjectStoragePath:
 
 def read_records(p: ObjectStoragePath) -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text().splitlines()]
+
+
+def parts_listed(out: ObjectStoragePath) -> list[str]:
+    return [p.name for p in beside(out, ".parts").iterdir()]
 
 
 def manifest(out: ObjectStoragePath) -> dict[str, Any]:
@@ -158,8 +195,9 @@ def test_resume_skips_what_the_manifest_lists_and_ignores_a_part_it_does_not(out
     sink = FileSink(out, "fp", total=6, owner=owner(), part_batches=1)
     sink.write(_records(2), tokens=1)
     # A kill between writing a part and the manifest that lists it: the part is an orphan.
-    orphan = beside(out, ".parts") / f"part-00001-{sink.attempt}.jsonl"
-    orphan.write_bytes(b'{"id":2,"result":{"n":2}}\n{"id":3,"resu')
+    data = b'{"id":2,"result":{"n":2}}\n{"id":3,"result":{"n":3}}\n'
+    orphan = beside(out, ".parts") / checkpoint.part_name(1, sink.attempt, 2, 1, checkpoint.digest_of(data))
+    orphan.write_bytes(data)  # whole and well named, but not listed: not trusted either
     abandon(sink)
     again = FileSink(out, "fp", total=6, owner=owner(try_number=2), part_batches=1)
     assert again.resumed == 2 and again.counts.succeeded == 2 and again.counts.token_usage == 1
@@ -201,15 +239,17 @@ def test_complete_output_that_was_altered_is_redone(out: ObjectStoragePath) -> N
     assert not again.already_complete and again.resumed == 0
 
 
-def test_a_listed_part_that_went_missing_starts_over(out: ObjectStoragePath) -> None:
+def test_a_listed_part_that_went_missing_is_sent_again_and_the_parts_before_it_are_kept(
+    out: ObjectStoragePath,
+) -> None:
     sink = FileSink(out, "fp", total=6, part_batches=1)
     sink.write(_records(2), tokens=1)
     sink.write(_records(2, start=2), tokens=1)
     abandon(sink)
-    (beside(out, ".parts") / part_names(manifest(out))[1]).unlink()
+    (beside(out, ".parts") / part_names(manifest(out), parts_listed(out))[1]).unlink()
     again = FileSink(out, "fp", total=6)
-    assert again.resumed == 0
-    again.write(_records(6), tokens=1)
+    assert again.resumed == 2 and again.counts.token_usage == 1  # part 0 only: part 1 is gone
+    again.write(_records(4, start=2), tokens=1)
     again.close(complete=True)
     assert read_records(out) == _records(6)
 
@@ -343,3 +383,92 @@ def test_owner_from_context_reads_the_task_instance() -> None:
         3,
     )
     assert Owner.from_context({"ti": object()}).task_id is None
+
+
+# -- a checkpoint is checked before it is trusted ------------------------------------------------------
+
+
+def _items(n: int) -> list[Item]:
+    return [Item(i, i, f"text {i}") for i in range(n)]
+
+
+def _checkpoint(out: ObjectStoragePath, parts: int, per_part: int = 2) -> list[ObjectStoragePath]:
+    """An interrupted attempt's checkpoint of ``parts`` parts; their paths, in order."""
+    sink = FileSink(out, "fp", total=10, owner=owner(), part_batches=1)
+    for k in range(parts):
+        sink.write(_records(per_part, start=k * per_part), tokens=1)
+    abandon(sink)
+    return [beside(out, ".parts") / n for n in part_names(manifest(out), parts_listed(out))]
+
+
+def test_manifest_totals_of_the_wrong_type_or_size_are_rederived_from_the_parts(
+    out: ObjectStoragePath,
+) -> None:
+    _checkpoint(out, parts=2)
+    doc = manifest(out)
+    beside(out, ".manifest.json").write_text(json.dumps({**doc, "records": "many", "succeeded": 19}))
+    again = FileSink(out, "fp", total=10, owner=owner(try_number=2))
+    assert again.resumed == 4 and (again.counts.succeeded, again.counts.failed) == (4, 0)
+    assert again.counts.token_usage == 2
+
+
+def test_a_part_whose_ids_are_not_the_inputs_at_its_place_is_sent_again(out: ObjectStoragePath) -> None:
+    """Well formed and hashing to its name, but written for other inputs: the ids are checked too."""
+    paths = _checkpoint(out, parts=3)
+    data = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in _records(2, start=7))
+    forged = paths[1].parent / checkpoint.part_name(
+        1, paths[1].name.split("-")[2], 2, 1, checkpoint.digest_of(data)
+    )
+    paths[1].unlink()
+    forged.write_bytes(data)
+    again = FileSink(out, "fp", total=10, owner=owner(try_number=2))
+    assert again.resumed == 6  # each part reads back as written
+    rest = list(again.skip_done(iter(_items(10))))
+    assert again.resumed == 2 and [it.index for it in rest] == list(range(2, 10))
+    again.write(_records(8, start=2), tokens=1)
+    again.close(complete=True)
+    assert read_records(out) == _records(10)
+
+
+def test_a_part_changed_after_it_was_written_is_never_published(out: ObjectStoragePath) -> None:
+    sink = FileSink(out, "fp", total=4, owner=owner(), part_batches=1)
+    sink.write(_records(2), tokens=1)
+    (part,) = (beside(out, ".parts") / n for n in parts_listed(out))
+    part.write_bytes(part.read_bytes().replace(b'"n":0', b'"n":9'))  # same size
+    sink.write(_records(2, start=2), tokens=1)
+    with pytest.raises(CheckpointError, match="changed after this task wrote it"):
+        sink.close(complete=True)
+    assert not out.exists() and manifest(out)["complete"] is False
+    retry = FileSink(out, "fp", total=4, owner=owner(try_number=2))
+    assert retry.resumed == 0  # part 0 is the one that changed
+    retry.write(_records(4), tokens=1)
+    retry.close(complete=True)
+    assert read_records(out) == _records(4)
+
+
+def test_a_short_output_is_never_published_as_complete(out: ObjectStoragePath) -> None:
+    sink = FileSink(out, "fp", total=5, owner=owner())
+    sink.write(_records(4), tokens=1)
+    with pytest.raises(CheckpointError, match="4 records for 5 inputs"):
+        sink.close(complete=True)
+    assert not out.exists() and manifest(out)["complete"] is False
+
+
+def test_a_checkpoint_of_the_previous_manifest_version_starts_afresh(out: ObjectStoragePath) -> None:
+    _checkpoint(out, parts=2)
+    beside(out, ".manifest.json").write_text(json.dumps({**manifest(out), "version": 2}))
+    again = FileSink(out, "fp", total=10, owner=owner(try_number=2))
+    assert again.resumed == 0 and not beside(out, ".manifest.json").exists()
+
+
+@pytest.mark.parametrize("heartbeat", ["soon", [1], float("nan")])
+def test_a_lease_with_a_heartbeat_that_is_not_a_time_is_taken_over(
+    out: ObjectStoragePath, heartbeat: Any
+) -> None:
+    """Not written by this provider (a tampered or foreign file): it cannot prove a live owner."""
+    lease_doc = {**owner(map_index=3).__dict__, "host": "elsewhere", "token": "x", "heartbeat": heartbeat}
+    beside(out, ".lease.json").write_text(json.dumps(lease_doc))
+    sink = FileSink(out, "fp", total=1, owner=owner(map_index=4))
+    sink.write(_records(1), tokens=1)
+    sink.close(complete=True)
+    assert read_records(out) == _records(1)
