@@ -101,19 +101,28 @@ class Processes:
                 return
         raise Failed(f"no process named {name} to kill")
 
-    def stop_all(self) -> None:
-        for name, proc in reversed(self.procs):
+    def stop_all(self, last: tuple[str, ...] = ("redis", "moto-s3")) -> None:
+        """Every Airflow process at once (each takes seconds to shut down), then the servers they use."""
+        for tier in ([p for p in self.procs if p[0] not in last], [p for p in self.procs if p[0] in last]):
             t0 = time.monotonic()
-            stop_group(proc, name)
-            if time.monotonic() - t0 > 5:
-                say(f"{name} took {time.monotonic() - t0:.0f} s to stop")
+            for _, proc in tier:
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+            for name, proc in reversed(tier):
+                stop_group(proc, name, grace=max(1.0, 30.0 - (time.monotonic() - t0)), term=False)
+            if tier and time.monotonic() - t0 > 5:
+                say(f"{', '.join(n for n, _ in tier)}: {time.monotonic() - t0:.0f} s to stop")
         self.procs.clear()
 
 
-def stop_group(proc: subprocess.Popen[Any], name: str, grace: float = 30.0) -> None:
-    """SIGTERM the child's process group (its workers and task processes too), SIGKILL what remains."""
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+def stop_group(proc: subprocess.Popen[Any], name: str, grace: float = 30.0, term: bool = True) -> None:
+    """SIGTERM the child's process group (its workers and task processes too), SIGKILL what remains.
+
+    ``term=False``: the caller sent the SIGTERM already (a second one may mean "hurry" to some).
+    """
+    if term:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
