@@ -557,7 +557,7 @@ def scenario(
         report.check(
             "the killed shards were retried and resumed from their checkpoints",
             len(shard_tis) == SHARDS and bool(killed) == FAULTS and all(ok for ok, _ in lines),
-            f"{len(shard_tis)} shards, {len(killed)} killed; " + "; ".join(t for _, t in lines),
+            f"{len(shard_tis)} shards, {len(killed)} killed" + "".join(f"; {t}" for _, t in lines),
         )
 
         if on_celery:
@@ -674,11 +674,15 @@ def scenario(
             + f"scanned for {len(known)} keys (bootstrap, revoked; rotated, {'alive' if real else 'NOT the live key'}; "
             f"the emulator created {created})" + (f"; FOUND in {hits[:5]}" if hits else ""),
         )
+        # Where the shards ran and how long each one's last try took (for the benchmarks).
+        per_host = dict(sorted(Counter(str(ti.get("hostname")) for ti in shard_tis).items()))
+        durations = [float(ti.get("duration") or 0) for ti in shard_tis] or [0.0]
         report.check(
             "batch run wall time",
             True,
             f"{batch_wall:.0f} s from trigger to end on {executor}"
-            + (", faults and retries included" if killed else ", no fault"),
+            + (", faults and retries included" if killed else ", no fault")
+            + f"; last tries per host {per_host}, {min(durations):.0f} to {max(durations):.0f} s each",
         )
 
 
