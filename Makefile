@@ -49,10 +49,14 @@ demo: $(STAMP)
 airflow: $(STAMP)
 	$(BIN)/python scripts/airflow_local.py
 
-# A real deployment: PostgreSQL, api-server, scheduler, dag-processor, triggerer; a shard killed mid-run (scripts/e2e.py).
+# A real deployment: PostgreSQL, api-server, scheduler, dag-processor, triggerer (scripts/e2e.py).
+# EXECUTOR=celery (default): Redis (Debian's redis-server, apt-get installed when missing), two
+# celery workers on two hostnames, output on S3 (moto), a worker and a "machine" killed mid-batch.
+# EXECUTOR=local: LocalExecutor, output on local disk, one task process killed mid-shard.
+EXECUTOR ?= celery
 e2e: $(STAMP)
 	$(PIP_INSTALL) -e '.[test,test-providers,e2e]'
-	$(BIN)/python scripts/e2e.py
+	$(BIN)/python scripts/e2e.py --executor $(EXECUTOR)
 
 # Headless Chromium on the real UI of a `make airflow`-like deployment (tests/browser): the Pioneer
 # view, per-user DAG access, the connection Test button, readable names in the rotation log.

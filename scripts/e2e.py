@@ -20,86 +20,86 @@ What it builds, all on 127.0.0.1 and all stopped at the end (also on failure or 
    shard's in-flight window, one training job whose log reached the task log through the
    triggerer, no API key in any log file, the asset event and the report.
 
+On CeleryExecutor (the default, ``--executor celery``; ``make e2e EXECUTOR=local`` for
+LocalExecutor) the deployment adds Redis (Debian's ``redis-server``) as the broker, PostgreSQL as
+the result backend, moto's S3 server holding the input and the output (``s3://``), and two
+``airflow celery worker`` processes, each in its own UTS namespace with its own hostname (two
+"hosts" to Airflow and to the output lease); see ``e2e_celery.py``. The faults, once every worker
+runs a shard in the middle of its work, "machine" ``a`` dies in two steps: its worker's whole
+process group gets SIGKILL (its task runners, in process groups of their own, outlive it), then
+its task runners too; worker ``b`` runs on (the rotation hits its shards mid-flight) and a new
+worker ``c`` on a new host replaces ``a``. ``[scheduler] task_instance_heartbeat_timeout`` is 30 s here (300 s by default):
+it decides how long a dead worker's shards stay "running" before their retry is scheduled.
+
 Exit code 0 only if every check passed. Logs stay in ``.e2e/run/`` (wiped at the next run).
-Knobs: PIONEER_E2E_TEXTS (6000), PIONEER_E2E_SHARDS (4), PIONEER_E2E_PER_TEXT_MS (80).
+Knobs: PIONEER_E2E_TEXTS (6000), PIONEER_E2E_SHARDS (4), PIONEER_E2E_PER_TEXT_MS (80),
+PIONEER_E2E_POOL_SLOTS (4), PIONEER_E2E_WORKER_CONCURRENCY (2, Celery), PIONEER_E2E_FAULTS (1; 0 runs
+the batch without killing anything, for a benchmark).
 """
 
 from __future__ import annotations
 
-import glob
+import argparse
 import json
 import os
-import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import e2e_celery as celery
 import requests
+from e2e_base import (
+    BIN,
+    MARKER,
+    PER_TEXT_MS,
+    PORTS,
+    RUN_TOKEN,
+    Api,
+    Emulator,
+    Failed,
+    Postgres,
+    Processes,
+    _on_sigterm,
+    _Stop,
+    free_port,
+    listening,
+    marked_pids,
+    run,
+    say,
+    task_runner_pid,
+    wait_for,
+    wait_run,
+)  # fmt: skip
 from local_env import REPO, fresh_dir
 
 RUN = REPO / ".e2e" / "run"
-BIN = Path(sys.executable).parent
 AIRFLOW = str(BIN / "airflow")
 BATCH, ROTATION, REPORT = "pioneer_batch_inference", "pioneer_key_rotation", "pioneer_entity_report"
 LIFECYCLE, LIFECYCLE_RUN_ID = "pioneer_model_lifecycle", "e2e_lifecycle"
 VARIABLE = "pioneer_api_key"
-POOL, POOL_SLOTS = "pioneer", 4
+POOL, POOL_SLOTS = "pioneer", int(os.environ.get("PIONEER_E2E_POOL_SLOTS", "4"))
 TEXTS = int(os.environ.get("PIONEER_E2E_TEXTS", "6000"))
 SHARDS = int(os.environ.get("PIONEER_E2E_SHARDS", "4"))
-PER_TEXT_MS = float(os.environ.get("PIONEER_E2E_PER_TEXT_MS", "80"))
+FAULTS = os.environ.get("PIONEER_E2E_FAULTS", "1") != "0"
+# How long a task instance may go without a heartbeat before the scheduler fails it (the retry of a
+# shard whose worker died waits this long). Airflow's default is 300 s; the supervisor beats every
+# few seconds, so 30 s leaves a loaded CI machine a margin of several missed beats.
+HEARTBEAT_TIMEOUT_S = 30
+# Between the two steps of machine a's death: long enough to see what its orphaned task runners do.
+ORPHAN_WATCH_S = 5.0
 # The example DAG's extract_entities: operator default batch_size, max_concurrency=4. A killed shard
 # re-sends at most the runner's window: 2 x max_concurrency batches.
 BATCH_SIZE, MAX_CONCURRENCY = 64, 4
 RESEND_BOUND_PER_KILL = 2 * MAX_CONCURRENCY * BATCH_SIZE
 BATCH_RUN_ID, ROTATION_RUN_ID = "e2e_batch", "e2e_rotation"
-# Every process this script starts carries this marker in its environment: the final sweep finds
-# any that outlived the shutdown (task processes, postgres backends) by it.
-MARKER = "PIONEER_E2E_RUN"
-RUN_TOKEN = secrets.token_hex(8)
-
-
-class Failed(Exception):
-    """A step failed: the message says what and where to look."""
-
-
-class _Stop(BaseException):
-    """SIGTERM, turned into an exception so the same cleanup as Ctrl-C runs."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Stop
-
-
-def say(message: str) -> None:
-    print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-PORTS: list[int] = []  # every port this run listens on: checked to be closed at the end
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    PORTS.append(port)
-    return port
-
-
-def listening(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 # -- bookkeeping: step wall times and checks -------------------------------------------------------
@@ -148,329 +148,6 @@ class Report:
         return passed
 
 
-# -- processes -------------------------------------------------------------------------------------
-
-
-class Processes:
-    """Children in their own process groups, stopped in reverse order: SIGTERM, then SIGKILL."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        self.procs.append((name, proc))
-        return proc
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                raise Failed(f"{name} exited with code {proc.returncode} (see {self.logs / name}.log)")
-
-    def stop_all(self) -> None:
-        for name, proc in reversed(self.procs):
-            stop_group(proc, name)
-        self.procs.clear()
-
-
-def stop_group(proc: subprocess.Popen[Any], name: str, grace: float = 30.0) -> None:
-    """SIGTERM the child's process group (its workers and task processes too), SIGKILL what remains."""
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        say(f"{name} did not stop in {grace:.0f} s: SIGKILL")
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # grandchildren that outlived their parent
-    if proc.poll() is None:
-        proc.wait(timeout=10)
-
-
-def marked_pids() -> list[int]:
-    """Processes whose environment carries this run's marker (anything we started, at any depth)."""
-    needle = f"{MARKER}={RUN_TOKEN}".encode()
-    found = []
-    for entry in glob.glob("/proc/[0-9]*/environ"):
-        pid = int(entry.split("/")[2])
-        if pid == os.getpid():
-            continue
-        try:
-            with open(entry, "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(pid)
-        except OSError:
-            continue
-    return found
-
-
-def task_runner_pid(ti_id: str) -> int | None:
-    """The task runner of one TI: the supervisor's child that retitles itself ``airflow worker -- <ti id>``."""
-    title = f"airflow worker -- {ti_id}".encode()
-    for entry in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            with open(entry, "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").strip()
-        except OSError:
-            continue
-        if cmdline == title:
-            return int(entry.split("/")[2])
-    return None
-
-
-def run(
-    cmd: list[str],
-    env: dict[str, str] | None,
-    log: Path,
-    timeout: float,
-    user: str | None = None,
-    cwd: Path | None = None,
-) -> None:
-    with log.open("ab") as out:
-        out.write(f"$ {' '.join(cmd)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, user=user, cwd=cwd,
-        )  # fmt: skip
-        try:
-            code = proc.wait(timeout=timeout)
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-    if code != 0:
-        raise Failed(
-            f"`{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}` exited {code} (see {log})"
-        )
-
-
-# -- PostgreSQL ------------------------------------------------------------------------------------
-
-
-def pg_bindir() -> Path | None:
-    dirs = [Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")]
-    dirs.sort(key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0)
-    return dirs[-1] if dirs else None
-
-
-def install_postgres(log: Path) -> Path:
-    if os.geteuid() != 0:
-        raise Failed(
-            "PostgreSQL is not installed: run `sudo apt-get install -y postgresql`, then `make e2e`."
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    say("PostgreSQL not found: apt-get install -y postgresql")
-    # The package would start a system-wide cluster on :5432 that outlives this script: a
-    # policy-rc.d that denies service starts (Debian's switch for that) while apt-get runs.
-    policy = Path("/usr/sbin/policy-rc.d")
-    ours = not policy.exists()
-    if ours:
-        policy.write_text("#!/bin/sh\n# make e2e: no service starts while it installs postgresql\nexit 101\n")
-        policy.chmod(0o755)
-    try:
-        try:
-            run(["apt-get", "install", "-y", "-q", "postgresql"], env, log, timeout=900)
-        except Failed:
-            say("apt-get install failed: apt-get update, then again")
-            run(["apt-get", "update", "-q"], env, log, timeout=600)
-            run(["apt-get", "install", "-y", "-q", "postgresql"], env, log, timeout=900)
-    finally:
-        if ours:
-            policy.unlink(missing_ok=True)
-    bindir = pg_bindir()
-    if bindir is None:
-        raise Failed(
-            f"apt-get installed postgresql but no /usr/lib/postgresql/*/bin/pg_ctl exists (see {log})"
-        )
-    return bindir
-
-
-class Postgres:
-    """A private cluster in a temp dir: trust auth on 127.0.0.1 only, no fsync (it is thrown away)."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.port = 0
-        self.dir: Path | None = None
-        self.bindir: Path | None = None
-        self.user: str | None = None
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg2://airflow@127.0.0.1:{self.port}/airflow"
-
-    def _server_user(self) -> str | None:
-        """initdb and postgres refuse to run as root: use the package's ``postgres`` user (or make one)."""
-        if os.geteuid() != 0:
-            return None
-        for name in ("postgres", "pioneer-e2e"):
-            try:
-                pwd.getpwnam(name)
-                return name
-            except KeyError:
-                continue
-        run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "pioneer-e2e"],
-            None, self.logs / "postgres-setup.log", timeout=60)  # fmt: skip
-        return "pioneer-e2e"
-
-    def start(self, env: dict[str, str]) -> None:
-        log = self.logs / "postgres-setup.log"
-        self.bindir = pg_bindir() or install_postgres(self.logs / "apt-get.log")
-        self.user = self._server_user()
-        self.dir = Path(tempfile.mkdtemp(prefix="pioneer-e2e-pg-"))
-        if self.user is not None:
-            entry = pwd.getpwnam(self.user)
-            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
-        self.port = free_port()
-        data = self.dir / "data"
-        pg_env = {**env, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
-        run([str(self.bindir / "initdb"), "-D", str(data), "-U", "airflow", "-A", "trust", "-E", "UTF8",
-             "--no-sync"], pg_env, log, timeout=300, user=self.user, cwd=self.dir)  # fmt: skip
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        run([str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "postgres.log"), "-o", options,
-             "-w", "-t", "120", "start"], pg_env, log, timeout=180, user=self.user, cwd=self.dir)  # fmt: skip
-        run([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "airflow", "airflow"],
-            pg_env, log, timeout=60)  # fmt: skip
-
-    def stop(self) -> None:
-        if self.dir is None or self.bindir is None:
-            return
-        data = self.dir / "data"
-        if (data / "postmaster.pid").exists():
-            try:
-                run([str(self.bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop"],
-                    None, self.logs / "postgres-setup.log", timeout=90, user=self.user, cwd=self.dir)  # fmt: skip
-            except (Failed, subprocess.TimeoutExpired, OSError) as exc:
-                say(f"pg_ctl stop failed ({exc}): SIGKILL the postmaster")
-                try:
-                    pid = int((data / "postmaster.pid").read_text().split()[0])
-                    os.kill(pid, signal.SIGKILL)
-                except (OSError, ValueError, IndexError):
-                    pass
-        if (self.dir / "postgres.log").exists():
-            shutil.copy(self.dir / "postgres.log", self.logs / "postgres.log")
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir = None
-
-
-# -- the Pioneer emulator --------------------------------------------------------------------------
-
-
-class Emulator:
-    """``python -m airflow_provider_pioneer.testing`` in its own session; its log hides the key."""
-
-    def __init__(self, log: Path) -> None:
-        self.log = log
-        self.url = ""
-        self.api_key = ""
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "airflow_provider_pioneer.testing", "--host", "127.0.0.1", "--port", "0",
-             "--latency-ms", "50", "--per-text-latency-ms", str(PER_TEXT_MS)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-            start_new_session=True,
-        )  # fmt: skip
-        ready = threading.Event()
-
-        def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            with self.log.open("a") as log:
-                for line in self.proc.stdout:
-                    shown = line
-                    if line.startswith("Pioneer emulator on "):
-                        self.url = line.split(" on ", 1)[1].strip()
-                    if line.startswith("Bootstrap API key: "):
-                        self.api_key = line.split(": ", 1)[1].strip()
-                        shown = "Bootstrap API key: ***\n"
-                        ready.set()
-                    log.write(shown)
-                    log.flush()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        ready.wait(timeout=60)
-        if not (self.url and self.api_key):
-            raise Failed(f"the Pioneer emulator did not start (see {self.log})")
-
-    def admin(self, path: str) -> dict[str, Any]:
-        response = requests.get(f"{self.url}/_emulator/{path}", timeout=30)
-        response.raise_for_status()
-        return dict(response.json())
-
-    def key_alive(self, key: str) -> bool:
-        response = requests.post(f"{self.url}/_emulator/keys/alive", json={"key": key}, timeout=30)
-        response.raise_for_status()
-        return bool(response.json()["alive"])
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_group(self.proc, "emulator", grace=15)
-            self.proc = None
-
-
-# -- Airflow's REST API ----------------------------------------------------------------------------
-
-
-class Api:
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.session = requests.Session()
-
-    def login(self) -> None:
-        # SimpleAuthManager with every user an admin hands out a token without credentials.
-        token = requests.get(f"{self.base}/auth/token", timeout=30).json()["access_token"]
-        self.session.headers["Authorization"] = f"Bearer {token}"
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.session.request(method, f"{self.base}/api/v2/{path}", timeout=60, **kwargs)
-        if response.status_code >= 400:
-            raise Failed(f"{method} /api/v2/{path}: HTTP {response.status_code} {response.text[:300]}")
-        return response.json() if response.content else None
-
-    def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return list(self.call("GET", f"dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"])
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        doc = self.call("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 200})
-        return list(doc["task_instances"])
-
-
-def wait_for(
-    what: str, probe: Callable[[], Any], timeout: float, procs: Processes, every: float = 2.0
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        procs.check_alive()
-        try:
-            value = probe()
-        except (requests.RequestException, ValueError, KeyError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise Failed(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
-
-
-def wait_run(api: Api, dag_id: str, run_id: str, timeout: float, procs: Processes) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        doc = dict(api.call("GET", f"dags/{dag_id}/dagRuns/{run_id}"))
-        return doc if doc["state"] in ("success", "failed") else None
-
-    return dict(wait_for(f"{dag_id} run {run_id} to finish", done, timeout, procs, every=3.0))
-
-
 # -- the scenario ----------------------------------------------------------------------------------
 
 PEOPLE = ["Ada Lovelace", "Grace Hopper", "Alan Turing", "Katherine Johnson", "Linus Torvalds", "Tim Cook"]
@@ -492,7 +169,15 @@ def write_input(path: Path, count: int) -> dict[str, str]:
     return records
 
 
-def airflow_env(home: Path, pg: Postgres, emulator: Emulator, api_port: int, data: Path) -> dict[str, str]:
+def airflow_env(
+    home: Path,
+    pg: Postgres,
+    emulator: Emulator,
+    api_port: int,
+    input_url: str,
+    output_url: str,
+    executor: dict[str, str],
+) -> dict[str, str]:
     from cryptography.fernet import Fernet
 
     base = {
@@ -514,7 +199,6 @@ def airflow_env(home: Path, pg: Postgres, emulator: Emulator, api_port: int, dat
             MARKER: RUN_TOKEN,
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url,
@@ -531,14 +215,31 @@ def airflow_env(home: Path, pg: Postgres, emulator: Emulator, api_port: int, dat
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW_CONN_PIONEER_DEFAULT": json.dumps(connection),
-            "PIONEER_EXAMPLE_INPUT": str(data),
-            "PIONEER_EXAMPLE_OUTPUT": str(home.parent / "output"),
+            "PIONEER_EXAMPLE_INPUT": input_url,
+            "PIONEER_EXAMPLE_OUTPUT": output_url,
             "PIONEER_POOL": POOL,
             "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
             "PYTHONUNBUFFERED": "1",
+            **executor,
         }
     )
     return base
+
+
+def executor_env(executor: str, pg: Postgres, redis: celery.Redis, s3: celery.S3) -> dict[str, str]:
+    if executor == "local":
+        return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": redis.url,
+        # db+postgresql:// would load psycopg 3 (not installed) and the workers die with a message
+        # that does not say so: name the driver.
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + pg.url,
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(celery.WORKER_CONCURRENCY),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        f"AIRFLOW_CONN_{celery.S3.conn_id.upper()}": s3.connection,
+    }
 
 
 def checkpoint_records(output: Path) -> int:
@@ -549,7 +250,9 @@ def checkpoint_records(output: Path) -> int:
         return 0
 
 
-def kill_one_shard_mid_run(api: Api, entities_dir: Path, per_shard: int, procs: Processes) -> dict[str, Any]:
+def kill_one_shard_mid_run(
+    api: Api, entities_dir: Path, per_shard: int, procs: Processes
+) -> list[dict[str, Any]]:
     """SIGKILL the task runner of the first shard that has written some batches but far from all."""
 
     def candidate() -> dict[str, Any] | None:
@@ -569,7 +272,76 @@ def kill_one_shard_mid_run(api: Api, entities_dir: Path, per_shard: int, procs: 
         f"SIGKILL task runner pid {found['pid']} of extract_entities[{found['ti']['map_index']}] "
         f"(try {found['ti']['try_number']}) after {found['done']} of ~{per_shard} records"
     )
-    return dict(found)
+    return [{**found, "fault": "task runner SIGKILL"}]
+
+
+def mid_work(done: int, per_shard: int) -> bool:
+    """Some batches written, far from all: a kill now interrupts real work on both sides of it."""
+    return 2 * BATCH_SIZE <= done <= per_shard - 4 * BATCH_SIZE
+
+
+def crash_celery_machine(
+    api: Api,
+    s3: celery.S3,
+    entities_key: str,
+    per_shard: int,
+    procs: Processes,
+    workers: list[celery.Worker],
+    env: dict[str, str],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Once every worker runs a shard mid-work, machine ``a`` dies in two steps: SIGKILL of its
+    worker's whole process group (its task runners, in process groups of their own, outlive it),
+    then, ``ORPHAN_WATCH_S`` later, of those task runners too. Worker ``b`` runs on; a new worker
+    ``c`` on a new host replaces ``a``. Returns the killed shards and what was seen at the fault."""
+    a, b = workers
+
+    def shard_key(ti: dict[str, Any]) -> str:
+        return f"{entities_key}/shard-{ti['map_index']:03d}.jsonl"
+
+    def candidate() -> dict[str, list[tuple[dict[str, Any], int]]] | None:
+        by_host: dict[str, list[tuple[dict[str, Any], int]]] = {}
+        for ti in api.task_instances(BATCH, BATCH_RUN_ID):
+            if ti["task_id"] == "extract_entities" and ti["state"] == "running":
+                done = celery.s3_checkpoint_records(s3, shard_key(ti))
+                by_host.setdefault(str(ti.get("hostname")), []).append((ti, done))
+        if not all(any(mid_work(d, per_shard) for _, d in by_host.get(w.host, [])) for w in workers):
+            return None
+        a.runners = {}
+        for ti, _ in by_host[a.host]:
+            pid = task_runner_pid(ti["id"])
+            if pid is None:
+                return None
+            a.runners[ti["id"]] = pid
+        return by_host
+
+    found = wait_for("a shard mid-work on each worker", candidate, 420, procs, every=0.5)
+    # Who the output leases name as their owners, right now: the two workers must be two hosts.
+    lease_hosts = sorted(
+        {str((s3.read_json(f"{shard_key(ti)}.lease.json") or {}).get("host")) for items in found.values()
+         for ti, _ in items}
+    )  # fmt: skip
+    victims = [{"ti": ti, "done": done, "fault": "machine a"} for ti, done in found[a.host]]
+    orphans = celery.kill_worker(procs, a, runners_too=False)
+    say(
+        f"SIGKILL worker {a.node}'s process group; {len(orphans)} of its {len(a.runners)} task runners "
+        f"outlive it: {orphans}"
+    )
+    time.sleep(ORPHAN_WATCH_S)
+    progress = sum(celery.s3_checkpoint_records(s3, shard_key(v["ti"])) - v["done"] for v in victims)
+    left = celery.kill_worker(procs, a, runners_too=True)
+    say(
+        f"SIGKILL its task runners too ({progress} more records checkpointed in between): machine "
+        f"{a.host} is dead; alive: {left}"
+    )
+    replacement = celery.start_worker(procs, env, RUN, "c", "pioneer-e2e-c")  # a new machine
+    for v in victims:
+        say(f"  killed extract_entities[{v['ti']['map_index']}] after {v['done']} of ~{per_shard} records")
+    survivors = [ti["map_index"] for ti, _ in found.get(b.host, [])]
+    say(f"  worker {b.node} runs on with extract_entities{survivors}")
+    return victims, {
+        "lease_hosts": lease_hosts, "orphans": orphans, "left": left, "progress": progress,
+        "workers": [b, replacement],
+    }  # fmt: skip
 
 
 def read_outputs(entities_dir: Path) -> tuple[Counter[str], int, list[str]]:
@@ -616,7 +388,15 @@ def stored_key(env: dict[str, str], log: Path) -> str:
         return value
 
 
-def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator) -> None:
+def scenario(
+    report: Report,
+    procs: Processes,
+    pg: Postgres,
+    emulator: Emulator,
+    executor: str,
+    redis: celery.Redis,
+    s3: celery.S3,
+) -> None:
     logs = RUN / "logs"
     home = RUN / "airflow"
     home.mkdir()
@@ -628,6 +408,7 @@ def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator)
                 f"{module} is missing: Airflow on PostgreSQL needs psycopg2 (sync) AND asyncpg (async). "
                 "Run `make e2e` (it installs the e2e extra) or `pip install -e '.[e2e]'`."
             ) from None
+    on_celery = executor == "celery"
     data = RUN / "input.jsonl"
     inputs = write_input(data, TEXTS)
     shutil.copytree(REPO / "example_dags", home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
@@ -639,13 +420,27 @@ def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator)
     with report.step("Pioneer emulator"):
         emulator.start(base_env)
         say(f"Pioneer emulator on {emulator.url} ({PER_TEXT_MS:g} ms per text)")
+    if on_celery:
+        with report.step("Redis (broker) and moto's S3 server (input and output)"):
+            redis.start(procs, base_env)
+            s3.start(procs, base_env)
+            s3.put("input.jsonl", data.read_bytes())
+            say(f"Redis on {redis.url}, S3 on {s3.endpoint} (bucket {s3.bucket})")
+        input_url, output_url = s3.url("input.jsonl"), s3.url("output")
+    else:
+        input_url, output_url = str(data), str(home.parent / "output")
     api_port = free_port()
-    env = airflow_env(home, pg, emulator, api_port, data)
+    env = airflow_env(
+        home, pg, emulator, api_port, input_url, output_url, executor_env(executor, pg, redis, s3)
+    )
     with report.step("airflow db migrate"):
         run([AIRFLOW, "db", "migrate"], env, logs / "db-migrate.log", timeout=900)
 
     api = Api(f"http://127.0.0.1:{api_port}")
-    with report.step("start api-server, scheduler, dag-processor, triggerer"):
+    workers: list[celery.Worker] = []
+    with report.step(
+        "start api-server, scheduler, dag-processor, triggerer" + (", 2 celery workers" if on_celery else "")
+    ):
         procs.start(
             "api-server", [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(api_port)], env
         )
@@ -658,7 +453,14 @@ def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator)
             parts = ("metadatabase", "scheduler", "dag_processor", "triggerer")
             return all((health.get(p) or {}).get("status") == "healthy" for p in parts)
 
+        if on_celery:
+            workers = [
+                celery.start_worker(procs, env, RUN, "a", "pioneer-e2e-a"),
+                celery.start_worker(procs, env, RUN, "b", "pioneer-e2e-b"),
+            ]
         wait_for("every component to report healthy", healthy, 420, procs)
+        wait_for("the celery workers to be ready", lambda: all(celery.worker_ready(logs, w) for w in workers),
+                 300, procs)  # fmt: skip
         api.login()
 
     with report.step("pool, DAGs parsed and unpaused"):
@@ -676,12 +478,23 @@ def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator)
             api.call("PATCH", f"dags/{dag_id}", json={"is_paused": False})
 
     entities_dir = home.parent / "output" / "news_entities" / BATCH_RUN_ID / "entities"
+    entities_key = f"output/news_entities/{BATCH_RUN_ID}/entities"
     per_shard = -(-TEXTS // SHARDS)
     batch_started = time.monotonic()
-    with report.step(f"batch run ({TEXTS} texts, {SHARDS} shards) until one shard is killed"):
+    fault: dict[str, Any] = {}
+    killed: list[dict[str, Any]] = []
+    what = ("a machine dies" if on_celery else "one shard is killed") if FAULTS else "its shards run"
+    with report.step(f"batch run ({TEXTS} texts, {SHARDS} shards) until {what}"):
         api.call("POST", f"dags/{BATCH}/dagRuns",
                  json={"dag_run_id": BATCH_RUN_ID, "logical_date": None, "conf": {"shards": SHARDS}})  # fmt: skip
-        killed = kill_one_shard_mid_run(api, entities_dir, per_shard, procs)
+        if FAULTS and on_celery:
+            killed, fault = crash_celery_machine(api, s3, entities_key, per_shard, procs, workers, env)
+        elif FAULTS:
+            killed = kill_one_shard_mid_run(api, entities_dir, per_shard, procs)
+        else:
+            wait_for("a running shard", lambda: any(
+                ti["task_id"] == "extract_entities" and ti["state"] == "running"
+                for ti in api.task_instances(BATCH, BATCH_RUN_ID)), 420, procs)  # fmt: skip
     with report.step("rotation run while the batch is in flight"):
         in_flight = sum(
             1 for ti in api.task_instances(BATCH, BATCH_RUN_ID)
@@ -691,7 +504,13 @@ def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator)
             "POST", f"dags/{ROTATION}/dagRuns", json={"dag_run_id": ROTATION_RUN_ID, "logical_date": None}
         )
         rotation = wait_run(api, ROTATION, ROTATION_RUN_ID, 420, procs)
-    with report.step("batch run to the end (retry resumes the killed shard)"):
+        # The lifecycle (on the rotated key) runs while the killed shards wait out their retry:
+        # it needs no pool slot, and the e2e does not pay its minute on top of the batch's.
+        api.call(
+            "POST", f"dags/{LIFECYCLE}/dagRuns", json={"dag_run_id": LIFECYCLE_RUN_ID, "logical_date": None}
+        )
+        say("model lifecycle run triggered (its training wait deferred to the triggerer)")
+    with report.step("batch run to the end" + (" (retries resume the killed shards)" if killed else "")):
         batch = wait_run(api, BATCH, BATCH_RUN_ID, 900, procs)
     batch_wall = time.monotonic() - batch_started
     with report.step("asset-triggered report run"):
@@ -701,10 +520,7 @@ def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator)
             return runs[0] if runs and runs[0]["state"] in ("success", "failed") else None
 
         report_run = wait_for("the pioneer_entity_report run", report_done, 300, procs, every=3.0)
-    with report.step("model lifecycle run (the training wait deferred to the triggerer)"):
-        api.call(
-            "POST", f"dags/{LIFECYCLE}/dagRuns", json={"dag_run_id": LIFECYCLE_RUN_ID, "logical_date": None}
-        )
+    with report.step("model lifecycle run to the end (beside the batch since the rotation)"):
         lifecycle = wait_run(api, LIFECYCLE, LIFECYCLE_RUN_ID, 600, procs)
     # Give a scheduled run that should not exist a moment to show up before counting runs.
     time.sleep(5)
@@ -719,46 +535,71 @@ def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator)
         )
         tis = api.task_instances(BATCH, BATCH_RUN_ID)
         shard_tis = [ti for ti in tis if ti["task_id"] == "extract_entities"]
-        victim = next((ti for ti in shard_tis if ti["map_index"] == killed["ti"]["map_index"]), {})
         task_logs = home / "logs"
-        resumed = [
-            line.strip()
-            for path in task_logs.rglob("*.log")
-            if f"map_index={victim.get('map_index')}" in str(path) and BATCH_RUN_ID in str(path)
-            for line in path.read_text(errors="replace").splitlines()
-            if "Resuming from the checkpoint" in line
-        ]
-        # The task log is JSON lines: keep the message only.
-        resumed = [str(json.loads(r).get("event", r)) if r.startswith("{") else r for r in resumed]
+        lines = []
+        for k in killed:
+            victim = next((ti for ti in shard_tis if ti["map_index"] == k["ti"]["map_index"]), {})
+            resumed = [
+                line.strip()
+                for path in task_logs.rglob("*.log")
+                if f"map_index={victim.get('map_index')}" in str(path) and BATCH_RUN_ID in str(path)
+                for line in path.read_text(errors="replace").splitlines()
+                if "Resuming from the checkpoint" in line
+            ]
+            # The task log is JSON lines: keep the message only.
+            resumed = [str(json.loads(r).get("event", r)) if r.startswith("{") else r for r in resumed]
+            ok = (
+                victim.get("state") == "success" and int(victim.get("try_number") or 0) >= 2 and bool(resumed)
+            )
+            lines.append((ok, f"extract_entities[{victim.get('map_index')}] ({k['fault']}) {victim.get('state')} "
+                              f"on try {victim.get('try_number')} on {victim.get('hostname')}, killed after "
+                              f"{k['done']} records; {resumed[0] if resumed else 'NO resume line in its log'}"))  # fmt: skip
         report.check(
-            "the killed shard was retried and resumed from its checkpoint",
-            len(shard_tis) == SHARDS and victim.get("state") == "success"
-            and int(victim.get("try_number") or 0) >= 2 and bool(resumed),
-            f"{len(shard_tis)} shards; extract_entities[{victim.get('map_index')}] {victim.get('state')} on try "
-            f"{victim.get('try_number')}, killed after {killed['done']} records; "
-            f"{resumed[0] if resumed else 'NO resume line in its log'}",
-        )  # fmt: skip
+            "the killed shards were retried and resumed from their checkpoints",
+            len(shard_tis) == SHARDS and bool(killed) == FAULTS and all(ok for ok, _ in lines),
+            f"{len(shard_tis)} shards, {len(killed)} killed" + "".join(f"; {t}" for _, t in lines),
+        )
 
-        ids, errors, files = read_outputs(entities_dir)
+        if on_celery:
+            ids, errors, files, others = celery.s3_read_outputs(s3, entities_key + "/")
+            # What else is left beside the shard files: their manifests only (parts and leases are
+            # removed when an output is published).
+            stray = [k for k in others if not k.endswith(".manifest.json")]
+            where = f"s3://{s3.bucket}/{entities_key}"
+        else:
+            (ids, errors, files), stray, where = read_outputs(entities_dir), [], str(entities_dir)
         missing = [i for i in inputs if ids[i] == 0]
         duplicated = [i for i, n in ids.items() if n > 1]
         unknown = [i for i in ids if i not in inputs]
         report.check(
             "every input id exactly once in the output",
             not missing and not duplicated and not unknown and errors == 0 and len(files) == SHARDS,
-            f"{sum(ids.values())} records in {len(files)} shard files for {len(inputs)} inputs: "
-            f"{len(missing)} missing, {len(duplicated)} duplicated, {len(unknown)} unknown, {errors} errors",
+            f"{sum(ids.values())} records in {len(files)} shard files in {where} for {len(inputs)} inputs: "
+            f"{len(missing)} missing, {len(duplicated)} duplicated, {len(unknown)} unknown, {errors} errors"
+            + (f"; left beside them: {stray[:5]}" if stray else ""),
         )
+
+        if on_celery and FAULTS:
+            hosts = sorted({str(ti.get("hostname")) for ti in shard_tis})
+            report.check(
+                "two workers were two hosts to the output lease; machine a died whole",
+                fault["lease_hosts"] == sorted(w.host for w in workers) and not fault["left"],
+                f"lease owners at the fault: {fault['lease_hosts']}; shards finished on {hosts}; "
+                f"{len(fault['orphans'])} of machine a's task runners outlived its worker's process group "
+                f"(checkpointing {fault['progress']} more records in {ORPHAN_WATCH_S:g} s), "
+                f"{len(fault['left'])} alive after their own SIGKILL",
+            )
 
         counters = emulator.admin("counters")
         text_counts = counters.get("text_counts") or {}
         resent = sum(max(0, int(text_counts.get(t, 0)) - 1) for t in inputs.values())
         unsent = sum(1 for t in inputs.values() if not text_counts.get(t))
+        bound = RESEND_BOUND_PER_KILL * len(killed)
         report.check(
-            "re-sent texts within the killed shard's in-flight window",
-            resent <= RESEND_BOUND_PER_KILL and unsent == 0,
+            "re-sent texts within the killed shards' in-flight windows",
+            resent <= bound and unsent == 0,
             f"texts_committed {counters.get('texts_committed')} for {len(inputs)} inputs: {resent} re-sent "
-            f"(bound 2 x {MAX_CONCURRENCY} x {BATCH_SIZE} = {RESEND_BOUND_PER_KILL}), {unsent} never sent; "
+            f"(bound {len(killed)} killed x 2 x {MAX_CONCURRENCY} x {BATCH_SIZE} = {bound}), {unsent} never sent; "
             f"401s (shards switching to the rotated key): {(counters.get('statuses') or {}).get('401', 0)}",
         )
 
@@ -819,6 +660,8 @@ def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator)
         # The values scanned for are the real ones: the rotated key works, the bootstrap key is revoked.
         real = bool(rotated) and emulator.key_alive(rotated) and not emulator.key_alive(emulator.api_key)
         hits = scan_for_keys([home / "logs", logs, home.parent / "output"], sorted(known))
+        if on_celery:
+            hits += celery.s3_scan_for_keys(s3, sorted(known))
         # keys_created counts the bootstrap key too: more than the two we know would be a key we
         # cannot scan for (e.g. a rotation retry that created one more).
         created = int(counters.get("keys_created") or 0)
@@ -827,28 +670,40 @@ def scenario(report: Report, procs: Processes, pg: Postgres, emulator: Emulator)
             "no API key in any log file",
             not hits and len(known) == 2 and real and created <= len(known),
             f"{task_files} task log files, {sum(1 for _ in logs.iterdir())} component logs and the output "
-            f"scanned for {len(known)} keys (bootstrap, revoked; rotated, {'alive' if real else 'NOT the live key'}; "
+            + ("(every object in the bucket) " if on_celery else "")
+            + f"scanned for {len(known)} keys (bootstrap, revoked; rotated, {'alive' if real else 'NOT the live key'}; "
             f"the emulator created {created})" + (f"; FOUND in {hits[:5]}" if hits else ""),
         )
+        # Where the shards ran and how long each one's last try took (for the benchmarks).
+        per_host = dict(sorted(Counter(str(ti.get("hostname")) for ti in shard_tis).items()))
+        durations = [float(ti.get("duration") or 0) for ti in shard_tis] or [0.0]
         report.check(
-            "batch run wall time", True, f"{batch_wall:.0f} s from trigger to end, kill and retry included"
+            "batch run wall time",
+            True,
+            f"{batch_wall:.0f} s from trigger to end on {executor}"
+            + (", faults and retries included" if killed else ", no fault")
+            + f"; last tries per host {per_host}, {min(durations):.0f} to {max(durations):.0f} s each",
         )
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--executor", choices=("celery", "local"), default="celery")
+    executor = parser.parse_args().executor
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _on_sigterm)
     fresh_dir(RUN)
     logs = RUN / "logs"
     logs.mkdir()
-    say(f"run directory {RUN}")
+    say(f"run directory {RUN}, {executor} executor")
     report = Report()
     procs = Processes(logs)
     pg = Postgres(logs)
     emulator = Emulator(logs / "emulator.log")
+    redis, s3 = celery.Redis(logs), celery.S3()
     error: str | None = None
     try:
-        scenario(report, procs, pg, emulator)
+        scenario(report, procs, pg, emulator, executor, redis, s3)
     except Failed as exc:
         error = str(exc)
     except (KeyboardInterrupt, _Stop):
@@ -867,6 +722,7 @@ def main() -> int:
         procs.stop_all()
         emulator.stop()
         pg.stop()
+        redis.cleanup()
         leftovers = marked_pids()
         for pid in leftovers:
             with suppress(ProcessLookupError):
