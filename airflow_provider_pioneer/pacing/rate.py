@@ -1,38 +1,35 @@
-"""How fast to send: the rate controllers behind :class:`~airflow_provider_pioneer.pacing.Pacer`.
+"""How fast to send: the rate controller behind :class:`~airflow_provider_pioneer.pacing.Pacer`.
 
 Pure logic, no locks, no I/O: every method takes ``now`` (a monotonic time) so tests drive
-them with a fake clock. The :class:`Pacer` holds the lock and does the waiting.
+it with a fake clock. The :class:`Pacer` holds the lock and does the waiting.
 
-:class:`AdaptiveRate` (the default) needs no tuning. Pioneer counts ``/inference`` requests
-per *account*, so every task on the account (mapped shards on other workers, other DAGs)
-draws on one budget, and none of them knows how many others there are. Two signals let each
-task find its share on its own:
+Pioneer counts ``/inference`` requests per *account*: every task on it (mapped shards on
+other workers, other DAGs) draws on one budget, and none knows how many others there are.
+:class:`AdaptiveRate` needs no tuning and follows one of two rules, whichever applies:
 
-* **the server's budget** (``X-RateLimit-Remaining`` / ``-Reset``, when the server sends
-  them): spread what remains over the time until it is whole again, ``remaining / reset``.
-  The counter is the account's, so when P tasks each follow it the budget left falls P times
-  faster and every task slows down: together they spend the budget, none overdraws it.
-  Never above ``limit / window`` (the advertised average rate) nor the user's ceiling.
-* **429 feedback** (any server): start at the documented limit and adapt, AIMD-style. Every
-  success adds a little (``GROWTH`` of the rate per second of successes, plus a small
-  constant so that tasks converge to equal shares); a 429 *episode* multiplies the rate by
-  ``DECREASE``. One episode is one decrease however many threads get a 429 for it: a 429 for
-  a request sent before the last decrease is part of that episode. When the task delivered far
-  less than its pace while it was free to send (a crowded account at start-up), the new rate
-  drops to what it delivered instead of crawling down in many episodes, each of which costs
-  429s and a ``Retry-After``. Time held by a ``Retry-After`` does not count: a task told to wait
-  delivered nothing because it waited, not because the account was crowded.
-  After a decrease the rate climbs back to what the task achieved (holds included), then probes
-  above it; both go faster the longer no 429 comes (so the tasks left at the end of a job take
-  over the budget the others freed within seconds, instead of finishing it alone at a crawl).
+* **The server says what is left** (``X-RateLimit-Remaining`` and ``-Reset``): spend it
+  evenly until the reset, shared with the other tasks::
 
-Both signals always apply: the pace is the lower of the two (and of the ceiling).
+      pace = (remaining - margin) / (time to reset * sharers)
 
-A task starts slowly (a sixteenth of the limit, doubling every quarter second of successes), or
-at a quarter when the headers show the account's bucket full. Tasks that start together all
-see it full; the first fall of its level is what tells them about each other, and each then
-scales its pace by how fast the level falls, so together they come back under the refill rate
-before the bucket is empty.
+  ``sharers`` is how many tasks draw on the account, estimated from how fast ``Remaining``
+  falls against what this task itself sent. ``Reset`` means "the window ends" on a fixed
+  window and "the next request fits" on a token bucket or a sliding window: a reset sooner
+  than two round trips is spread over two round trips (what was left an answer ago is all
+  this task can know). The rule holds on every limiter model: on a window it spends the
+  window's budget by its end; on a token bucket and a sliding window it settles where the
+  account draws what the server frees.
+* **Otherwise (no headers)**: additive increase, multiplicative decrease on 429. A 429
+  *episode* (every 429 of requests sent before the last decrease) decreases the pace once,
+  to ``DECREASE`` of what the task delivered; between episodes the pace grows by the same
+  small amount for every task (so tasks converge to equal shares), and that amount doubles
+  for every few seconds without a 429 (so a task left alone at the end of a job takes over
+  the budget the others freed in seconds, not minutes).
+
+A user's ``requests_per_minute`` is a ceiling and where the pace starts: the pace goes lower
+only when the server says so (a 429, or headers). Without one, the pace starts low (a
+sixteenth of the documented limit) until the first answer, then follows the headers or
+doubles until the first 429.
 
 :class:`StaticRate` is the pacing of earlier releases (a fixed rate, 10% slower per 429),
 kept for comparison in ``benchmarks/inference``.
@@ -66,6 +63,7 @@ class StaticRate:
     def __init__(self, requests_per_minute: float | None) -> None:
         self.configured = None if requests_per_minute is None else requests_per_minute / 60.0
         self.current = self.configured
+        self.notices: list[str] = []
 
     def rate(self, now: float) -> float | None:
         return self.current
@@ -88,13 +86,17 @@ class StaticRate:
     def on_held(self, start: float, until: float) -> None:
         pass
 
+    def on_sent(self, now: float) -> None:
+        pass
+
     def on_success(self, now: float, sent_at: float | None) -> None:
         if self.current is not None and self.configured is not None and self.current < self.configured:
             self.current = min(self.configured, self.current + self.configured / 100.0)
 
-    def on_rate_limited(self, now: float, sent_at: float | None) -> None:
+    def on_rate_limited(self, now: float, sent_at: float | None) -> bool:
         if self.current is not None and self.configured is not None:
             self.current = max(self.configured * self.MIN_RATE_FRACTION, self.current * 0.9)
+        return True
 
     def describe(self, now: float) -> str:
         if self.current is None:
@@ -105,75 +107,80 @@ class StaticRate:
         return "fixed" if self.current is not None else "Retry-After only"
 
 
+class _Reading:
+    """The latest ``X-RateLimit-*`` budget: ``remaining`` at ``seen_at``, whole again at ``reset_at``."""
+
+    __slots__ = ("remaining", "reset_at", "seen_at")
+
+    def __init__(self, remaining: float, reset_at: float, seen_at: float) -> None:
+        self.remaining = remaining
+        self.reset_at = reset_at
+        self.seen_at = seen_at
+
+
 class AdaptiveRate:
-    """The default pace: the server's budget when it tells it, congestion feedback always (module docstring).
+    """The default pace: the server's budget when it tells it, 429 feedback otherwise (module docstring).
 
     Rates are in requests per second.
 
     :param ceiling: never faster than this (the user's ``requests_per_minute`` / 60), or ``None``.
-    :param documented: the documented account limit, where the pace starts without a ceiling.
+    :param documented: the documented account limit: the top of the pace without a ceiling.
     :param rng: random source for the jitter.
     """
 
-    #: Multiplicative decrease per congestion episode.
+    # -- without headers: AIMD ------------------------------------------------------------------
+    #: Without a ceiling, the pace starts at this fraction of the documented limit: 16 tasks
+    #: starting together then draw about the whole limit, not 16 times it (scenario D, P = 16).
+    START_FRACTION = 1 / 16
+    #: ...and doubles every this many seconds of successes until the first 429 (a lone task is
+    #: at the limit in one second: scenario D, P = 1).
+    START_DOUBLING_S = 0.25
+    #: A 429 episode sets the pace to this fraction of what the task delivered: small steps keep
+    #: the account near its limit between episodes (scenario D without headers, all P).
     DECREASE = 0.85
-    #: Never below this fraction of the top pace (one request every ~12 s at 5,000 rpm).
-    FLOOR_FRACTION = 1 / 1000
-    #: Slow start: the pace starts at this fraction of the top...
-    SLOW_START_FRACTION = 1 / 16
-    #: ...and grows by this relative amount per second of successes (doubles every quarter second).
-    SLOW_START_GROWTH = math.log(2) / 0.25
-    #: A full bucket holding this many seconds of the advertised rate lets a new task start at...
-    FULL_START_BUDGET_S = 0.9
-    #: ...this fraction of the top pace (slow start doubles it from there: full pace in half a
-    #: second). Tasks that start together all take it: the fall-scaled exit brings them back.
-    FULL_START_FRACTION = 0.25
-    #: Relative growth per second of successes while probing above the last rate that worked.
-    GROWTH = 0.005
-    #: Constant growth per second, as a fraction of the top pace: what makes shares converge.
-    ABS_GROWTH = 0.002
-    #: Relative growth per second on the way back to the last rate that worked.
-    RECOVERY = 0.05
-    #: Probing doubles its speed for every this many seconds without congestion...
-    PROBE_DOUBLING_S = 1.0
-    #: ...up to this many times ``GROWTH`` (a task left alone takes over the freed budget in seconds).
-    PROBE_MAX_SPEEDUP = 100.0
-    #: Successes older than this are not counted in the delivered rate.
+    #: Between episodes the pace grows by this fraction of the top per second, the same for every
+    #: task, so shares converge (``test_no_shard_of_a_job_without_headers_is_left_crawling``)...
+    GROWTH = 0.002
+    #: ...and the growth doubles for every this many seconds without a 429: 16 tasks probe slowly
+    #: (few 429s), the last task of a job is back at the limit in seconds (scenario D, tails).
+    GROWTH_DOUBLING_S = 2.0
+    #: Successes of the last this many seconds are what a task "delivered" when a 429 comes.
     DELIVERY_WINDOW_S = 2.0
-    #: A task that delivered less than this share of its pace was crowded out: drop to what it delivered.
-    CROWDED = 0.5
-    #: Extra hold after a ``Retry-After``, at most this fraction of it (so tasks held together part).
-    #: Small: their 429s already arrive spread over the moments the budget was empty, and for a
-    #: task alone every extra moment held is budget lost (a quarter cost a simulated lone task on
-    #: the legacy limit 2%).
+    #: Never below this fraction of the top (one request every ~12 s at 5,000/min): a pace that
+    #: can reach zero never hears that the budget came back.
+    FLOOR_FRACTION = 1 / 1000
+
+    # -- with headers ---------------------------------------------------------------------------
+    #: Requests of the announced budget kept in hand, besides what the account sends in one
+    #: round trip (the answer is that old): two, so rounding and one stray request never 429.
+    MARGIN = 2.0
+    #: A budget is spread over at least this many round trips (a reset sooner than that is "the
+    #: next request fits", and what was left is known only an answer late).
+    SPREAD_RTTS = 2.0
+    #: How many tasks share the account is measured over about this many seconds: the account's
+    #: draw (the fall of the budget plus what the server freed) over this task's answers.
+    SHARE_MEMORY_S = 3.0
+    #: Every task's measured share is raised by this before it paces (see ``_sample_sharers``):
+    #: P tasks then draw about 1 + P times this of the budget rate, which the budget itself
+    #: corrects (it falls), and unequal shares even out within tens of seconds (P = 16, apart).
+    SHARE_BONUS = 0.02
+    #: The first estimate waits for this many answers of the task's own (fewer are noise).
+    SHARE_FIRST_ANSWERS = 3
+    #: A 429 while paced by headers multiplies the estimate of the sharers by this (the
+    #: measurement brings it back down if it was a stray): a wrong estimate costs a few 429s.
+    SHARE_ON_429 = 1.5
+    #: No ``Reset`` is believed beyond this many times the longest of the last ``HEADER_TTL_S``
+    #: (at least 1 s): a lying one can slow the pace, or hold it, at most that much, with a warning.
+    LIE_FACTOR = 10.0
+    #: Without answers for this long (and past its reset) a budget is not trusted any more.
+    HEADER_TTL_S = 10.0
+
+    # -- both -----------------------------------------------------------------------------------
+    #: Extra hold after a ``Retry-After``, at most this fraction of it, so held tasks part; small,
+    #: because for a task alone every extra moment held is budget lost (legacy-limit test).
     GATE_JITTER = 0.1
     #: Each pacing interval is drawn within this fraction of its mean (tasks do not lock in step).
     SPACING_JITTER = 0.2
-    #: Requests of an announced window budget left unspent (the announcement is a round trip old).
-    HEADER_MARGIN = 2.0
-    #: A refilling budget (a token bucket) below this share of its size is congestion.
-    LOW_WATER = 0.5
-    #: A refilling budget above this share of its size has room to spare...
-    HIGH_WATER = 0.9
-    #: ...and the pace grows by this fraction of the top pace per second while it does (the
-    #: same for every task, so shares even out)...
-    AMPLE_GROWTH = 0.1
-    #: ...plus this relative amount per second (it doubles in about a third of a second): when
-    #: the other tasks finish, the last ones take over the freed budget at once instead of
-    #: crawling up to it, which is what a job of several shards lost at its end.
-    AMPLE_RELATIVE = 2.0
-    #: A refilling budget still low this long after a decrease calls for another one.
-    LOW_REPEAT_S = 1.0
-    #: Resets this close are whole seconds rounded up: too coarse to spread a budget over.
-    MIN_SPREAD_S = 2.0
-    #: Leaving the slow start, the pace is scaled to draw this share of the refill rate.
-    TARGET_DRAW = 0.95
-    #: A fall seen over less than this is measured over this (responses arrive bunched).
-    MIN_FALL_S = 0.05
-    #: How far back the level's fall is measured.
-    SLOPE_WINDOW_S = 0.5
-    #: Header budgets older than this are not trusted any more.
-    HEADER_TTL_S = 120.0
 
     def __init__(
         self,
@@ -185,78 +192,113 @@ class AdaptiveRate:
         if ceiling is not None and not ceiling > 0:
             raise ValueError("requests_per_minute must be positive (or None to adapt by itself).")
         self.ceiling = ceiling
-        #: Upper bound of the feedback pace: the ceiling, else the documented or advertised limit.
+        self.documented = documented
+        #: Upper bound of the pace: the ceiling, else the documented (or a higher advertised) limit.
         self.top = ceiling if ceiling is not None else documented
         self.floor = self.top * self.FLOOR_FRACTION
-        self.aimd = self.top * self.SLOW_START_FRACTION
-        self.slow_start = True
+        #: The AIMD pace (used without headers).
+        self.aimd = self.top if ceiling is not None else self.top * self.START_FRACTION
+        self.starting = ceiling is None
+        self.decreases = 0
+        #: Warnings for the log (the :class:`Pacer` logs and clears them).
+        self.notices: list[str] = []
         self._rng = rng or random.Random()
         self._last_decrease = -math.inf
-        self._good: float | None = None  # the rate last known to work (achieved before congestion)
-        self._above_since: float | None = None  # when the pace passed ``_good`` again
         self._deliveries: deque[float] = deque()
-        self._holds: deque[tuple[float, float]] = deque()  # (start, until) of Retry-After holds
+        self._holds: deque[tuple[float, float]] = deque()
         self._first_send: float | None = None
-        self.decreases = 0
-        # Latest header budget: `_remaining` at `_seen_at`, whole again at `_reset`.
-        self._remaining: float | None = None
-        self._reset: float | None = None
-        self._seen_at = -math.inf
+        self._rtt = 0.05  # seconds, smoothed; a loopback-to-cloud guess until the first answer
+        self._answered = 0  # answers of this task, for the share estimate
+        self._reading: _Reading | None = None
+        self._header_pace: float | None = None  # what the latest reading allowed
+        self._trusted: deque[tuple[float, float]] = deque()  # (seen_at, reset_in) of recent answers
+        self._advertised: float | None = None  # Limit / window, when it is believable
+        self.sharers = 1.0
+        self._last_level: tuple[float, float, int, float] | None = (
+            None  # (time, remaining, answered, reset_at)
+        )
+        self._frees = False  # the server frees budget before the reset (not a fixed window)
+        self._latest_sent: tuple[float, float] | None = None  # (sent_at, remaining) of the latest-sent answer
+        self._drawn = 0.0  # the account's draw and this task's answers, decaying sums
+        self._own = 0.0
+        self._capacity = 0.0  # the largest budget seen: a bucket's size, a window's limit
+        self._longest_reset = 0.0  # the longest Reset seen, seconds
         self._resume_jitter = 0.0
-        self._advertised: float | None = None
-        self._capacity = 0.0  # largest budget seen: the window's size, or the bucket's
-        #: The budget refills as it goes (a token bucket), rather than all at once at the reset.
-        self.refilling = False
-        self._low_episode = False
-        self._ample = False  # a refilling budget with room to spare
-        self._refill_like = False
-        self._levels: deque[tuple[float, float]] = deque()  # (time, remaining) of the last moments
-        self._ample_seen: tuple[float, float] | None = None  # (time, remaining) when last ample
+        self._warned: set[str] = set()
 
     # -- the pace -------------------------------------------------------------------------------
 
-    def _window_budget(self, now: float) -> bool:
-        """A fresh budget of a fixed window: spend it evenly until its reset."""
-        return (
-            not self.refilling
-            and self._reset is not None
-            and now - self._seen_at <= self.HEADER_TTL_S
-            and now < self._reset
-            and self._reset - self._seen_at > self.MIN_SPREAD_S
-        )
+    def _fresh(self, now: float) -> _Reading | None:
+        reading = self._reading
+        if reading is None or now > max(reading.seen_at + self.HEADER_TTL_S, reading.reset_at):
+            return None
+        return reading
+
+    def _margin(self) -> float:
+        # What the account sends while an answer travels: this task's share of it times the sharers.
+        pace = self._header_pace if self._header_pace is not None else self.aimd
+        return self.MARGIN + pace * self.sharers * self._rtt
+
+    def _budget_pace(self, reading: _Reading, now: float) -> float:
+        """``(remaining - margin) / (time to reset * sharers)``, with the floors of the docstring."""
+        horizon = max(reading.reset_at - now, self.SPREAD_RTTS * self._rtt)
+        spare = reading.remaining - self._margin()
+        if spare <= 0:
+            # At or below the margin the budget says only "about empty" (a sliding window at
+            # its limit always is): the AIMD pace paces, the empty budget its congestion signal,
+            # and never more than one request per round trip among the sharers: enough to hear
+            # when budget frees, never a burst into an empty budget.
+            return min(self.aimd, 1.0 / (self._rtt * self.sharers))
+        return spare / (horizon * self.sharers)
 
     def header_rate(self, now: float) -> float | None:
-        """``remaining / time to reset``, capped at the advertised average; ``None`` without a window budget."""
-        if not self._window_budget(now) or self._remaining is None or self._reset is None:
+        """What the server's budget allows this task now; ``None`` without a fresh budget."""
+        reading = self._fresh(now)
+        if reading is None:
             return None
-        cap = self._advertised if self._advertised is not None else self.top
-        if self._remaining < 1:
-            return cap  # nothing left: `not_before` holds every send until the reset
-        # Keep a couple of requests in hand: the budget read here is one round trip old, and
-        # requests other tasks sent since then are already counted against it.
-        spendable = max(self._remaining - self.HEADER_MARGIN, 0.5)
-        return min(cap, spendable / max(self._reset - now, 1e-3))
+        pace = self._budget_pace(reading, now)
+        if (
+            self.ceiling is None
+            and self._answered < self.SHARE_FIRST_ANSWERS
+            and self._first_send is not None
+        ):
+            # Until it knows how many share the budget, a task starts at a sixteenth of what
+            # the budget allows and doubles, as it would without headers: 16 tasks starting
+            # together would each take the whole budget.
+            started = (now - self._first_send) / self.START_DOUBLING_S
+            pace *= min(1.0, self.START_FRACTION * 2.0 ** min(started, 30.0))
+        return min(pace, self._cap())
+
+    def _cap(self) -> float:
+        if self.ceiling is not None:
+            return self.ceiling
+        # Twice the limit: a window may be spent faster than its average, and a full bucket
+        # at once; only a header gone wrong could ask for more.
+        return 2.0 * max(self.documented, self._advertised or 0.0)
 
     def rate(self, now: float) -> float:
         """Requests per second to pace at now."""
-        pace = self.aimd
         by_headers = self.header_rate(now)
-        if by_headers is not None:
-            pace = min(pace, by_headers)
+        pace = by_headers if by_headers is not None else self.aimd
         if self.ceiling is not None:
             pace = min(pace, self.ceiling)
         return max(self.floor, pace)
 
     def not_before(self, now: float) -> float:
-        """No send before this: the reset (plus jitter), while a window's budget is spent."""
-        if self._window_budget(now) and self._remaining is not None and self._remaining < 1:
-            assert self._reset is not None
-            return self._reset + self._resume_jitter
+        """No send before this: the reset (plus jitter), while the announced budget is spent."""
+        reading = self._fresh(now)
+        if reading is not None and reading.remaining < 1:
+            return reading.reset_at + self._resume_jitter
         return now
 
     def reset_at(self, now: float) -> float | None:
-        """When a window's budget is whole again: no pacing slot needs to wait past it."""
-        return self._reset + self._resume_jitter if self._window_budget(now) and self._reset else None
+        """When a fixed window's budget is whole again: no pacing slot needs to wait past it.
+
+        ``None`` when the server frees its budget as it goes (a bucket, a sliding window): its
+        reset is only the next free request, and threads released together there would 429.
+        """
+        reading = self._fresh(now)
+        return None if reading is None or self._frees else reading.reset_at + self._resume_jitter
 
     def gate_jitter(self, seconds: float) -> float:
         """Extra seconds to hold after a ``Retry-After`` of ``seconds``, so held tasks do not restart together."""
@@ -268,16 +310,16 @@ class AdaptiveRate:
 
     def source(self, now: float) -> str:
         """What decides the pace now."""
-        aimd = self.aimd
         by_headers = self.header_rate(now)
-        if self.ceiling is not None and self.ceiling <= min(aimd, by_headers or math.inf):
+        pace = by_headers if by_headers is not None else self.aimd
+        if self.ceiling is not None and self.ceiling <= pace:
             return "ceiling"
-        if by_headers is not None and by_headers <= aimd:
+        if by_headers is not None:
             return "server headers"
-        if self.slow_start:
+        if self.starting:
             return "starting"
         if self.decreases:
-            return "server headers" if self.refilling else "429 feedback"
+            return "429 feedback"
         return "advertised limit" if self._advertised is not None else "documented limit"
 
     def describe(self, now: float) -> str:
@@ -286,76 +328,140 @@ class AdaptiveRate:
 
     # -- signals --------------------------------------------------------------------------------
 
+    def _notice(self, kind: str, text: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            self.notices.append(text)
+
     def on_headers(self, info: RateLimitHeaders, now: float, sent_at: float | None = None) -> None:
         """A response announced the account's budget."""
-        if info.limit is not None:
-            advertised = info.limit / (info.window or DEFAULT_WINDOW_SECONDS)
-            self._advertised = advertised
-            if self.ceiling is None and advertised != self.top:
-                # The server knows this account's limit better than the docs do.
-                self.aimd = min(self.aimd * advertised / self.top, advertised)
-                self.top = advertised
-                self.floor = self.top * self.FLOOR_FRACTION
-        reset = now + info.reset_in
-        previous, previous_reset = self._remaining, self._reset
-        if (
-            previous is not None
-            and previous_reset is not None
-            and info.remaining >= previous + 2
-            and now < previous_reset - 0.5
-        ):
-            # More budget than a moment ago, long before the announced reset: it refills as it goes.
-            self.refilling = True
+        if sent_at is not None:
+            self._observe_rtt(now - sent_at)
         self._capacity = max(self._capacity, info.remaining)
-        if previous_reset is None or abs(reset - previous_reset) > 0.5 or info.remaining < 1:
-            # A new window (or a spent one): a fresh offset, so tasks that all wait for this
-            # reset do not leave together. Small: at the reset the whole budget is back.
-            self._resume_jitter = self._rng.uniform(0.0, min(0.25, 0.1 * info.reset_in))
-        self._remaining = info.remaining
-        self._reset = reset
-        self._seen_at = now
-        self._levels.append((now, info.remaining))
-        while self._levels and self._levels[0][0] < now - self.SLOPE_WINDOW_S:
-            self._levels.popleft()
-        self._refill_like = self.refilling or info.reset_in <= self.MIN_SPREAD_S
-        low = info.remaining < max(1.0, self.LOW_WATER * self._capacity)
-        self._ample = self._refill_like and info.remaining >= self.HIGH_WATER * self._capacity
-        if self._ample:
-            self._ample_seen = (now, info.remaining)
-        if self._refill_like and not self._ample:
-            if self.slow_start:
-                # The shared budget started to drain while we were still climbing: others draw on
-                # it too (or we passed its refill rate). Every task that sees the fall scales by
-                # how fast it falls, so together they come back under the refill rate at once
-                # instead of waiting for it to run low.
-                self.slow_start = False
-                # A full bucket hides how much is drawn (it cannot rise); the fall from the last
-                # ample reading shows the whole of it.
-                drawn = self._drawn_since(self._ample_seen, now, info.remaining)
-                if drawn is not None and drawn > 1.0:
-                    self.aimd = max(self.floor, self.aimd * self.TARGET_DRAW / drawn)
-        elif (
-            self.slow_start
-            and self._ample
-            and self._advertised is not None
-            and info.remaining >= self.FULL_START_BUDGET_S * self._advertised
-        ):
-            # The account's bucket is full: nobody else is drawing on it now, so skip most of the
-            # slow start (a bucket this size absorbs the overshoot if others start at once).
-            self.aimd = max(self.aimd, self.FULL_START_FRACTION * self.top)
-        if not self._refill_like:
-            if self.slow_start:  # a window's budget: `header_rate` spreads it, no need to feel the way
-                self.slow_start = False
-                self.aimd = self.top
+        self._read_limit(info)
+        reset_in = info.reset_in
+        if reset_in >= 1 and reset_in == int(reset_in):
+            # Whole seconds, rounded up (every server seen): half a second sooner on average.
+            reset_in -= 0.5
+        self._forget_trusted(now)
+        longest = self.LIE_FACTOR * max([1.0, *(horizon for _, horizon in self._trusted)])
+        if self._trusted and reset_in > longest:
+            # A reset far beyond every recent one (a clock gone wrong, a day's quota) would slow
+            # the pace, or hold it, by as much: believe at most ten times the recent resets.
+            self._notice(
+                "reset",
+                f"the server's X-RateLimit-Reset jumped to {info.reset_in:.0f} s (the answers "
+                f"before said at most {longest / self.LIE_FACTOR:.0f} s); pacing and waiting as "
+                f"if it said {longest:.0f} s, in case it is wrong.",
+            )
+            reset_in = longest
+        else:
+            self._trusted.append((now, reset_in))
+        reset_at = now + reset_in
+        previous = self._fresh(now)
+        if previous is None or abs(reset_at - previous.reset_at) > 0.5 or info.remaining < 1:
+            # A new window (or a spent one): a fresh offset, so tasks that wait for this reset do
+            # not all leave at its instant (a sliding window frees one request at a time).
+            spread = max(min(0.25, 0.1 * reset_in), self.SPREAD_RTTS * self._rtt * (self.sharers - 1))
+            self._resume_jitter = self._rng.uniform(0.0, spread)
+        self._sample_sharers(now, info.remaining, reset_at)
+        self._see_freeing(sent_at, info.remaining)
+        self._reading = _Reading(info.remaining, reset_at, now)
+        self._header_pace = self._budget_pace(self._reading, now)
+        if info.remaining - self._margin() > 0:
+            # AIMD goes on from the pace the budget set, should the budget stop telling.
+            self.aimd = max(self.floor, min(self._header_pace, self.top))
+        elif sent_at is None or sent_at >= self._last_decrease:
+            # About empty for a request sent since the last decrease: congestion, one decrease
+            # per episode, before any 429 (as ECN is for TCP).
+            self._decrease(now)
+
+    def _forget_trusted(self, now: float) -> None:
+        while self._trusted and self._trusted[0][0] < now - self.HEADER_TTL_S:
+            self._trusted.popleft()
+
+    def _read_limit(self, info: RateLimitHeaders) -> None:
+        if info.limit is None:
             return
-        if not low:
-            self._low_episode = False
-        elif (not self._low_episode or now - self._last_decrease > self.LOW_REPEAT_S) and self._congestion(
-            now, sent_at, self._overdraw()
-        ):
-            # A token bucket running low: slow down now rather than wait for the 429. Once per
-            # dip (the level lags the pace), unless it stays low for a while.
-            self._low_episode = True
+        if info.limit < info.remaining:
+            # A limit below what is left cannot be the limit (a proxy's header, a per-key limit
+            # beside the account's budget): the budget itself paces, the limit is ignored.
+            self._advertised = None
+            self._notice(
+                "limit",
+                f"the server's X-RateLimit-Limit ({info.limit:.0f}) is below X-RateLimit-Remaining "
+                f"({info.remaining:.0f}); ignoring the limit, pacing by what remains.",
+            )
+            return
+        if "limit" in self._warned:
+            return  # once contradicted, never trusted again in this run
+        self._longest_reset = max(self._longest_reset, info.reset_in)
+        self._advertised = info.limit / self._window(info)
+        if self.ceiling is None and self._advertised > self.top:
+            # The server knows this account's limit better than the docs do.
+            self.top = self._advertised
+            self.floor = self.top * self.FLOOR_FRACTION
+
+    def _window(self, info: RateLimitHeaders) -> float:
+        """The window the ``Limit`` counts over: ``w=`` when sent, else the longest reset seen
+        when the budget comes near the limit (a window's count: slowapi sends "80" for 80 per
+        2 s, and a fresh window announces its whole length), else a minute (a bucket's limit
+        per minute above a bucket a second deep, as Pioneer's own)."""
+        if info.window:
+            return info.window
+        assert info.limit is not None
+        if self._capacity >= info.limit / 2 and 0 < self._longest_reset < DEFAULT_WINDOW_SECONDS:
+            return max(1.0, math.ceil(self._longest_reset))
+        return DEFAULT_WINDOW_SECONDS
+
+    def _sample_sharers(self, now: float, remaining: float, reset_at: float) -> None:
+        """Re-estimate how many tasks draw on the account: the account's draw over this task's.
+
+        Both are sums over the last ``SHARE_MEMORY_S`` or so (a ratio of sums: one task answered
+        a handful of times a second, and a ratio of handfuls is noise).
+        """
+        self._capacity = max(self._capacity, remaining)
+        last = self._last_level
+        self._last_level = (now, remaining, self._answered, reset_at)
+        if last is None:
+            return
+        then, level, answered, last_reset = last
+        own = self._answered - answered
+        span = now - then
+        if span <= 0 or (now > last_reset and last_reset - then > 0.5):
+            return  # a window reset in between: the rise is not the others' doing
+        # What the server freed meanwhile is about the advertised rate (all tasks count it the
+        # same way, so their shares compare: a full bucket's unused refill counts too, and the
+        # budget rule spends a full bucket whatever the estimate).
+        refill = (self._advertised or 0.0) * span if self._frees else 0.0
+        drawn = level - remaining + refill  # answers overtake each other: sums telescope, pairs do not
+        keep = math.exp(-span / self.SHARE_MEMORY_S)
+        self._drawn = self._drawn * keep + drawn
+        self._own = self._own * keep + own
+        if self._answered >= self.SHARE_FIRST_ANSWERS and self._drawn > 0:
+            # The share it measured, plus the same small share for every task: what a task
+            # draws is what it measures, so the measurement alone would keep any split of the
+            # budget (a task that joined late keeps what it grabbed); the common addition is
+            # what evens the shares out, as additive increase does in AIMD.
+            share = min(self._own / self._drawn, 1.0) + self.SHARE_BONUS
+            self.sharers = min(max(1.0 / share, 1.0), 1000.0)
+
+    def _see_freeing(self, sent_at: float | None, remaining: float) -> None:
+        """Whether the server frees budget as it goes (a bucket, a sliding window), where a fixed
+        window only comes back whole at its reset: the budget rose part of the way between two
+        requests in the order they were sent (answers overtake each other)."""
+        if sent_at is None:
+            return
+        last = self._latest_sent
+        if last is not None and sent_at <= last[0]:
+            return
+        if last is not None and last[1] + self.MARGIN <= remaining < self._capacity - self.MARGIN:
+            self._frees = True
+        self._latest_sent = (sent_at, remaining)
+
+    def _observe_rtt(self, rtt: float) -> None:
+        if rtt >= 0:
+            self._rtt += 0.2 * (min(rtt, 5.0) - self._rtt)
 
     def on_held(self, start: float, until: float) -> None:
         """No request could leave from ``start`` to ``until`` (a ``Retry-After``)."""
@@ -363,108 +469,58 @@ class AdaptiveRate:
             start = min(start, self._holds[-1][0])
             until = max(until, self._holds.pop()[1])
         while self._holds and self._holds[0][1] < start - self.DELIVERY_WINDOW_S:
-            self._holds.popleft()  # bounded without a 429 to trim them (a long warm-up's holds)
+            self._holds.popleft()
         self._holds.append((start, until))
 
-    def _delivered(self, now: float, *, free_only: bool = True) -> float:
-        """Successes per second over the last ``DELIVERY_WINDOW_S``: per second the task was free
-        to send (``free_only``), or per second of the whole window (what it achieved, holds included)."""
+    def _delivered(self, now: float) -> float:
+        """Successes per second the task was free to send, over the last ``DELIVERY_WINDOW_S``."""
         while self._deliveries and self._deliveries[0] < now - self.DELIVERY_WINDOW_S:
             self._deliveries.popleft()
         start = max(now - self.DELIVERY_WINDOW_S, self._first_send if self._first_send is not None else now)
         while self._holds and self._holds[0][1] < start:
             self._holds.popleft()
-        held = (
-            sum(max(0.0, min(until, now) - max(begin, start)) for begin, until in self._holds)
-            if free_only
-            else 0.0
-        )
+        held = sum(max(0.0, min(until, now) - max(begin, start)) for begin, until in self._holds)
         # The first successes of a run come in a burst: measure over at least a quarter second.
         return len(self._deliveries) / max(now - start - held, 0.25)
-
-    def _speedup(self, quiet_s: float) -> float:
-        """How many times faster to grow after ``quiet_s`` seconds without congestion."""
-        return min(self.PROBE_MAX_SPEEDUP, 2.0 ** (quiet_s / self.PROBE_DOUBLING_S))
 
     def on_sent(self, now: float) -> None:
         if self._first_send is None:
             self._first_send = now
 
     def on_success(self, now: float, sent_at: float | None) -> None:
-        """A request was answered: count it, and let the pace grow (additive increase)."""
+        """A request was answered: count it, and let the AIMD pace grow."""
+        self._answered += 1
         self._deliveries.append(now)
-        if self.aimd >= self.top:
-            self.slow_start = False
-            return
+        if sent_at is not None:
+            self._observe_rtt(now - sent_at)
         rate = max(self.aimd, self.floor)
-        good = self._good
-        if self.slow_start:
-            growth = self.SLOW_START_GROWTH * rate
-        elif self._ample:
-            # The server says the shared budget has room: take it quickly, every task by the
-            # same amount (so shares even out); its headers warn before it runs dry.
-            growth = self.AMPLE_GROWTH * self.top + self.AMPLE_RELATIVE * rate
-        elif good is not None and rate < good:
-            growth = self.RECOVERY * rate
-            if now - self._seen_at > self.HEADER_TTL_S:
-                # Without headers, back to what worked quickly once no 429 has come for a while:
-                # at the end of a job the budget of the tasks that finished is free, and only this
-                # growth takes it (with headers, an ample bucket says so and is taken at once).
-                quiet = self._speedup(now - self._last_decrease)
-                growth = max(growth, (self.GROWTH * rate + self.ABS_GROWTH * self.top) * quiet)
-            self._above_since = None
+        if self.starting:
+            growth = rate * math.log(2) / self.START_DOUBLING_S
         else:
-            if self._above_since is None:
-                self._above_since = now
-            speedup = self._speedup(now - self._above_since)
-            growth = self.GROWTH * speedup * rate + self.ABS_GROWTH * self.top
+            quiet = now - self._last_decrease
+            growth = self.GROWTH * self.top * 2.0 ** min(quiet / self.GROWTH_DOUBLING_S, 30.0)
         # `growth` is per second; successes arrive at about `rate` per second.
-        new = rate + growth / rate
-        if not self.slow_start and not self._ample and good is not None and rate < good:
-            new = min(new, good)
-        self.aimd = min(self.top, new)
+        self.aimd = min(self.top, rate + growth / rate)
+        if self.aimd >= self.top:
+            self.starting = False
 
     def on_rate_limited(self, now: float, sent_at: float | None) -> bool:
         """A 429 (not a spend cap). Returns whether it started a new episode (and slowed the pace)."""
-        return self._congestion(now, sent_at)
-
-    def _drawn_since(self, since: tuple[float, float] | None, now: float, remaining: float) -> float | None:
-        """How many times its refill rate the account draws, from the level's fall since ``since``
-        (a ``(time, remaining)`` reading); ``None`` without one or without an advertised limit."""
-        if since is None or self._advertised is None:
-            return None
-        seen_at, level = since
-        fall_per_s = (level - remaining) / max(now - seen_at, self.MIN_FALL_S)
-        return 1.0 + fall_per_s / self._advertised
-
-    def _overdraw(self) -> float | None:
-        """How many times its refill rate the account draws now, from how fast the level falls."""
-        if len(self._levels) < 2:
-            return None
-        (t0, _), (t1, r1) = self._levels[0], self._levels[-1]
-        if t1 - t0 < 0.1:
-            return None
-        return self._drawn_since(self._levels[0], t1, r1)
-
-    def _congestion(self, now: float, sent_at: float | None, overdraw: float | None = None) -> bool:
+        self._answered += 1
         if sent_at is not None and sent_at < self._last_decrease:
             return False  # sent before the last decrease: part of that episode
+        if self._fresh(now) is not None:
+            # Paced by the headers and still too fast: more tasks share the budget than estimated.
+            self.sharers *= self.SHARE_ON_429
+            self._drawn *= self.SHARE_ON_429
+        self._decrease(now)
+        return True
+
+    def _decrease(self, now: float) -> None:
         pace = self.rate(now)
-        delivered = self._delivered(now)  # while free to send: a Retry-After hold is not crowding
-        if overdraw is not None and overdraw > 1.0 / self.DECREASE:
-            # Every task on the account sees the same fall and scales by the same factor:
-            # together they come back to the refill rate at once.
-            new = pace * max(1 - self.DECREASE, 0.95 / overdraw)
-        elif delivered < self.CROWDED * pace:
-            new = max(delivered, pace * (1 - self.DECREASE))
-        else:
-            new = pace * self.DECREASE
-        # What worked is what the task achieved, holds included: climbing back to the pace it had
-        # between holds would only bring the next 429 (and the next hold) sooner.
-        self._good = max(new, min(pace, self._delivered(now, free_only=False)))
-        self.aimd = max(self.floor, new)
-        self.slow_start = False
-        self._above_since = None
+        # What the task delivered while free to send (a Retry-After hold is not crowding): tasks
+        # that all started too fast drop to their share in one episode, not in many.
+        self.aimd = max(self.floor, self.DECREASE * min(pace, self._delivered(now)))
+        self.starting = False
         self._last_decrease = now
         self.decreases += 1
-        return True

@@ -12,21 +12,36 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import deque
 from dataclasses import dataclass, field
 
 from airflow_provider_pioneer.pacing.headers import RateLimitHeaders
 from airflow_provider_pioneer.pacing.rate import AdaptiveRate, StaticRate
 
 
-class TokenBucketServer:
-    """``per_minute`` refill, ``burst`` capacity; Remaining = whole tokens, Reset = seconds until full."""
+def _whole(seconds: float) -> float:
+    """Seconds as servers send them: whole, rounded up (``Reset: 0`` only when it is now)."""
+    return float(max(0, math.ceil(seconds - 1e-9)))
 
-    def __init__(self, per_minute: float, burst: float | None = None) -> None:
+
+def _retry_after(seconds: float) -> float:
+    return float(max(1, math.ceil(seconds - 1e-9)))
+
+
+class TokenBucketServer:
+    """``per_minute`` refill, ``burst`` capacity; Remaining = whole tokens.
+
+    :param reset: ``"full"``: Reset = seconds until the bucket is full (the emulator's);
+        ``"next"``: seconds until the next token (0 while one is there: a gateway's).
+    """
+
+    def __init__(self, per_minute: float, burst: float | None = None, *, reset: str = "full") -> None:
         self.rate = per_minute / 60.0
         self.limit = per_minute
         self.capacity = burst if burst is not None else max(1.0, self.rate)
         self.tokens = self.capacity
         self.stamp = 0.0
+        self.reset = reset
 
     def take(self, now: float) -> tuple[bool, float, RateLimitHeaders]:
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
@@ -34,13 +49,12 @@ class TokenBucketServer:
         ok = self.tokens >= 1.0
         if ok:
             self.tokens -= 1.0
-        retry_after = 0.0 if ok else max(1, math.ceil((1.0 - self.tokens) / self.rate))
-        # As the emulator says it: whole tokens, whole seconds until full.
-        info = RateLimitHeaders(
-            limit=self.limit,
-            remaining=math.floor(self.tokens),
-            reset_in=math.ceil((self.capacity - self.tokens) / self.rate - 1e-9),
-        )
+        retry_after = 0.0 if ok else _retry_after((1.0 - self.tokens) / self.rate)
+        if self.reset == "full":
+            reset_in = _whole((self.capacity - self.tokens) / self.rate)
+        else:
+            reset_in = 0.0 if self.tokens >= 1 else _whole((1.0 - self.tokens) / self.rate)
+        info = RateLimitHeaders(limit=self.limit, remaining=math.floor(self.tokens), reset_in=reset_in)
         return ok, retry_after, info
 
 
@@ -61,8 +75,94 @@ class FixedWindowServer:
         if ok:
             self.used += 1
         reset_in = self.start + self.window - now
-        info = RateLimitHeaders(limit=self.limit, remaining=self.limit - self.used, reset_in=reset_in)
-        return ok, (0.0 if ok else max(1, math.ceil(reset_in))), info
+        info = RateLimitHeaders(limit=self.limit, remaining=self.limit - self.used, reset_in=_whole(reset_in))
+        return ok, (0.0 if ok else _retry_after(reset_in)), info
+
+
+class MovingWindowServer:
+    """A sliding log (``limits``' moving window): at most ``limit`` requests in any ``window`` seconds.
+
+    Reset = seconds until the oldest request in the window leaves it (the next free slot).
+    """
+
+    def __init__(self, per_minute: float, window: float = 60.0) -> None:
+        self.limit = per_minute * window / 60.0
+        self.window = window
+        self.log: deque[float] = deque()
+
+    def take(self, now: float) -> tuple[bool, float, RateLimitHeaders]:
+        while self.log and self.log[0] <= now - self.window:
+            self.log.popleft()
+        ok = len(self.log) < self.limit
+        if ok:
+            self.log.append(now)
+        reset_in = self.log[0] + self.window - now if self.log else self.window
+        info = RateLimitHeaders(
+            limit=self.limit, remaining=self.limit - len(self.log), reset_in=_whole(reset_in)
+        )
+        return ok, (0.0 if ok else _retry_after(reset_in)), info
+
+
+class SlidingCounterServer:
+    """``limits``' sliding-window counter: the previous window's count, weighted by how much of it
+    still overlaps the last ``window`` seconds, plus the current one's.
+
+    Reset = seconds until the weighted count drops by one, or the window ends (``limits``' stats).
+    """
+
+    def __init__(self, per_minute: float, window: float = 60.0) -> None:
+        self.limit = per_minute * window / 60.0
+        self.window = window
+        self.index = 0
+        self.previous = 0
+        self.current = 0
+
+    def _roll(self, now: float) -> float:
+        index = int(now // self.window)
+        if index != self.index:
+            self.previous = self.current if index == self.index + 1 else 0
+            self.current = 0
+            self.index = index
+        return self.window - (now - index * self.window)  # the previous window's weight, in seconds
+
+    def _weighted(self, previous_ttl: float) -> float:
+        return self.previous * previous_ttl / self.window + self.current
+
+    def take(self, now: float) -> tuple[bool, float, RateLimitHeaders]:
+        previous_ttl = self._roll(now)
+        ok = self._weighted(previous_ttl) + 1 <= self.limit
+        if ok:
+            self.current += 1
+        weighted = self._weighted(previous_ttl)
+        candidates = [previous_ttl]  # the current window ends
+        if self.previous:
+            candidates.append(previous_ttl % (self.window / self.previous))
+        reset_in = min(candidates)
+        remaining = max(0, self.limit - math.floor(weighted))
+        if ok:
+            retry_after = 0.0
+        elif self.previous:
+            # Until enough of the previous window has slid out for one more request.
+            excess = weighted + 1 - self.limit
+            retry_after = _retry_after(min(excess * self.window / self.previous, previous_ttl))
+        else:
+            retry_after = _retry_after(previous_ttl)
+        return (
+            ok,
+            retry_after,
+            RateLimitHeaders(limit=self.limit, remaining=remaining, reset_in=_whole(reset_in)),
+        )
+
+
+Server = TokenBucketServer | FixedWindowServer | MovingWindowServer | SlidingCounterServer
+
+#: The four limiter models, by the names the emulator uses.
+SERVERS = {
+    "token_bucket": TokenBucketServer,
+    "fixed_window": FixedWindowServer,
+    "moving_window": MovingWindowServer,
+    "sliding_window": SlidingCounterServer,
+}
 
 
 @dataclass
@@ -81,7 +181,7 @@ class SimResult:
 
 def simulate(
     controllers: list[AdaptiveRate | StaticRate],
-    server: TokenBucketServer | FixedWindowServer,
+    server: Server,
     *,
     seconds: float,
     headers: bool = True,
@@ -151,8 +251,7 @@ def simulate(
                 order += 1
                 continue
             next_slot[i] = tat + ctl.spacing(rate)
-        if isinstance(ctl, AdaptiveRate):
-            ctl.on_sent(now)
+        ctl.on_sent(now)
         ok, retry_after, info = server.take(now)
         result.requests += 1
         if ok:
