@@ -571,13 +571,18 @@ class PioneerClient:
                 self.warmup_timeout,
             )
             return
+        # The shared gate may hold this retry (and every other request) longer than the backoff:
+        # say how long, or the log goes quiet for the whole of a long Retry-After.
+        held = getattr(self.pacer, "held_for", lambda: 0.0)()
+        wait = max(retry_state.upcoming_sleep or 0.0, held)
         log.warning(
-            "Pioneer %s: %s; retry %d of %d in %.1f s.",
+            "Pioneer %s: %s; retry %d of %d in %.1f s%s.",
             state.what,
             self.redact(reason),
             state.retries,
             state.max_retries,
-            retry_state.upcoming_sleep,
+            wait,
+            " (every request of this task waits for the server's Retry-After)" if held > 1.0 else "",
         )
 
 

@@ -35,6 +35,7 @@ class Progress:
     :param interval: seconds between lines.
     :param clock: monotonic clock.
     :param pace: returns a few words on the client's pace (e.g. ``pace 1,200/min``: requests per minute), or ``None``.
+    :param hold: seconds the client is held from sending (a ``Retry-After``): added to the ETA.
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class Progress:
         interval: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
         pace: Callable[[], str | None] = lambda: None,
+        hold: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._log = log
         self.total = total
@@ -55,6 +57,7 @@ class Progress:
         self._interval = interval
         self._clock = clock
         self.pace = pace
+        self.hold = hold
         self.started = clock()
         self._next = self.started + interval
         self._first = True
@@ -95,7 +98,9 @@ class Progress:
     def log_line(self) -> None:
         if self.rate_known:
             rate = self.rate
-            speed = f"{rate:.1f} items/s, ETA {_duration((self.total - self.done) / rate)}"
+            # A hold (a Retry-After, a spent budget) delays everything left by its length.
+            eta = (self.total - self.done) / rate + self.hold()
+            speed = f"{rate:.1f} items/s, ETA {_duration(eta)}"
         elif self.done == self.skipped:
             speed = "no batch answered yet"
         else:

@@ -362,7 +362,16 @@ class PioneerInferenceOperator(BaseOperator):
         client = None if already_complete else self.hook.client
         stats = client.stats.snapshot if client else dict
         pace = self._pace_reader(client)
-        progress = Progress(self.log, source.total, skipped, stats, self.progress_interval, pace=pace)
+        held_for = getattr(getattr(client, "pacer", None), "held_for", None)
+        progress = Progress(
+            self.log,
+            source.total,
+            skipped,
+            stats,
+            self.progress_interval,
+            pace=pace,
+            hold=held_for if callable(held_for) else (lambda: 0.0),
+        )
 
         def infer(texts: list[str]) -> tuple[list[Any], int]:
             doc = self.hook.infer(texts, schema=schema, model_id=model_id, **options)

@@ -19,6 +19,7 @@ injectable for unit tests.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -28,6 +29,8 @@ from airflow_provider_pioneer.pacing.headers import parse_rate_limit_headers
 from airflow_provider_pioneer.pacing.rate import DOCUMENTED_REQUESTS_PER_MINUTE, AdaptiveRate, StaticRate
 
 __all__ = ["Pacer"]
+
+log = logging.getLogger(__name__)
 
 
 class Pacer:
@@ -113,9 +116,25 @@ class Pacer:
         return None if self._control.configured is None else self._control.configured * 60.0
 
     def describe(self) -> str:
-        """The pace, short enough for a progress line: ``pace 4,850/min``."""
+        """The pace, short enough for a progress line: ``pace 4,850/min``, and a hold if one is on
+        (``held 37 s by the server's Retry-After``)."""
         with self._lock:
-            return self._control.describe(self._clock())
+            now = self._clock()
+            text = self._control.describe(now)
+            held, why = self._held(now)
+        return f"{text}; held {held:.0f} s {why}" if held >= 1 else text
+
+    def held_for(self) -> float:
+        """Seconds from now until any request may leave (0 when none is held)."""
+        with self._lock:
+            return self._held(self._clock())[0]
+
+    def _held(self, now: float) -> tuple[float, str]:
+        gate = self._gate_until - now
+        budget = self._control.not_before(now) - now
+        if gate >= budget:
+            return max(0.0, gate), "by the server's Retry-After"
+        return budget, "until the server's rate-limit budget resets"
 
     @property
     def pace_source(self) -> str:
@@ -177,8 +196,7 @@ class Pacer:
                     now = self._clock()
                     if self._gate_until <= now:
                         self._local.sent_at = now
-                        if isinstance(self._control, AdaptiveRate):
-                            self._control.on_sent(now)
+                        self._control.on_sent(now)
                         return True
                 # A 429 closed the gate while this thread waited for its slot: wait for the gate too.
 
@@ -190,6 +208,9 @@ class Pacer:
         sent_at = getattr(self._local, "sent_at", None)
         with self._lock:
             self._control.on_headers(info, self._clock(), sent_at)
+            notices, self._control.notices = self._control.notices, []
+        for notice in notices:
+            log.warning("Pioneer pacing: %s", notice)
 
     def on_success(self) -> None:
         """A request succeeded: the pace may grow."""

@@ -140,6 +140,21 @@ def test_retry_after_makes_the_next_attempt_wait(pioneer_emulator: PioneerEmulat
     assert sent(pioneer_emulator) == 2
 
 
+def test_the_retry_log_says_how_long_the_shared_retry_after_holds(
+    pioneer_emulator: PioneerEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17: the log said "retry 1 of 5 in 0.8 s", then the gate was silent for the rest of
+    the Retry-After; it now gives the whole wait and why."""
+    pioneer_emulator.inject(status=429, times=1, headers={"Retry-After": "3"})
+    client = make_client(pioneer_emulator, sleep=time.sleep)
+    with caplog.at_level("WARNING", logger="airflow_provider_pioneer.client"):
+        client.infer("Apple.", schema=SCHEMA, model_id=MODEL)
+    line = next(r.getMessage() for r in caplog.records if "retry 1 of" in r.getMessage())
+    waited = float(line.split(" in ")[1].split(" s")[0])
+    assert waited >= 2.9, line
+    assert "waits for the server's Retry-After" in line
+
+
 def test_retry_after_as_http_date(pioneer_emulator: PioneerEmulator) -> None:
     when = email.utils.formatdate(time.time() + 3, usegmt=True)  # whole seconds: at least 2 s away
     pioneer_emulator.inject(status=503, times=1, headers={"Retry-After": when})

