@@ -43,6 +43,7 @@ __all__ = [
     "error_for_response",
     "is_billing_code",
     "parse_retry_after",
+    "result_problem",
     "summarize_body",
 ]
 
@@ -277,3 +278,21 @@ def error_for_response(
     if status >= 500 or status == 408:
         return PioneerServerError(message, **kwargs)
     return PioneerError(message, **kwargs)
+
+
+def result_problem(entry: Any, wants_entities: bool) -> str | None:
+    """Why one entry of ``result`` is not a per-text result, or ``None`` when it is one.
+
+    :param wants_entities: the request's schema asked for entities, so the entry must carry them
+        (``{}`` is then a malformed answer, not "no entity found", which is ``{label: []}``).
+    """
+    if not isinstance(entry, dict):
+        return "is null" if entry is None else f"is a {type(entry).__name__}, not an object"
+    if wants_entities and "entities" not in entry:
+        return "has no 'entities' (expected {label: [entity, ...]})"
+    entities = entry.get("entities")
+    if "entities" in entry and not (
+        isinstance(entities, dict) and all(isinstance(v, list) for v in entities.values())
+    ):
+        return "has malformed 'entities' (expected {label: [entity, ...]})"
+    return None

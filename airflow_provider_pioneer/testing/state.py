@@ -27,6 +27,7 @@ from airflow_provider_pioneer.testing.billing import CEILING_CODES, CREDIT_CODES
 from airflow_provider_pioneer.testing.config import DEFAULT, EmulatorConfig, check_codes, check_money_settings
 from airflow_provider_pioneer.testing.errors import AuthError
 from airflow_provider_pioneer.testing.faults import BAD_RESULTS, ECHO_ENVELOPES, FAULT_KINDS, Fault
+from airflow_provider_pioneer.testing.key_variants import KeyVariants
 from airflow_provider_pioneer.testing.lifecycle import LifecycleStore
 from airflow_provider_pioneer.testing.limits import HourlyLog, SlidingPeak, TokenBucket, retry_after
 
@@ -122,6 +123,7 @@ class EmulatorState:
         self._buckets: dict[str, TokenBucket] = {}  # by key id (legacy) or account id (current)
         self._key_buckets: dict[str, TokenBucket] = {}  # by key id
         self._key_creations: dict[str, HourlyLog] = {}  # by account id; a limit, not a counter
+        self.key_variants = KeyVariants()  # paged listing, revocation by one field (key_variants.py)
         self._rpm = (
             self.profile.inference_rpm if c.rate_limit_per_minute == DEFAULT else c.rate_limit_per_minute
         )

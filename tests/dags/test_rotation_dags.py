@@ -862,3 +862,39 @@ def test_names_stay_readable_and_only_keys_are_masked(emu: Any, capfd: pytest.Ca
     # The keys themselves are masked wherever they would appear.
     for key in (emu.api_key, doc["api_key"]):
         assert key not in logs and redact(f"key {key} here") == "key *** here"
+
+
+# -- every documented variant of key management (issue 18, item 4) --------------------------------
+
+
+@pytest.mark.parametrize("style", ["cursor", "offset"])
+def test_rotation_follows_a_paged_key_listing_in_preflight_and_verify(emu: Any, style: str) -> None:
+    # One key a page: the old key (the second key of the account) is on page 2 at preflight, the new
+    # key on page 3 at verification. Read as one page, preflight says the old key is not alive and
+    # verification deletes the new key as "does not list itself".
+    old_key = emu.create_key("hand-made")
+    set_metastore(build_document(old_key, "hand-made", None, []))
+    emu.set_key_listing(style, page_size=1)
+
+    result = run(ROTATE_ONCE)
+
+    assert result["state"] == "success"
+    doc = stored_doc()
+    assert result["value"]["revoked"] == ["hand-made"]
+    assert works(emu, doc["api_key"]) and not works(emu, old_key)
+    assert emu.alive_key_names() == ["bootstrap", doc["name"]]  # the unmanaged bootstrap key is untouched
+    assert emu.counters()["requests"]["GET /list-api-keys"] >= 6  # every page, each time
+
+
+def test_rotation_revokes_by_key_id_when_the_account_takes_no_name(emu: Any) -> None:
+    # DELETE /delete-api-key answers 422 to {"name"} and takes {"key_id"}: revoked by name only, each
+    # night's rotation left the replaced key alive (two live managed keys after every run).
+    emu.set_key_revocation("key_id")
+    first = run(ROTATE_ONCE)
+    second = run(ROTATE_ONCE)
+
+    assert first["state"] == second["state"] == "success"
+    doc = stored_doc()
+    assert second["value"]["revoked"] == [first["value"]["name"]]
+    assert managed_alive(emu) == [doc["name"]] == emu.alive_key_names()  # one managed key live, no other
+    assert doc["pending_revoke"] == [first["value"]["name"]] and works(emu, doc["api_key"])
