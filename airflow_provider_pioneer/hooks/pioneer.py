@@ -15,7 +15,11 @@ from urllib.parse import urlsplit, urlunsplit
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from airflow_provider_pioneer.exceptions import PioneerConfigurationError, PioneerError
+from airflow_provider_pioneer.exceptions import (
+    PioneerConfigurationError,
+    PioneerConnectionError,
+    PioneerError,
+)
 from airflow_provider_pioneer.stored_key import parse_stored, problem_message
 from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, normalize_host
 
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["PioneerHook", "parse_stored_key"]
 
 _TRUE = {"true", "1", "yes", "on"}
+#: Longest the Test button waits, seconds (connect and answer alike); it never retries.
+TEST_TIMEOUT = 5.0
 _N = TypeVar("_N", int, float)
 
 
@@ -224,19 +230,26 @@ class PioneerHook(BaseHook):
         *,
         max_retries: int | None = None,
         refresh_key: Callable[[], str | None] | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> PioneerClient:
         """A new client with this connection's settings but the given key (key rotation tests a fresh key).
 
         :param api_key: the key to send; masked from logs here.
         :param max_retries: override the retry budget (0 for a call that must never be repeated).
         :param refresh_key: see :class:`PioneerClient`.
+        :param timeout: override the per-request timeout, seconds.
+        :param deadline: override the per-call deadline, seconds.
         """
         # requests and tenacity load here, in the task, never when a DAG file is parsed.
         from airflow_provider_pioneer.client import PioneerClient
         from airflow_provider_pioneer.pacing import Pacer
 
         mask_secret(api_key)
-        timeout = self._timeout if self._timeout is not None else self._extra_number("timeout", 60.0, float)
+        if timeout is None:
+            timeout = (
+                self._timeout if self._timeout is not None else self._extra_number("timeout", 60.0, float)
+            )
         if max_retries is None:
             max_retries = self._max_retries
         if max_retries is None:
@@ -250,7 +263,7 @@ class PioneerHook(BaseHook):
             api_key,
             timeout=timeout,
             max_retries=max_retries,
-            deadline=self._extra_number("deadline", 600.0, float),
+            deadline=self._extra_number("deadline", 600.0, float) if deadline is None else deadline,
             pool_size=self.pool_size,
             allow_insecure_http=_as_bool(self._extras.get("allow_insecure_http", False)),
             pacer=self._pacer or Pacer(self.requests_per_minute),
@@ -335,11 +348,30 @@ class PioneerHook(BaseHook):
         )
 
     def test_connection(self) -> tuple[bool, str]:
-        """Back the UI's Test button: list the account's keys (free, no side effects)."""
+        """Back the UI's Test button: one page of the account's keys (free, no side effects).
+
+        Cheap on purpose: it runs in an api-server thread while a user waits, so it makes one short
+        attempt (:data:`TEST_TIMEOUT` seconds at most, or the connection's shorter ``timeout``) and
+        never retries: an unreachable host answers in seconds, not after the tasks' retry budget.
+        """
+        timeout = TEST_TIMEOUT
         try:
-            keys = self.list_api_keys()
+            key = self.get_api_key()
+            timeout = min(TEST_TIMEOUT, self._extra_number("timeout", TEST_TIMEOUT, float))
+            # The deadline only backs the timeout up (a trickled answer): a second past it.
+            client = self.client_for_key(key, max_retries=0, timeout=timeout, deadline=timeout + 1.0)
+            try:
+                keys, more = client.list_api_keys_page()
+            finally:
+                client.close()
+        except PioneerConnectionError as exc:
+            return False, (
+                f"{exc.message} (The Test button waits at most {timeout:g} s and does not retry; tasks use "
+                "the connection's own timeout and retries.)"
+            )
         except PioneerError as exc:
             return False, exc.message
         except Exception as exc:
             return False, f"{type(exc).__name__}: could not test the Pioneer connection."
-        return True, f"Connected to {self.base_url}; the key is valid ({len(keys)} keys on the account)."
+        count = f"{len(keys)}+" if more else str(len(keys))
+        return True, f"Connected to {self.base_url}; the key is valid ({count} keys on the account)."
