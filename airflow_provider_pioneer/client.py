@@ -50,7 +50,7 @@ from airflow_provider_pioneer.http_deadline import DeadlineAdapter, bounded_by
 from airflow_provider_pioneer.key_api import KeyManagement
 from airflow_provider_pioneer.pacing import Pacer
 from airflow_provider_pioneer.redaction import Redactor
-from airflow_provider_pioneer.responses import error_for_response, result_problem
+from airflow_provider_pioneer.responses import error_for_response, request_model, result_problem
 from airflow_provider_pioneer.urls import (
     CREATE_API_KEY,
     DEFAULT_BASE_URL,
@@ -157,6 +157,7 @@ class _CallState:
         self.retries = 0  # retries spent from max_retries (a warming model's waits are not)
         self.read_timeouts = 0
         self.key_refreshed = False
+        self.model: tuple[str, str] | None = None  # the model the body asks for, named in errors
 
 
 class PioneerClient:
@@ -353,6 +354,7 @@ class PioneerClient:
     ) -> Any:
         retries = self.max_retries if max_retries is None else max_retries
         state = _CallState(route, time.monotonic() + self.deadline, retries, headers)
+        state.model = request_model(body)
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: self._retryable(exc, state)),
             stop=lambda rs: self._should_stop(rs, state),
@@ -505,7 +507,7 @@ class PioneerClient:
                 "Set the connection host to the final base URL.",
                 status=response.status_code,
             )
-        error = error_for_response(response, state.what, self.redact)
+        error = error_for_response(response, state.what, self.redact, state.model)
         wait = None if error.retry_after is None else min(error.retry_after, self._max_retry_after)
         if isinstance(error, PioneerBillingError):
             pass  # waiting does not help; the caller fails fast
