@@ -20,6 +20,7 @@ from airflow_provider_pioneer.exceptions import (
     PioneerConnectionError,
     PioneerError,
 )
+from airflow_provider_pioneer.key_info import info_variable_name, lost_key_name
 from airflow_provider_pioneer.stored_key import parse_stored, problem_message
 from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, normalize_host
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from airflow_provider_pioneer.lifecycle.api import LifecycleClient
     from airflow_provider_pioneer.pacing import Pacer
 
-__all__ = ["PioneerHook", "parse_stored_key"]
+__all__ = ["PioneerHook", "parse_stored_key", "recorded_key_name"]
 
 _TRUE = {"true", "1", "yes", "on"}
 #: Longest the Test button waits, seconds (connect and answer alike); it never retries.
@@ -37,19 +38,37 @@ TEST_TIMEOUT = 5.0
 _N = TypeVar("_N", int, float)
 
 
-def parse_stored_key(value: Any, variable: str = "the key Variable") -> str | None:
+def parse_stored_key(
+    value: Any, variable: str = "the key Variable", lost_name: Callable[[], str | None] | None = None
+) -> str | None:
     """The API key inside a Variable's value: a plain key, or the rotation JSON ``{"api_key": ...}``.
 
     :param value: the Variable's value (``None``: absent).
     :param variable: its name, for the error message.
+    :param lost_name: reads the lost key's name from the rotation's unmasked companion Variable,
+        called only for a masked value.
     :raises PioneerConfigurationError: the value holds no usable key (malformed JSON, a document
         without a key, Airflow's masked ``***`` placeholder), with how to fix it.
     """
     stored = parse_stored(value)
-    message = problem_message(variable, stored)
+    recorded = lost_name() if stored.problem == "masked" and lost_name is not None else None
+    message = problem_message(variable, stored, recorded, info_variable_name(variable))
     if message:
         raise PioneerConfigurationError(message)
     return stored.api_key
+
+
+def recorded_key_name(variable_key: str) -> str | None:
+    """The key name the rotation's unmasked companion Variable records for ``variable_key`` (or ``None``)."""
+    info = info_variable_name(variable_key)
+    if info is None:
+        return None
+    from airflow.sdk import Variable
+
+    try:
+        return lost_key_name(Variable.get(info, default=None), variable_key)
+    except Exception:  # advice only: never hide the real problem behind a read failure
+        return None
 
 
 def _as_bool(value: Any) -> bool:
@@ -181,7 +200,7 @@ class PioneerHook(BaseHook):
                 "Could not read Variable %r for the Pioneer API key; using the connection's.", name
             )
             return None
-        key = parse_stored_key(value, name)
+        key = parse_stored_key(value, name, lambda: recorded_key_name(name))
         if key:
             mask_secret(key)
         return key

@@ -30,6 +30,7 @@ ROTATE_ONCE = "pioneer_test_rotation_once"
 KEEP_OLD = "pioneer_test_rotation_keep_old"
 STAGING = "pioneer_test_rotation_staging"
 STAGING_VAR = "pioneer_api_key_staging"
+INFO_VAR = "pioneer_key_rotation"  # the rotation's unmasked companion of VAR (key_info.py)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -744,15 +745,32 @@ def test_malformed_variable_fails_clearly_and_changes_nothing(
     assert emu.api_key not in out
 
 
+def shown_in_ui(key: str) -> str:
+    """The Variable's value as the UI's edit dialog shows it: Airflow's own Variable API response."""
+    from airflow.api_fastapi.core_api.datamodels.variables import VariableResponse
+
+    value = metastore_value(key)
+    assert value is not None, f"Variable {key!r} is not stored"
+    shown = VariableResponse(key=key, value=value, description=None, is_encrypted=True, team_name=None)
+    assert shown.val is not None
+    return shown.val
+
+
 def test_masked_placeholder_fails_clearly_and_the_documented_recovery_converges(
-    emu: Any, capfd: pytest.CaptureFixture[str]
+    emu: Any, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Night one stored a managed key; then someone opened the Variable in the UI's edit dialog and
-    # pressed Save: the value is now Airflow's masked rendering of the document.
+    # pressed Save. Airflow masks every value of a Variable named *api_key*: the key, and its name,
+    # dates and pending list too, so the document's own name reads '***'.
+    set_metastore(None, INFO_VAR)
     assert run(ROTATE)["state"] == "success"
     lost = stored_doc()
-    masked = json.dumps({**lost, "api_key": "***"})
-    set_metastore(masked)
+    masked = shown_in_ui(VAR)
+    assert lost["name"] not in masked and json.loads(masked)["name"] == "***"
+    # The companion Variable keeps what recovery needs where the UI shows it, and no key.
+    info = shown_in_ui(INFO_VAR)
+    assert json.loads(info)["name"] == lost["name"] and "***" not in info and lost["api_key"] not in info
+    set_metastore(masked)  # the dialog's Save
     created = emu.counters()["keys_created"]
 
     result = run(ROTATE)
@@ -763,11 +781,22 @@ def test_masked_placeholder_fails_clearly_and_the_documented_recovery_converges(
     assert works(emu, lost["api_key"])
     assert metastore_value() == masked
     out = capfd.readouterr().out
-    assert "masked placeholder" in out and f"the lost key is named {lost['name']!r}" in out
-    assert "set it to a working key" in out
+    assert "masked placeholder" in out and "named '***'" not in out
+    assert f"The lost key is named {lost['name']!r} (recorded in Variable {INFO_VAR!r})" in out
+    # The hook (every DAG using the connection) says the same.
+    monkeypatch.setenv(f"AIRFLOW_VAR_{VAR.upper()}", masked)
+    monkeypatch.setenv(f"AIRFLOW_VAR_{INFO_VAR.upper()}", info)
+    from airflow_provider_pioneer.exceptions import PioneerConfigurationError
+    from airflow_provider_pioneer.hooks.pioneer import PioneerHook
+
+    with pytest.raises(PioneerConfigurationError, match=f"The lost key is named {lost['name']!r}"):
+        PioneerHook().get_api_key()
+    monkeypatch.delenv(f"AIRFLOW_VAR_{VAR.upper()}")
+    monkeypatch.delenv(f"AIRFLOW_VAR_{INFO_VAR.upper()}")
 
     # The recovery the message gives (the connection's own key was revoked on night one): a key
     # made in the console, set with its name; rerun. The lost key is an unstored managed key: swept.
+    assert "create one in the Pioneer console" in out and "the first rotation revokes it" in out
     by_hand = emu.create_key("recovery")
     set_metastore(json.dumps({"api_key": by_hand, "name": "recovery"}))
     again = run(ROTATE)
@@ -776,6 +805,8 @@ def test_masked_placeholder_fails_clearly_and_the_documented_recovery_converges(
     assert works(emu, final["api_key"])
     assert emu.alive_key_names() == [final["name"]]
     assert sorted(again["value"]["revoked"]) == sorted(["recovery", lost["name"]])
+    assert json.loads(shown_in_ui(INFO_VAR))["name"] == final["name"]
+    set_metastore(None, INFO_VAR)
 
 
 # -- Pioneer's 50 creates per hour --------------------------------------------------------------
