@@ -326,12 +326,12 @@ class PioneerHook(BaseHook):
         return record
 
     def list_api_keys(self) -> list[dict[str, Any]]:
-        """The account's key records (never the key values)."""
+        """The account's key records (never the key values), every page of the listing."""
         return self.client.list_api_keys()
 
-    def delete_api_key(self, name: str) -> dict[str, Any]:
-        """Revoke the key called ``name`` (immediate and permanent)."""
-        return self.client.delete_api_key(name)
+    def delete_api_key(self, name: str, key_id: str | None = None) -> dict[str, Any]:
+        """Revoke the key called ``name`` (immediate and permanent); ``key_id`` if the server refuses names."""
+        return self.client.delete_api_key(name, key_id)
 
     def list_base_models(self) -> list[dict[str, Any]]:
         """The model catalogue (``GET /v1/models``, every page)."""
