@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Pages read at most: a bound against a server whose ``has_more`` never turns false.
 MAX_PAGES = 1000
+#: Fresh reads of a listing that changed between two of its offset pages.
+RESTARTS = 2
 
 Call = Callable[..., Any]
 
@@ -112,13 +114,34 @@ class KeyManagement:
         return page, next_page_params(doc, page, (_int(sent.get("offset")) or 0) + len(page), sent)
 
     def list_all(self) -> list[dict[str, Any]]:
-        """Every page of ``GET /list-api-keys`` (each record once, however the pages overlap)."""
+        """Every page of ``GET /list-api-keys`` (each record once, however the pages overlap).
+
+        An offset-paged listing shifts when a key is created or revoked between two pages (a
+        concurrent rotation), which would skip a live key: so each next page is asked with one record
+        of overlap, and when it does not start with the record read last, the listing is read again
+        from the start (at most :data:`RESTARTS` times).
+        """
+        for _ in range(RESTARTS + 1):
+            records = self._read_through()
+            if records is not None:
+                return records
+        raise PioneerResponseError(
+            f"Pioneer {LIST_API_KEYS} changed between its pages {RESTARTS + 1} times in a row (keys created "
+            "or revoked meanwhile, or a server that ignores the offset); the listing cannot be read whole. "
+            "Try again later."
+        )
+
+    def _read_through(self) -> list[dict[str, Any]] | None:
+        """One pass over the pages; ``None`` when an offset page did not start where the last one ended."""
         records: list[dict[str, Any]] = []
         seen: set[Any] = set()
         params: dict[str, Any] | None = None
+        expect: Any = None  # the record an overlapping offset page must start with
         for _ in range(MAX_PAGES):
             doc = self._call(LIST_API_KEYS, params=params)
             page = _records(doc)
+            if expect is not None and (not page or _identity(page[0]) != expect):
+                return None
             fresh = [r for r in page if _identity(r) not in seen]
             if params is not None and page and not fresh:
                 raise PioneerResponseError(
@@ -132,6 +155,10 @@ class KeyManagement:
             params = next_page_params(doc, page, max(position, len(records)), sent)
             if params is None:
                 return records
+            expect = None
+            if "offset" in params and len(page) >= 2:  # one record of overlap (a page of 1 could not advance)
+                params["offset"] -= 1
+                expect = _identity(page[-1])
         raise PioneerResponseError(
             f"Pioneer {LIST_API_KEYS} still had more keys after {MAX_PAGES} pages; refusing to read on."
         )

@@ -49,3 +49,35 @@ def test_a_server_that_ignores_the_paging_query_is_refused_not_looped() -> None:
     with pytest.raises(PioneerResponseError, match="same page again"):
         KeyManagement(call).list_all()
     assert calls == [None, {"after_id": "key_2"}]
+
+
+def offset_server(listings: list[list[dict[str, Any]]], size: int = 2) -> Any:
+    """An offset-paged listing that answers each request from the next state in ``listings`` (the last
+    one repeats): keys revoked between two pages, as a concurrent rotation does."""
+    calls: list[Any] = []
+
+    def call(route: Any, body: Any = None, params: Any = None, **_: Any) -> Any:
+        records = listings[min(len(calls), len(listings) - 1)]
+        calls.append(params)
+        start = (params or {}).get("offset", 0)
+        page = records[start : start + size]
+        return {"keys": page, "total": len(records), "offset": start, "limit": size}
+
+    call.calls = calls  # type: ignore[attr-defined]
+    return call
+
+
+def test_a_key_revoked_between_offset_pages_hides_no_live_key() -> None:
+    before = [rec(n) for n in range(5)]
+    after = [r for r in before if r["id"] != "key_0"]  # revoked after the first page was read
+    call = offset_server([before, after])
+    names = [r["name"] for r in KeyManagement(call).list_all()]
+    # Without the overlap the second page (offset 2 of the shifted list) would start at k3: k2 lost.
+    assert names == ["k1", "k2", "k3", "k4"]
+    assert call.calls[:2] == [None, {"offset": 1, "limit": 2}]  # one record of overlap
+
+
+def test_a_listing_that_keeps_shifting_is_refused() -> None:
+    states = [[rec(n) for n in range(i, i + 5)] for i in range(10)]  # a key revoked before every page
+    with pytest.raises(PioneerResponseError, match="changed between its pages"):
+        KeyManagement(offset_server(states)).list_all()
