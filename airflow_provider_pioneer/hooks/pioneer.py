@@ -385,8 +385,8 @@ class PioneerHook(BaseHook):
                 client.close()
         except PioneerConnectionError as exc:
             return False, (
-                f"{exc.message} (The Test button waits at most {timeout:g} s and does not retry; tasks use "
-                "the connection's own timeout and retries.)"
+                f"{exc.message} (The Test button waits at most {timeout:g} s, whatever the timeout extra, "
+                "and does not retry; tasks use the connection's own timeout and retries.)"
             )
         except PioneerError as exc:
             return False, exc.message
