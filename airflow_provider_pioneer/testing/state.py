@@ -123,7 +123,6 @@ class EmulatorState:
         self._buckets: dict[str, TokenBucket] = {}  # by key id (legacy) or account id (current)
         self._key_buckets: dict[str, TokenBucket] = {}  # by key id
         self._key_creations: dict[str, HourlyLog] = {}  # by account id; a limit, not a counter
-        self.key_variants = KeyVariants()  # paged listing, revocation by one field (key_variants.py)
         self._rpm = (
             self.profile.inference_rpm if c.rate_limit_per_minute == DEFAULT else c.rate_limit_per_minute
         )
@@ -147,6 +146,8 @@ class EmulatorState:
         self._in_flight = 0
         #: Datasets, training jobs and evaluations (``lifecycle.py``).
         self.lifecycle = LifecycleStore()
+        #: Paged key listing, revocation by one field (``key_variants.py``).
+        self.key_variants = KeyVariants()
         self.default_account = self._new_account(
             c.credits, c.spend_cap_tokens, c.credit_ceiling_tokens, c.credits_code, c.credit_ceiling_code
         )
