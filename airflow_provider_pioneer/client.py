@@ -47,15 +47,14 @@ from airflow_provider_pioneer.exceptions import (
     PioneerResponseError,
 )
 from airflow_provider_pioneer.http_deadline import DeadlineAdapter, bounded_by
+from airflow_provider_pioneer.key_api import KeyManagement
 from airflow_provider_pioneer.pacing import Pacer
 from airflow_provider_pioneer.redaction import Redactor
-from airflow_provider_pioneer.responses import error_for_response
+from airflow_provider_pioneer.responses import error_for_response, request_model, result_problem
 from airflow_provider_pioneer.urls import (
     CREATE_API_KEY,
     DEFAULT_BASE_URL,
-    DELETE_API_KEY,
     INFERENCE,
-    LIST_API_KEYS,
     LIST_MODELS,
     Route,
     validate_base_url,
@@ -158,6 +157,7 @@ class _CallState:
         self.retries = 0  # retries spent from max_retries (a warming model's waits are not)
         self.read_timeouts = 0
         self.key_refreshed = False
+        self.model: tuple[str, str] | None = None  # the model the body asks for, named in errors
 
 
 class PioneerClient:
@@ -232,6 +232,7 @@ class PioneerClient:
         self._refresh_lock = threading.Lock()
         self._api_key = api_key
         self._redactor.add(api_key)
+        self._keys = KeyManagement(self._call)
         self._session = requests.Session()
         adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
         self._session.mount("https://", adapter)
@@ -277,7 +278,7 @@ class PioneerClient:
         # request that asked for entities can say a result without them is malformed.
         wants_entities = isinstance(schema, list) or (isinstance(schema, dict) and "entities" in schema)
         for index, entry in enumerate(entries):
-            problem = _result_problem(entry, wants_entities)
+            problem = result_problem(entry, wants_entities)
             if problem:
                 where = f"result {index} of {len(texts)}" if isinstance(texts, list) else "the result"
                 raise PioneerResponseError(f"Pioneer {INFERENCE} answered HTTP 200 but {where} {problem}.")
@@ -294,17 +295,21 @@ class PioneerClient:
         return doc
 
     def list_api_keys(self) -> list[dict[str, Any]]:
-        """``GET /list-api-keys``: the account's key records (never key values)."""
-        doc = self._call(LIST_API_KEYS)
-        keys = doc.get("keys") if isinstance(doc, dict) else doc
-        if not isinstance(keys, list):
-            raise PioneerResponseError(f"Pioneer {LIST_API_KEYS} answered without a list of keys.")
-        return keys
+        """``GET /list-api-keys``: the account's key records (never key values), every page of them."""
+        return self._keys.list_all()
 
-    def delete_api_key(self, name: str) -> dict[str, Any]:
-        """``DELETE /delete-api-key``: revoke the key called ``name`` (immediate, permanent)."""
-        doc = self._call(DELETE_API_KEY, {"name": name})
-        return doc if isinstance(doc, dict) else {"deleted": True, "name": name}
+    def list_api_keys_page(
+        self, params: dict[str, Any] | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One page of ``GET /list-api-keys`` and the query of the next (``None`` after the last)."""
+        return self._keys.list_page(params)
+
+    def delete_api_key(self, name: str, key_id: str | None = None) -> dict[str, Any]:
+        """``DELETE /delete-api-key``: revoke the key called ``name`` (immediate, permanent).
+
+        :param key_id: the key's ``id``, used if the server refuses revocation by name (HTTP 422).
+        """
+        return self._keys.revoke(name, key_id)
 
     def list_base_models(self) -> list[dict[str, Any]]:
         """``GET /v1/models``: the model catalogue, every page of it."""
@@ -349,6 +354,7 @@ class PioneerClient:
     ) -> Any:
         retries = self.max_retries if max_retries is None else max_retries
         state = _CallState(route, time.monotonic() + self.deadline, retries, headers)
+        state.model = request_model(body)
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: self._retryable(exc, state)),
             stop=lambda rs: self._should_stop(rs, state),
@@ -501,7 +507,7 @@ class PioneerClient:
                 "Set the connection host to the final base URL.",
                 status=response.status_code,
             )
-        error = error_for_response(response, state.what, self.redact)
+        error = error_for_response(response, state.what, self.redact, state.model)
         wait = None if error.retry_after is None else min(error.retry_after, self._max_retry_after)
         if isinstance(error, PioneerBillingError):
             pass  # waiting does not help; the caller fails fast
@@ -584,21 +590,3 @@ class PioneerClient:
             wait,
             " (every request of this task waits for the server's Retry-After)" if held > 1.0 else "",
         )
-
-
-def _result_problem(entry: Any, wants_entities: bool) -> str | None:
-    """Why one entry of ``result`` is not a per-text result, or ``None`` when it is one.
-
-    :param wants_entities: the request's schema asked for entities, so the entry must carry them
-        (``{}`` is then a malformed answer, not "no entity found", which is ``{label: []}``).
-    """
-    if not isinstance(entry, dict):
-        return "is null" if entry is None else f"is a {type(entry).__name__}, not an object"
-    if wants_entities and "entities" not in entry:
-        return "has no 'entities' (expected {label: [entity, ...]})"
-    entities = entry.get("entities")
-    if "entities" in entry and not (
-        isinstance(entities, dict) and all(isinstance(v, list) for v in entities.values())
-    ):
-        return "has malformed 'entities' (expected {label: [entity, ...]})"
-    return None

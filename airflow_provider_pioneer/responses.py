@@ -43,6 +43,8 @@ __all__ = [
     "error_for_response",
     "is_billing_code",
     "parse_retry_after",
+    "request_model",
+    "result_problem",
     "summarize_body",
 ]
 
@@ -53,6 +55,10 @@ BILLING_CODES = frozenset(
 )
 INFERENCE_ROUTE_SUFFIX = "/inference"
 _MAX_SUMMARY = 300
+#: Request fields that name the model a call is about, and the statuses that may be about it.
+_MODEL_FIELDS = ("model_id", "base_model")
+_ABOUT_THE_MODEL = frozenset({400, 404, 409, 422, 425})
+_MAX_MODEL_SHOWN = 120
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
@@ -219,8 +225,22 @@ def is_billing_code(code: str | None) -> bool:
     return code in BILLING_CODES or any(word in code for word in ("credit", "card", "billing", "payment"))
 
 
+def request_model(body: Any) -> tuple[str, str] | None:
+    """The model a request body asks for, as ``(field, value)``: ``model_id`` (inference) or
+    ``base_model`` (training, evaluation); ``None`` when it names none."""
+    if isinstance(body, dict):
+        for name in _MODEL_FIELDS:
+            value = body.get(name)
+            if isinstance(value, str) and value.strip():
+                return name, value.strip()
+    return None
+
+
 def error_for_response(
-    response: requests.Response, what: str, redact: Callable[[str], str] = lambda s: s
+    response: requests.Response,
+    what: str,
+    redact: Callable[[str], str] = lambda s: s,
+    model: tuple[str, str] | None = None,
 ) -> PioneerError:
     """The typed exception for an error response (either API generation, any envelope).
 
@@ -228,13 +248,21 @@ def error_for_response(
     :param what: the call, e.g. ``"POST /inference"``, for the message.
     :param redact: scrubs secrets from anything the server echoed back; applied to the whole
         body before it is parsed, summarised or cut.
+    :param model: the model the request asked for (:func:`request_model`): a verdict that may be
+        about the model (400, 404, 409, 422, 425) names it, since the body often does not.
     """
     status = response.status_code
     text = _body_text(response, redact)
     body = _parse_json(text, response, redact) if text else None
     summary, detail = _summarize(text, response, body, redact)
     code = _code(body, response, redact)
-    message = f"Pioneer {what} failed with HTTP {status}: {summary}"
+    subject = ""
+    if model is not None and status in _ABOUT_THE_MODEL:
+        name, value = model[0], redact(model[1])
+        if value not in summary:
+            shown = value if len(value) <= _MAX_MODEL_SHOWN else value[: _MAX_MODEL_SHOWN - 3] + "..."
+            subject = f" for {name} {shown!r}"
+    message = f"Pioneer {what} failed with HTTP {status}{subject}: {summary}"
     kwargs: dict[str, Any] = {
         "status": status,
         "detail": detail,
@@ -255,6 +283,7 @@ def error_for_response(
         return PioneerAuthError(message, **kwargs)
     if status == 404:
         if inference:
+            message = message.rstrip() + ("" if message.rstrip().endswith((".", "?", "!")) else ".")
             message += " Check the model_id (is the model deployed?)."
         return PioneerNotFoundError(message, **kwargs)
     if status == 409 and inference:
@@ -277,3 +306,21 @@ def error_for_response(
     if status >= 500 or status == 408:
         return PioneerServerError(message, **kwargs)
     return PioneerError(message, **kwargs)
+
+
+def result_problem(entry: Any, wants_entities: bool) -> str | None:
+    """Why one entry of ``result`` is not a per-text result, or ``None`` when it is one.
+
+    :param wants_entities: the request's schema asked for entities, so the entry must carry them
+        (``{}`` is then a malformed answer, not "no entity found", which is ``{label: []}``).
+    """
+    if not isinstance(entry, dict):
+        return "is null" if entry is None else f"is a {type(entry).__name__}, not an object"
+    if wants_entities and "entities" not in entry:
+        return "has no 'entities' (expected {label: [entity, ...]})"
+    entities = entry.get("entities")
+    if "entities" in entry and not (
+        isinstance(entities, dict) and all(isinstance(v, list) for v in entities.values())
+    ):
+        return "has malformed 'entities' (expected {label: [entity, ...]})"
+    return None

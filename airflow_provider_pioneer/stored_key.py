@@ -98,24 +98,38 @@ def parse_stored(value: Any) -> StoredKey:
     return StoredKey(**fields, api_key=key.strip())
 
 
-def problem_message(variable: str, stored: StoredKey) -> str | None:
+def problem_message(
+    variable: str, stored: StoredKey, lost_name: str | None = None, info_variable: str | None = None
+) -> str | None:
     """What is wrong with the Variable and how to fix it, or ``None`` when it is usable (or absent).
 
     :param variable: the Variable's name, quoted in the message.
     :param stored: what :func:`parse_stored` read from it.
+    :param lost_name: the lost key's name, as the rotation's unmasked companion Variable records it
+        (the masked document's own ``name`` is ``***`` too, when saved from the UI).
+    :param info_variable: that companion Variable's name (see :mod:`~airflow_provider_pioneer.key_info`).
     """
     if stored.problem == "masked":
-        lost = (
-            f" (the lost key is named {stored.name!r}; it is still alive on Pioneer)" if stored.name else ""
-        )
+        name = lost_name or (stored.name if stored.name and not is_masked_placeholder(stored.name) else None)
+        if name:
+            where = f" (recorded in Variable {info_variable!r})" if lost_name and info_variable else ""
+            lost = f" The lost key is named {name!r}{where}; it is still alive on Pioneer."
+        else:
+            lost = " Its name on Pioneer is not known here" + (
+                f" (Variable {info_variable!r}, which records it, is not set)." if info_variable else "."
+            )
         return (
             f"Variable {variable!r} holds Airflow's masked placeholder '***' instead of an API key: it was "
-            "saved from the UI's edit dialog, which shows secrets masked, and the stored key is lost"
-            f"{lost}. To recover: set it to a working key, as "
-            '{"api_key": "<key>", "name": "<its name in Pioneer>"} (or delete the Variable, if the '
-            "connection's API key still works). Then run the key rotation: it stores a fresh key, "
-            "revokes the key you set, and revokes the lost one once it is older than "
-            "orphan_grace_period. Edit this Variable only by replacing its whole value."
+            "saved from the UI's edit dialog, which shows every value of a Variable whose name contains "
+            f"'api_key' as '***' (the key, and its name and dates too), so the stored key is lost.{lost} "
+            f"To recover: set Variable {variable!r} to a working key, as "
+            '{"api_key": "<key>", "name": "<its name in Pioneer>"} (create one in the Pioneer console '
+            "and note its name, if none is at hand), typing the whole value: no '***' may stay in it. Or "
+            "delete the Variable, but only if the connection's own API key was never revoked (the first "
+            "rotation revokes it). Then run the key "
+            "rotation: it stores a fresh key and revokes the key you set; a lost key named by the "
+            "rotation (its key_name_prefix) is revoked as an orphan once older than orphan_grace_period, "
+            "any other must be revoked in the Pioneer console."
         )
     if stored.problem == "malformed":
         return (

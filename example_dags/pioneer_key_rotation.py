@@ -33,6 +33,7 @@ try:  # Airflow 3.2+
 except ImportError:  # Airflow 3.1
     from airflow.exceptions import AirflowFailException
 
+from airflow_provider_pioneer.exceptions import PioneerAuthError
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
 from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOperator
 
@@ -74,9 +75,13 @@ with DAG(
                 f"using it still send the old, revoked key. Set the extra "
                 f'{{"key_variable": "{VARIABLE_KEY}"}} on the connection.'
             )
-        ok, message = hook.test_connection()
-        if not ok:
-            raise AirflowFailException(f"pioneer_default does not work with the rotated key: {message}")
+        # A real call with the client's retries (the UI's Test button, hook.test_connection, makes one
+        # short attempt only): a passing glitch is retried; a rejected key fails at once.
+        try:
+            keys = hook.list_api_keys()
+        except PioneerAuthError as exc:
+            raise AirflowFailException(f"pioneer_default does not work with the rotated key: {exc}") from None
+        message = f"the key is valid ({len(keys)} keys on the account)"
         # rotation["name"] is the key the Variable holds: this run's, or (superseded) the key a
         # concurrent rotation stored instead of it.
         log.info(

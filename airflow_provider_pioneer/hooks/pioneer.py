@@ -15,7 +15,12 @@ from urllib.parse import urlsplit, urlunsplit
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from airflow_provider_pioneer.exceptions import PioneerConfigurationError, PioneerError
+from airflow_provider_pioneer.exceptions import (
+    PioneerConfigurationError,
+    PioneerConnectionError,
+    PioneerError,
+)
+from airflow_provider_pioneer.key_info import info_variable_name, lost_key_name
 from airflow_provider_pioneer.stored_key import parse_stored, problem_message
 from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, normalize_host
 
@@ -25,25 +30,45 @@ if TYPE_CHECKING:
     from airflow_provider_pioneer.lifecycle.api import LifecycleClient
     from airflow_provider_pioneer.pacing import Pacer
 
-__all__ = ["PioneerHook", "parse_stored_key"]
+__all__ = ["PioneerHook", "parse_stored_key", "recorded_key_name"]
 
 _TRUE = {"true", "1", "yes", "on"}
+#: Longest the Test button waits, seconds (connect and answer alike); it never retries.
+TEST_TIMEOUT = 5.0
 _N = TypeVar("_N", int, float)
 
 
-def parse_stored_key(value: Any, variable: str = "the key Variable") -> str | None:
+def parse_stored_key(
+    value: Any, variable: str = "the key Variable", lost_name: Callable[[], str | None] | None = None
+) -> str | None:
     """The API key inside a Variable's value: a plain key, or the rotation JSON ``{"api_key": ...}``.
 
     :param value: the Variable's value (``None``: absent).
     :param variable: its name, for the error message.
+    :param lost_name: reads the lost key's name from the rotation's unmasked companion Variable,
+        called only for a masked value.
     :raises PioneerConfigurationError: the value holds no usable key (malformed JSON, a document
         without a key, Airflow's masked ``***`` placeholder), with how to fix it.
     """
     stored = parse_stored(value)
-    message = problem_message(variable, stored)
+    recorded = lost_name() if stored.problem == "masked" and lost_name is not None else None
+    message = problem_message(variable, stored, recorded, info_variable_name(variable))
     if message:
         raise PioneerConfigurationError(message)
     return stored.api_key
+
+
+def recorded_key_name(variable_key: str) -> str | None:
+    """The key name the rotation's unmasked companion Variable records for ``variable_key`` (or ``None``)."""
+    info = info_variable_name(variable_key)
+    if info is None:
+        return None
+    from airflow.sdk import Variable
+
+    try:
+        return lost_key_name(Variable.get(info, default=None), variable_key)
+    except Exception:  # advice only: never hide the real problem behind a read failure
+        return None
 
 
 def _as_bool(value: Any) -> bool:
@@ -175,7 +200,7 @@ class PioneerHook(BaseHook):
                 "Could not read Variable %r for the Pioneer API key; using the connection's.", name
             )
             return None
-        key = parse_stored_key(value, name)
+        key = parse_stored_key(value, name, lambda: recorded_key_name(name))
         if key:
             mask_secret(key)
         return key
@@ -224,19 +249,26 @@ class PioneerHook(BaseHook):
         *,
         max_retries: int | None = None,
         refresh_key: Callable[[], str | None] | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> PioneerClient:
         """A new client with this connection's settings but the given key (key rotation tests a fresh key).
 
         :param api_key: the key to send; masked from logs here.
         :param max_retries: override the retry budget (0 for a call that must never be repeated).
         :param refresh_key: see :class:`PioneerClient`.
+        :param timeout: override the per-request timeout, seconds.
+        :param deadline: override the per-call deadline, seconds.
         """
         # requests and tenacity load here, in the task, never when a DAG file is parsed.
         from airflow_provider_pioneer.client import PioneerClient
         from airflow_provider_pioneer.pacing import Pacer
 
         mask_secret(api_key)
-        timeout = self._timeout if self._timeout is not None else self._extra_number("timeout", 60.0, float)
+        if timeout is None:
+            timeout = (
+                self._timeout if self._timeout is not None else self._extra_number("timeout", 60.0, float)
+            )
         if max_retries is None:
             max_retries = self._max_retries
         if max_retries is None:
@@ -250,7 +282,7 @@ class PioneerHook(BaseHook):
             api_key,
             timeout=timeout,
             max_retries=max_retries,
-            deadline=self._extra_number("deadline", 600.0, float),
+            deadline=self._extra_number("deadline", 600.0, float) if deadline is None else deadline,
             pool_size=self.pool_size,
             allow_insecure_http=_as_bool(self._extras.get("allow_insecure_http", False)),
             pacer=self._pacer or Pacer(self.requests_per_minute),
@@ -294,12 +326,12 @@ class PioneerHook(BaseHook):
         return record
 
     def list_api_keys(self) -> list[dict[str, Any]]:
-        """The account's key records (never the key values)."""
+        """The account's key records (never the key values), every page of the listing."""
         return self.client.list_api_keys()
 
-    def delete_api_key(self, name: str) -> dict[str, Any]:
-        """Revoke the key called ``name`` (immediate and permanent)."""
-        return self.client.delete_api_key(name)
+    def delete_api_key(self, name: str, key_id: str | None = None) -> dict[str, Any]:
+        """Revoke the key called ``name`` (immediate and permanent); ``key_id`` if the server refuses names."""
+        return self.client.delete_api_key(name, key_id)
 
     def list_base_models(self) -> list[dict[str, Any]]:
         """The model catalogue (``GET /v1/models``, every page)."""
@@ -335,11 +367,30 @@ class PioneerHook(BaseHook):
         )
 
     def test_connection(self) -> tuple[bool, str]:
-        """Back the UI's Test button: list the account's keys (free, no side effects)."""
+        """Back the UI's Test button: one page of the account's keys (free, no side effects).
+
+        Cheap on purpose: it runs in an api-server thread while a user waits, so it makes one short
+        attempt (:data:`TEST_TIMEOUT` seconds at most, or the connection's shorter ``timeout``) and
+        never retries: an unreachable host answers in seconds, not after the tasks' retry budget.
+        """
+        timeout = TEST_TIMEOUT
         try:
-            keys = self.list_api_keys()
+            key = self.get_api_key()
+            timeout = min(TEST_TIMEOUT, self._extra_number("timeout", TEST_TIMEOUT, float))
+            # The deadline only backs the timeout up (a trickled answer): a second past it.
+            client = self.client_for_key(key, max_retries=0, timeout=timeout, deadline=timeout + 1.0)
+            try:
+                keys, more = client.list_api_keys_page()
+            finally:
+                client.close()
+        except PioneerConnectionError as exc:
+            return False, (
+                f"{exc.message} (The Test button waits at most {timeout:g} s, whatever the timeout extra, "
+                "and does not retry; tasks use the connection's own timeout and retries.)"
+            )
         except PioneerError as exc:
             return False, exc.message
         except Exception as exc:
             return False, f"{type(exc).__name__}: could not test the Pioneer connection."
-        return True, f"Connected to {self.base_url}; the key is valid ({len(keys)} keys on the account)."
+        count = f"{len(keys)}+" if more else str(len(keys))
+        return True, f"Connected to {self.base_url}; the key is valid ({count} keys on the account)."

@@ -47,7 +47,8 @@ from airflow_provider_pioneer.exceptions import (
     PioneerNotFoundError,
     PioneerRateLimitError,
 )
-from airflow_provider_pioneer.hooks.pioneer import PioneerHook
+from airflow_provider_pioneer.hooks.pioneer import PioneerHook, recorded_key_name
+from airflow_provider_pioneer.key_info import info_variable_name
 from airflow_provider_pioneer.operators._rotation import (
     StoredKey,
     build_document,
@@ -60,10 +61,10 @@ from airflow_provider_pioneer.operators._rotation import (
     key_names,
     managed_name,
     orphans,
-    parse_stored,
     problem_message,
     still_pending,
 )
+from airflow_provider_pioneer.operators._rotation_io import read_stored, restore, write_info
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -283,6 +284,7 @@ class PioneerKeyRotationOperator(BaseOperator):
         winner = self._store(document, new, pre)
         if winner is not None:
             return self._superseded(new, pending, winner, stored=False)
+        write_info(self.variable_key, new.name, new.created_at, pre.old_name, pending, self.log)
         revoked, failed = self._revoke(new, pre, pending, records)
         now_held = self._read_variable(strict=False)
         if now_held.api_key != new.key:
@@ -296,6 +298,9 @@ class PioneerKeyRotationOperator(BaseOperator):
                 f"not write. Key {new.name!r} is kept alive. Make the rotation the only writer of the "
                 "Variable, check what it holds now, then rerun."
             )
+        write_info(
+            self.variable_key, new.name, new.created_at, pre.old_name, failed, self.log, revoked=revoked
+        )
         self.log.info(
             "Pioneer key rotated: %s is stored in Variable %r; revoked %s.",
             new.name,
@@ -574,7 +579,7 @@ class PioneerKeyRotationOperator(BaseOperator):
             "Remove the shadowing entry, or point variable_key and the connection's key_variable "
             "at a Variable the rotation can own."
         )
-        restored, how = self._restore_variable(pre.stored)
+        restored, how = restore(self.variable_key, pre.stored)
         if not restored:
             # The metastore may keep the new key: deleting it would leave a dead key there, to
             # surface the day the shadowing entry is removed. Keep it alive instead.
@@ -588,23 +593,6 @@ class PioneerKeyRotationOperator(BaseOperator):
             f"{shadowed} {outcome} Variable {self.variable_key!r} was restored. The old key is "
             f"untouched. {fix}"
         )
-
-    def _restore_variable(self, before: StoredKey) -> tuple[bool, str]:
-        """Put back what readers saw before the write; ``(done, how it went)``."""
-        # Ideally the metastore's own earlier value; but a task cannot read the metastore behind a
-        # shadowing backend: Variable.get asks the backends first, and so does the Execution API's
-        # variable endpoint on the server side. So this writes the value every reader saw, the
-        # shadow's: the key DAGs use now, working, so the metastore never keeps a deleted key (it
-        # would surface the day the shadowing entry is removed). The metastore's own earlier value
-        # is overwritten; the key it named stays alive, untouched.
-        try:
-            if before.present and before.raw is not None:
-                Variable.set(self.variable_key, before.raw)
-            else:
-                Variable.delete(self.variable_key)
-        except Exception as exc:
-            return False, f"{type(exc).__name__}"
-        return True, "restored"
 
     def _revoke(
         self, new: _NewKey, pre: _Preflight, pending: list[str], records: list[dict[str, Any]]
@@ -736,17 +724,10 @@ class PioneerKeyRotationOperator(BaseOperator):
         :param strict: fail (``AirflowFailException``, nothing changed) on a value that holds no
             usable key, with how to fix it; else return it as read.
         """
-        try:
-            from airflow.sdk.execution_time.cache import SecretCache
-
-            SecretCache.invalidate_variable(self.variable_key)
-        except Exception:  # the cache is an optimisation; a stale read is caught by the checks
-            self.log.debug("Could not invalidate the cached Variable %r.", self.variable_key)
-        stored = parse_stored(Variable.get(self.variable_key, default=None))
-        if stored.api_key:
-            mask_secret(stored.api_key)
+        stored = read_stored(self.variable_key, self.log)
         if strict:
-            message = problem_message(self.variable_key, stored)
+            lost = recorded_key_name(self.variable_key) if stored.problem == "masked" else None
+            message = problem_message(self.variable_key, stored, lost, info_variable_name(self.variable_key))
             if message:
                 raise AirflowFailException(
                     f"Pioneer key rotation did not start: {message} Nothing was changed."

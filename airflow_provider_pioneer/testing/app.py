@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
-from airflow_provider_pioneer.testing import extractor, transport
+from airflow_provider_pioneer.testing import extractor, key_variants, transport
 from airflow_provider_pioneer.testing.faults import Fault, corrupt_results
 from airflow_provider_pioneer.testing.state import ApiKey, AuthError, EmulatorState
 
@@ -263,8 +263,12 @@ def create_app(state: EmulatorState) -> FastAPI:
         return JSONResponse(state.create_key_via_api(body.name, key))
 
     @app.get("/list-api-keys")
-    async def list_api_keys(key: ManagementKey) -> Response:
-        return JSONResponse({"keys": state.list_keys(account_of_key=key.value)})
+    async def list_api_keys(
+        key: ManagementKey, limit: Annotated[int | None, Query(ge=1)] = None, after_id: str | None = None,
+        offset: Annotated[int | None, Query(ge=0)] = None,
+    ) -> Response:  # fmt: skip
+        records = state.list_keys(account_of_key=key.value)
+        return JSONResponse(state.key_variants.page(records, limit=limit, after_id=after_id, offset=offset))
 
     @app.delete("/delete-api-key")
     async def delete_api_key(body: DeleteKeyBody, key: ManagementKey) -> Response:
@@ -272,7 +276,8 @@ def create_app(state: EmulatorState) -> FastAPI:
             raise RequestValidationError(
                 [_error(("body",), "Give the key's name or key_id", "missing", body.model_dump())]
             )
-        revoked = state.revoke(key.value, name=body.name, key_id=body.key_id)
+        name, key_id = state.key_variants.revocation(body.name, body.key_id)  # 422 for a field it refuses
+        revoked = state.revoke(key.value, name=name, key_id=key_id)
         if not revoked:
             return JSONResponse({"detail": "API key not found"}, status_code=404)
         return JSONResponse({"deleted": True, "name": body.name, "key_id": body.key_id, "revoked": revoked})
@@ -289,6 +294,7 @@ def create_app(state: EmulatorState) -> FastAPI:
 
     add_lifecycle_routes(app, state, ADMIN_PREFIX)
     _add_admin_routes(app, state)
+    key_variants.add_admin_routes(app, ADMIN_PREFIX, state.key_variants)
     return app
 
 

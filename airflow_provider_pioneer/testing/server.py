@@ -189,6 +189,17 @@ class EmulatorControl:
         """Per-key limit of the key-management endpoints (None disables)."""
         self._call("PUT", "key-rate-limit", {"per_minute": per_minute})
 
+    def set_key_listing(self, style: str | None, page_size: int | None = None) -> None:
+        """Page ``GET /list-api-keys`` in Pioneer's ``"cursor"`` style (``after_id``; ``has_more``,
+        ``last_id``) or ``"offset"`` style (``offset``; ``total``, ``has_more``), ``page_size`` keys a
+        page; ``None``: one page (API.md)."""
+        self._call("PUT", "key-listing", {"style": style, "page_size": page_size})
+
+    def set_key_revocation(self, accepts: str) -> None:
+        """What ``DELETE /delete-api-key`` accepts: ``"any"`` (default), only ``"name"`` or only
+        ``"key_id"``; the other field alone answers 422."""
+        self._call("PUT", "key-revocation", {"accepts": accepts})
+
     def set_create_key_limit(self, per_hour: int | None) -> None:
         """``POST /create-api-key`` calls per account and rolling hour (None: unlimited)."""
         self._call("PUT", "create-key-limit", {"per_hour": per_hour})

@@ -28,6 +28,7 @@ from airflow_provider_pioneer.testing.catalog import BASE_MODELS
 from airflow_provider_pioneer.testing.config import DEFAULT, EmulatorConfig, check_codes, check_money_settings
 from airflow_provider_pioneer.testing.errors import AuthError
 from airflow_provider_pioneer.testing.faults import BAD_RESULTS, ECHO_ENVELOPES, FAULT_KINDS, Fault
+from airflow_provider_pioneer.testing.key_variants import KeyVariants
 from airflow_provider_pioneer.testing.lifecycle import LifecycleStore
 from airflow_provider_pioneer.testing.limiters import LimiterPool
 from airflow_provider_pioneer.testing.limits import HourlyLog, SlidingPeak, TokenBucket, retry_after
@@ -144,6 +145,8 @@ class EmulatorState:
         self._in_flight = 0
         #: Datasets, training jobs and evaluations (``lifecycle.py``).
         self.lifecycle = LifecycleStore()
+        #: Paged key listing, revocation by one field (``key_variants.py``).
+        self.key_variants = KeyVariants()
         self.default_account = self._new_account(
             c.credits, c.spend_cap_tokens, c.credit_ceiling_tokens, c.credits_code, c.credit_ceiling_code
         )

@@ -30,6 +30,7 @@ ROTATE_ONCE = "pioneer_test_rotation_once"
 KEEP_OLD = "pioneer_test_rotation_keep_old"
 STAGING = "pioneer_test_rotation_staging"
 STAGING_VAR = "pioneer_api_key_staging"
+INFO_VAR = "pioneer_key_rotation"  # the rotation's unmasked companion of VAR (key_info.py)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -744,15 +745,32 @@ def test_malformed_variable_fails_clearly_and_changes_nothing(
     assert emu.api_key not in out
 
 
+def shown_in_ui(key: str) -> str:
+    """The Variable's value as the UI's edit dialog shows it: Airflow's own Variable API response."""
+    from airflow.api_fastapi.core_api.datamodels.variables import VariableResponse
+
+    value = metastore_value(key)
+    assert value is not None, f"Variable {key!r} is not stored"
+    shown = VariableResponse(key=key, value=value, description=None, is_encrypted=True, team_name=None)
+    assert shown.val is not None
+    return shown.val
+
+
 def test_masked_placeholder_fails_clearly_and_the_documented_recovery_converges(
-    emu: Any, capfd: pytest.CaptureFixture[str]
+    emu: Any, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Night one stored a managed key; then someone opened the Variable in the UI's edit dialog and
-    # pressed Save: the value is now Airflow's masked rendering of the document.
+    # pressed Save. Airflow masks every value of a Variable named *api_key*: the key, and its name,
+    # dates and pending list too, so the document's own name reads '***'.
+    set_metastore(None, INFO_VAR)
     assert run(ROTATE)["state"] == "success"
     lost = stored_doc()
-    masked = json.dumps({**lost, "api_key": "***"})
-    set_metastore(masked)
+    masked = shown_in_ui(VAR)
+    assert lost["name"] not in masked and json.loads(masked)["name"] == "***"
+    # The companion Variable keeps what recovery needs where the UI shows it, and no key.
+    info = shown_in_ui(INFO_VAR)
+    assert json.loads(info)["name"] == lost["name"] and "***" not in info and lost["api_key"] not in info
+    set_metastore(masked)  # the dialog's Save
     created = emu.counters()["keys_created"]
 
     result = run(ROTATE)
@@ -763,11 +781,22 @@ def test_masked_placeholder_fails_clearly_and_the_documented_recovery_converges(
     assert works(emu, lost["api_key"])
     assert metastore_value() == masked
     out = capfd.readouterr().out
-    assert "masked placeholder" in out and f"the lost key is named {lost['name']!r}" in out
-    assert "set it to a working key" in out
+    assert "masked placeholder" in out and "named '***'" not in out
+    assert f"The lost key is named {lost['name']!r} (recorded in Variable {INFO_VAR!r})" in out
+    # The hook (every DAG using the connection) says the same.
+    monkeypatch.setenv(f"AIRFLOW_VAR_{VAR.upper()}", masked)
+    monkeypatch.setenv(f"AIRFLOW_VAR_{INFO_VAR.upper()}", info)
+    from airflow_provider_pioneer.exceptions import PioneerConfigurationError
+    from airflow_provider_pioneer.hooks.pioneer import PioneerHook
+
+    with pytest.raises(PioneerConfigurationError, match=f"The lost key is named {lost['name']!r}"):
+        PioneerHook().get_api_key()
+    monkeypatch.delenv(f"AIRFLOW_VAR_{VAR.upper()}")
+    monkeypatch.delenv(f"AIRFLOW_VAR_{INFO_VAR.upper()}")
 
     # The recovery the message gives (the connection's own key was revoked on night one): a key
     # made in the console, set with its name; rerun. The lost key is an unstored managed key: swept.
+    assert "create one in the Pioneer console" in out and "the first rotation revokes it" in out
     by_hand = emu.create_key("recovery")
     set_metastore(json.dumps({"api_key": by_hand, "name": "recovery"}))
     again = run(ROTATE)
@@ -776,6 +805,8 @@ def test_masked_placeholder_fails_clearly_and_the_documented_recovery_converges(
     assert works(emu, final["api_key"])
     assert emu.alive_key_names() == [final["name"]]
     assert sorted(again["value"]["revoked"]) == sorted(["recovery", lost["name"]])
+    assert json.loads(shown_in_ui(INFO_VAR))["name"] == final["name"]
+    set_metastore(None, INFO_VAR)
 
 
 # -- Pioneer's 50 creates per hour --------------------------------------------------------------
@@ -862,3 +893,39 @@ def test_names_stay_readable_and_only_keys_are_masked(emu: Any, capfd: pytest.Ca
     # The keys themselves are masked wherever they would appear.
     for key in (emu.api_key, doc["api_key"]):
         assert key not in logs and redact(f"key {key} here") == "key *** here"
+
+
+# -- every documented variant of key management (issue 18, item 4) --------------------------------
+
+
+@pytest.mark.parametrize("style", ["cursor", "offset"])
+def test_rotation_follows_a_paged_key_listing_in_preflight_and_verify(emu: Any, style: str) -> None:
+    # One key a page: the old key (the second key of the account) is on page 2 at preflight, the new
+    # key on page 3 at verification. Read as one page, preflight says the old key is not alive and
+    # verification deletes the new key as "does not list itself".
+    old_key = emu.create_key("hand-made")
+    set_metastore(build_document(old_key, "hand-made", None, []))
+    emu.set_key_listing(style, page_size=1)
+
+    result = run(ROTATE_ONCE)
+
+    assert result["state"] == "success"
+    doc = stored_doc()
+    assert result["value"]["revoked"] == ["hand-made"]
+    assert works(emu, doc["api_key"]) and not works(emu, old_key)
+    assert emu.alive_key_names() == ["bootstrap", doc["name"]]  # the unmanaged bootstrap key is untouched
+    assert emu.counters()["requests"]["GET /list-api-keys"] >= 6  # every page, each time
+
+
+def test_rotation_revokes_by_key_id_when_the_account_takes_no_name(emu: Any) -> None:
+    # DELETE /delete-api-key answers 422 to {"name"} and takes {"key_id"}: revoked by name only, each
+    # night's rotation left the replaced key alive (two live managed keys after every run).
+    emu.set_key_revocation("key_id")
+    first = run(ROTATE_ONCE)
+    second = run(ROTATE_ONCE)
+
+    assert first["state"] == second["state"] == "success"
+    doc = stored_doc()
+    assert second["value"]["revoked"] == [first["value"]["name"]]
+    assert managed_alive(emu) == [doc["name"]] == emu.alive_key_names()  # one managed key live, no other
+    assert doc["pending_revoke"] == [first["value"]["name"]] and works(emu, doc["api_key"])

@@ -305,8 +305,11 @@ def test_shadowed_write_deletes_the_new_key_only_once_the_variable_is_restored(
     before = parse_stored(build_document(KEY, "old", None, []))
     pre = key_rotation._Preflight(KEY, "Variable", before, "old", "Variable", ({"name": "old"},), ())
     new = key_rotation._NewKey(new_key, "airflow-pioneer_api_key-20250101T000000000000Z", "t")
+    from airflow_provider_pioneer.operators import _rotation_io
+
     variable = _ShadowedVariable(writes_fail=restore_fails)
     monkeypatch.setattr(key_rotation, "Variable", variable)
+    monkeypatch.setattr(_rotation_io, "Variable", variable)  # the restore's write
     op = PioneerKeyRotationOperator(task_id="rotate")
     discarded: list[str] = []
     monkeypatch.setattr(op, "_discard", lambda name: (discarded.append(name), (True, "Key was deleted."))[1])
