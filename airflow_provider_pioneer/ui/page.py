@@ -1,6 +1,13 @@
 """The Pioneer view as one server-rendered HTML page: tables, an inline SVG chart, no CDN, no framework.
 
-Every value is HTML-escaped. The page follows the Airflow UI's theme when it is shown inside the UI
+Every value is HTML-escaped. Links into the Airflow UI (a task's log, a run) leave the UI's iframe
+for the UI itself: Airflow 3.3 sandboxes plugin iframes with ``allow-scripts allow-same-origin
+allow-forms allow-downloads``, so neither ``target="_top"`` (no ``allow-top-navigation``) nor
+``target="_blank"`` (no ``allow-popups``) works; the page's script follows such a link through an
+anchor in the (same-origin) parent document instead, and without the parent (the page opened on
+its own) it is a plain link. Times are ISO 8601 with their offset, shown in the UI's timezone (the
+one the user picked in the UI, which it keeps in ``localStorage["timezone"]``, else the browser's).
+The page follows the Airflow UI's theme when it is shown inside the UI
 (the UI marks its ``<html>`` with the class ``dark`` or ``light``), else the browser's
 ``prefers-color-scheme``.
 """
@@ -10,7 +17,7 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import urlencode
 
-from airflow_provider_pioneer.ui.data import DailyTotal, InferenceRow, RotationStatus, ViewData
+from airflow_provider_pioneer.ui.records import DailyTotal, InferenceRow, RotationStatus, ViewData
 
 __all__ = ["render_page"]
 
@@ -42,6 +49,7 @@ td.n, th.n { text-align:right; }
 .pager { margin:8px 0; color:var(--muted); } .pager a { margin-right:12px; }
 svg text { fill:var(--muted); font-size:10px; }
 .legend span { display:inline-block; margin-right:16px; }
+.hidden { color:var(--muted); font-style:italic; }
 .sw { display:inline-block; width:10px; height:10px; margin-right:4px; vertical-align:middle; }
 """
 
@@ -66,6 +74,50 @@ _THEME_JS = """
 })();
 """
 
+# Links into the UI: through an anchor in the parent's document, which the iframe's sandbox does
+# not restrict (a same-origin parent); a plain link when the page is not in a frame.
+_LINK_JS = """
+document.addEventListener('click', function (ev) {
+  var a = ev.target && ev.target.closest ? ev.target.closest('a[data-ui-link]') : null;
+  if (!a || ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+  if (!window.parent || window.parent === window) return;
+  try {
+    var doc = window.parent.document;
+    var link = doc.createElement('a');
+    link.href = a.href;
+    doc.body.appendChild(link);
+    ev.preventDefault();
+    link.click();
+    link.remove();
+  } catch (e) { /* another origin: the link opens inside the frame */ }
+});
+"""
+
+# Times: <time datetime="ISO"> rendered in the UI's timezone (the UI's own localStorage choice).
+_TIME_JS = """
+(function () {
+  var zone = null;
+  try { var saved = window.localStorage.getItem('timezone'); if (saved) zone = JSON.parse(saved); } catch (e) {}
+  var format;
+  try {
+    format = new Intl.DateTimeFormat('sv-SE', { timeZone: zone || undefined, year: 'numeric', month: '2-digit',
+      day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short' });
+  } catch (e) {
+    format = new Intl.DateTimeFormat('sv-SE', { year: 'numeric', month: '2-digit', day: '2-digit',
+      hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short' });
+  }
+  var zoneName = format.resolvedOptions().timeZone;
+  document.querySelectorAll('time[datetime]').forEach(function (t) {
+    var when = new Date(t.getAttribute('datetime'));
+    if (isNaN(when.getTime())) return;
+    t.textContent = format.format(when);
+    t.title = t.getAttribute('datetime');
+  });
+  document.querySelectorAll('[data-timezone]').forEach(function (el) { el.textContent = zoneName; });
+  document.documentElement.dataset.timezone = zoneName;
+})();
+"""
+
 
 def _e(value: object) -> str:
     return escape("" if value is None else str(value), quote=True)
@@ -87,6 +139,22 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
+def _time(value: str | None) -> str:
+    """An ISO time (with its offset) the browser shows in the UI's timezone; the ISO text without script."""
+    if not value:
+        return "&ndash;"
+    return f"<time datetime='{_e(value)}'>{_e(value)}</time>"
+
+
+def _ui_link(href: str, text: str, kind: str) -> str:
+    return f"<a href='{_e(href)}' data-ui-link='{kind}'>{text}</a>"
+
+
+_HIDDEN = (
+    "<span class='hidden' title='the auth manager does not let you read this'>hidden: no permission</span>"
+)
+
+
 def _task_cell(row: InferenceRow) -> str:
     if row.map_index < 0:
         return _e(row.task_id)
@@ -105,26 +173,33 @@ def _runs_table(rows: list[InferenceRow]) -> str:
     body = []
     for r in rows:
         state = r.state or "none"
+        counts = (
+            [_num(r.texts), _num(r.failed), _num(r.tokens), _num(r.rate_limited)]
+            if not r.summary_hidden
+            else [_HIDDEN, "", "", ""]
+        )
+        out = _HIDDEN if r.summary_hidden else (_e(r.output_path) if r.output_path else "XCom")
         body.append(
             "<tr data-dag-id='{dag}' data-run-id='{run}' data-task-id='{task}' data-map-index='{mi}'>"
-            "<td>{dag}</td><td>{run}</td><td>{task_cell}</td><td class='state state-{state}'>{state}</td>"
+            "<td>{dag}</td><td>{run_link}</td><td>{task_cell}</td><td class='state state-{state}'>{state}</td>"
             "<td class='n texts'>{texts}</td><td class='n failed'>{failed}</td><td class='n tokens'>{tokens}</td>"
             "<td class='n'>{limited}</td><td class='n'>{dur}</td><td class='n'>{rate}</td>"
-            "<td class='path'>{out}</td><td><a href='{log}' target='_top'>log</a></td></tr>".format(
+            "<td class='path'>{out}</td><td>{log}</td></tr>".format(
                 dag=_e(r.dag_id),
                 run=_e(r.run_id),
                 task=_e(r.task_id),
                 mi=r.map_index,
                 task_cell=_task_cell(r),
                 state=_e(state),
-                texts=_num(r.texts),
-                failed=_num(r.failed),
-                tokens=_num(r.tokens),
-                limited=_num(r.rate_limited),
+                run_link=_ui_link(r.run_url, _e(r.run_id), "run") if r.run_url else _e(r.run_id),
+                texts=counts[0],
+                failed=counts[1],
+                tokens=counts[2],
+                limited=counts[3],
                 dur=_duration(r.duration_s),
-                rate=_num(r.texts_per_s, 1),
-                out=_e(r.output_path) if r.output_path else "XCom",
-                log=_e(r.log_url),
+                rate="" if r.summary_hidden else _num(r.texts_per_s, 1),
+                out=out,
+                log=_ui_link(r.log_url, "log", "log"),
             )
         )
     return f"<table id='runs'><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
@@ -191,6 +266,16 @@ def _chart(daily: list[DailyTotal]) -> str:
     return "".join(parts) + legend
 
 
+def _hidden_note(dag_ids: list[str], what: str) -> str:
+    if not dag_ids:
+        return ""
+    names = ", ".join(dag_ids)
+    return (
+        f"<p class='sub hidden-note' data-hidden='{_e(what)}'>{_e(what)} of {len(dag_ids)} DAG(s) "
+        f"hidden: no permission ({_e(names)}).</p>"
+    )
+
+
 def _rotation_section(rotations: list[RotationStatus], max_age: int) -> str:
     if not rotations:
         return "<p class='sub'>No Pioneer key rotation task has run in the DAGs you may read.</p>"
@@ -205,21 +290,24 @@ def _rotation_section(rotations: list[RotationStatus], max_age: int) -> str:
     )
     body = []
     for r in rotations:
-        if r.key_name is None and not r.variable_readable:
-            key = "<i>you may not read this Variable</i>"
+        if not r.variable_readable:
+            key = "<span class='hidden'>hidden: no permission to read this Variable</span>"
+        elif r.key_problem is not None:
+            key = "<strong class='state-failed key-problem'>no usable key</strong>"
         else:
             key = _e(r.key_name or "unknown") + (
-                f"<br><span class='sub'>created {_e(r.key_created_at)}</span>" if r.key_created_at else ""
+                f"<br><span class='sub'>created {_time(r.key_created_at)}</span>" if r.key_created_at else ""
             )
         age = "&ndash;" if r.key_age_days is None else f"{r.key_age_days:.1f} days"
-        nxt = "paused" if r.paused else (_e(r.next_run_after) if r.next_run_after else "not scheduled")
-        last = (
-            f"<a href='{_e(r.last_log_url)}' target='_top'>{_e(r.last_run_id)}</a>"
-            f"<br><span class='sub'>{_e(r.dag_id)}.{_e(r.task_id)}</span>"
-        )
+        nxt = "paused" if r.paused else (_time(r.next_run_after) if r.next_run_after else "not scheduled")
+        run = _ui_link(r.last_run_url, _e(r.last_run_id), "run") if r.last_run_url else _e(r.last_run_id)
+        log = _ui_link(r.last_log_url, "log", "log") if r.last_log_url else ""
+        ended = f" · ended {_time(r.last_end_date)}" if r.last_end_date else ""
+        last = f"{run} ({log}){ended}<br><span class='sub'>{_e(r.dag_id)}.{_e(r.task_id)}</span>"
+        pending = (_e(", ".join(r.pending_revoke)) or "none") if r.variable_readable else _HIDDEN
         body.append(
             f"<tr data-variable='{_e(r.variable)}'><td>{_e(r.variable)}</td><td>{key}</td><td class='n'>{age}</td>"
-            f"<td>{_e(', '.join(r.pending_revoke)) or 'none'}</td><td>{last}</td>"
+            f"<td>{pending}</td><td>{last}</td>"
             f"<td class='state state-{_e(r.last_state)}'>{_e(r.last_state)}</td><td>{nxt}</td></tr>"
         )
     note = f"<p class='sub'>A key older than {max_age} days, or a failed last rotation, is flagged above.</p>"
@@ -235,12 +323,17 @@ def render_page(data: ViewData, *, json_url: str) -> str:
         f"<style>{_CSS}</style><script>{_THEME_JS}</script></head><body>"
         "<h1>Pioneer</h1>"
         f"<p class='sub'>Inference runs and key rotation in the DAGs you may read · generated "
-        f"{_e(data.generated_at)} · <a href='{_e(json_url)}'>JSON</a></p>"
+        f"{_time(data.generated_at)} · times in <span data-timezone>UTC</span> · "
+        f"<a href='{_e(json_url)}' id='json-link'>JSON</a></p>"
         "<h2>Key rotation</h2>"
+        f"{_hidden_note(data.hidden_task_instances, 'Task instances')}"
         f"{_rotation_section(data.rotations, data.key_max_age_days)}"
         f"<h2>Texts and tokens per day (last {len(data.daily)} days, UTC)</h2>"
+        f"{_hidden_note(data.hidden_xcoms, 'XComs (texts and tokens)')}"
         f"{_chart(data.daily)}"
         "<h2>Inference runs</h2>"
+        f"{_hidden_note(data.hidden_task_instances, 'Task instances')}"
         f"{_pager(data)}{_runs_table(data.runs)}"
+        f"<script>{_LINK_JS}</script><script>{_TIME_JS}</script>"
         "</body></html>"
     )

@@ -195,7 +195,7 @@ def test_rotation_warns_on_an_old_key_and_a_failed_run(session: object) -> None:
     assert html.count("class='warn'") == 2
 
 
-def test_rotation_without_variable_access_shows_only_the_returned_name(session: object) -> None:
+def test_rotation_without_variable_access_shows_no_key_name(session: object) -> None:
     created = NOW - timedelta(days=1)
     set_variable(
         session,
@@ -217,14 +217,16 @@ def test_rotation_without_variable_access_shows_only_the_returned_name(session: 
         returned={"name": "from-xcom", "created_at": created.isoformat(), "revoked": []},
     )
     (status,) = collect(session, dag_ids=DAGS, now=NOW, can_read_variable=lambda name: False).rotations
-    assert (status.key_name, status.pending_revoke, status.variable_readable) == ("from-xcom", [], False)
+    assert (status.key_name, status.pending_revoke, status.variable_readable) == (None, [], False)
     # And a user who may not read the rotation DAG sees no rotation at all.
     assert collect(session, dag_ids=["view_dag_a"], now=NOW).rotations == []
 
 
-# --- Through Airflow's api-server app: authentication, per-user DAGs, the nav entry -------------
+# --- Through Airflow's api-server app: authentication, per-user DAGs and entities, the nav entry --
 
 CHILD = Path(__file__).with_name("pioneer_view_child.py")
+#: Admins of this test's DAGs, each denied one entity by the auth manager (FAB grants them apart).
+DENIED = {"carol": ["XCOM"], "dave": ["TASK_INSTANCE"], "erin": ["VARIABLE"], "frank": ["RUN"]}
 
 
 def _requests(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -232,11 +234,17 @@ def _requests(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
         **os.environ,
         "PYTHONPATH": str(REPO),
         "AIRFLOW__CORE__AUTH_MANAGER": "tests.restricted_auth.RestrictedAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:admin,bob:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            ["alice:admin", "bob:viewer"] + [f"{name}:admin" for name in DENIED]
+        ),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
         # alice is an admin, limited to this test's DAGs only because the suite's other tests leave
         # their runs and rotations in the same metastore (they would fill her first page).
-        "PIONEER_TEST_DAG_ACCESS": json.dumps({"bob": ["view_dag_b"], "alice": DAGS}),
+        "PIONEER_TEST_DAG_ACCESS": json.dumps(
+            {"bob": ["view_dag_b"], "alice": DAGS, **{name: DAGS for name in DENIED}}
+        ),
+        "PIONEER_TEST_DENY": json.dumps(DENIED),
+        "PIONEER_VIEW_DENIED_USERS": ",".join(DENIED),
         "AIRFLOW__PIONEER__KEY_MAX_AGE_DAYS": "7",
     }
     result = subprocess.run(
@@ -252,25 +260,51 @@ def _requests(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return {(r["who"], r["path"]): r for r in lines}
 
 
-def test_the_view_needs_a_user_and_shows_only_their_dags(session: Any, tmp_path: Path) -> None:
-    _seed_two_dags(session)
-    seed_dags(session, ["view_dag_a", "view_dag_b", "view_rotation"])
-    created = datetime.now(UTC) - timedelta(days=10, hours=1)
-    set_variable(
-        session,
-        VARIABLE,
-        {"api_key": SECRET, "name": "airflow-pioneer-k1", "created_at": created.isoformat()},
-    )
-    seed_rotation(
-        session,
-        dag_id="view_rotation",
-        run_id="rot_1",
-        state="success",
-        ended=created,
-        variable=VARIABLE,
-        returned={"name": "airflow-pioneer-k1", "created_at": created.isoformat(), "revoked": []},
-    )
-    got = _requests(tmp_path)
+@pytest.fixture(scope="module")
+def served(
+    airflow_db: object,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
+    """Seed the view's DAGs once and ask the real api-server app as every caller (one child process)."""
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    with create_session() as s:
+        clear(s, DAGS)
+        _seed_two_dags(s)
+        seed_dags(s, ["view_dag_a", "view_dag_b", "view_rotation"])
+        created = datetime.now(UTC) - timedelta(days=10, hours=1)
+        set_variable(
+            s,
+            VARIABLE,
+            {
+                "api_key": SECRET,
+                "name": "airflow-pioneer-k1",
+                "created_at": created.isoformat(),
+                "pending_revoke": ["airflow-pioneer-k0"],
+            },
+        )
+        seed_rotation(
+            s,
+            dag_id="view_rotation",
+            run_id="rot_1",
+            state="success",
+            ended=created,
+            variable=VARIABLE,
+            returned={"name": "airflow-pioneer-k1", "created_at": created.isoformat(), "revoked": []},
+        )
+    try:
+        yield _requests(tmp_path_factory.mktemp("view"))
+    finally:
+        with create_session() as s:
+            clear(s, DAGS)
+            s.query(Variable).filter(Variable.key == VARIABLE).delete()
+
+
+def test_the_view_needs_a_user_and_shows_only_their_dags(
+    served: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    got = served
     for who, status in (("anonymous", 401), ("forged", 403)):
         for path in ("/pioneer/", "/pioneer/api/view"):
             answer = got[(who, path)]
@@ -282,9 +316,11 @@ def test_the_view_needs_a_user_and_shows_only_their_dags(session: Any, tmp_path:
     assert (
         "view_dag_a" in page["body"] and "view_dag_b" in page["body"] and "airflow-pioneer-k1" in page["body"]
     )
+    assert "hidden: no permission" not in page["body"]
     alice = json.loads(got[("alice-cookie", "/pioneer/api/view")]["body"])
     assert {r["dag_id"] for r in alice["runs"]} == {"view_dag_a", "view_dag_b"}
     assert [r["variable"] for r in alice["rotations"]] == [VARIABLE]
+    assert alice["hidden_task_instances"] == [] and alice["hidden_xcoms"] == []
     # [pioneer] key_max_age_days = 7: the 10-day-old key is flagged, on the page too.
     assert alice["key_max_age_days"] == 7
     assert "10 days old (limit 7)" in page["body"] and "role='alert'" in page["body"]
@@ -305,3 +341,52 @@ def test_the_view_needs_a_user_and_shows_only_their_dags(session: Any, tmp_path:
     assert pioneer["fastapi_apps"][0]["url_prefix"] == "/pioneer"
     assert pioneer["external_views"][0]["href"] == "/pioneer/"
     assert pioneer["external_views"][0]["destination"] == "nav"
+
+
+def _answers(got: dict[tuple[str, str], dict[str, Any]], who: str) -> tuple[str, dict[str, Any]]:
+    page, data = got[(who, "/pioneer/")], got[(who, "/pioneer/api/view")]
+    assert page["status_code"] == 200 and data["status_code"] == 200, (page, data)
+    return page["body"], json.loads(data["body"])
+
+
+def test_without_xcom_access_no_counts_paths_or_returned_names(
+    served: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    html, data = _answers(served, "carol")
+    for body in (html, json.dumps(data)):
+        assert "file:///data/out.jsonl" not in body and "2,000" not in body and "2000" not in body
+    # The task instances show (carol may read them), their summaries do not, and the page says so.
+    assert {r["run_id"] for r in data["runs"]} == {"run_new", "run_old", "run_b"}
+    assert all(r["summary_hidden"] and r["texts"] is None and r["tokens"] is None for r in data["runs"])
+    assert all(r["output_path"] is None for r in data["runs"])
+    assert sum(d["texts"] + d["tokens"] for d in data["daily"]) == 0
+    assert data["hidden_xcoms"] == DAGS and data["hidden_task_instances"] == []
+    (rotation,) = data["rotations"]
+    assert rotation["returned_readable"] is False
+    assert rotation["key_name"] == "airflow-pioneer-k1"  # from the Variable, which carol may read
+    assert "hidden: no permission" in html and "XComs (texts and tokens) of 3 DAG(s) hidden" in html
+
+
+def test_without_task_instance_or_run_access_no_rows_and_no_rotation(
+    served: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    for who in ("dave", "frank"):
+        html, data = _answers(served, who)
+        assert data["runs"] == [] and data["total_runs"] == 0 and data["rotations"] == []
+        assert data["hidden_task_instances"] == DAGS
+        for body in (html, json.dumps(data)):
+            assert "run_new" not in body and "rot_1" not in body and "/tasks/" not in body
+        assert "Task instances of 3 DAG(s) hidden: no permission" in html
+        # The XComs they may read still add up in the chart.
+        assert sum(d["texts"] for d in data["daily"]) == 87
+
+
+def test_without_variable_access_no_key_names_at_all(served: dict[tuple[str, str], dict[str, Any]]) -> None:
+    html, data = _answers(served, "erin")
+    (rotation,) = data["rotations"]
+    assert rotation["variable_readable"] is False
+    assert (rotation["key_name"], rotation["pending_revoke"], rotation["key_age_days"]) == (None, [], None)
+    # Not from the Variable, and not from the rotation's return value either (erin may read XComs).
+    for body in (html, json.dumps(data)):
+        assert "airflow-pioneer-k1" not in body and "airflow-pioneer-k0" not in body
+    assert "hidden: no permission to read this Variable" in html
