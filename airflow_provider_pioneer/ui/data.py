@@ -30,7 +30,7 @@ from airflow_provider_pioneer.ui.records import (
     summary_value,
 )
 from airflow_provider_pioneer.ui.rotation import DEFAULT_VARIABLE, rotation_statuses
-from airflow_provider_pioneer.ui.runs import daily_totals, empty_days, inference_rows, pioneer_dag_ids
+from airflow_provider_pioneer.ui.runs import daily_totals, empty_days, inference_rows, pioneer_tasks
 
 #: The entities of a DAG the view shows, as Airflow's ``DagAccessEntity`` names them.
 TASK_INSTANCE, RUN, XCOM = "TASK_INSTANCE", "RUN", "XCOM"
@@ -81,13 +81,17 @@ def collect(
     allowed = sorted(set(dag_ids))
     page = max(1, page)
     page_size = min(max(1, page_size), MAX_PAGE_SIZE)
-    pioneer = pioneer_dag_ids(session, allowed) if allowed else []
-    ti_dags = [d for d in pioneer if can_read_dag_entity(TASK_INSTANCE, d) and can_read_dag_entity(RUN, d)]
-    xcom_dags = [d for d in pioneer if can_read_dag_entity(XCOM, d)]
-    runs, total = inference_rows(session, ti_dags, xcom_dags, page, page_size, ui_root)
-    daily = daily_totals(session, xcom_dags, now, days) if xcom_dags else empty_days(now, days)
+    tasks = pioneer_tasks(session, allowed) if allowed else {}
+    pioneer = sorted({dag_id for dag_id, _ in tasks})
+    ti_dags = {d for d in pioneer if can_read_dag_entity(TASK_INSTANCE, d) and can_read_dag_entity(RUN, d)}
+    xcom_dags = {d for d in pioneer if can_read_dag_entity(XCOM, d)}
+    inference = {(d, t) for (d, t), kind in tasks.items() if kind == "inference" and d in ti_dags}
+    rotation = {(d, t) for (d, t), kind in tasks.items() if kind == "rotation" and d in ti_dags}
+    summary_dags = xcom_dags & {d for (d, _), kind in tasks.items() if kind == "inference"}
+    runs, total = inference_rows(session, inference, xcom_dags, page, page_size, ui_root)
+    daily = daily_totals(session, summary_dags, now, days) if summary_dags else empty_days(now, days)
     rotations = rotation_statuses(
-        session, ti_dags, xcom_dags, now, key_max_age_days, ui_root, can_read_variable
+        session, rotation, xcom_dags, now, key_max_age_days, ui_root, can_read_variable
     )
     return ViewData(
         runs=runs,

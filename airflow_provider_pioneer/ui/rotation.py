@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, tuple_
 from sqlalchemy.orm import Session
 
 from airflow_provider_pioneer import safe_json
@@ -26,7 +26,6 @@ from airflow_provider_pioneer.stored_key import (
     problem_message,
 )
 from airflow_provider_pioneer.ui.records import (
-    ROTATION_OPERATOR,
     RotationStatus,
     iso,
     models,
@@ -82,26 +81,26 @@ def _returned(session: Session, dag_id: str, task_id: str) -> dict[str, Any]:
 
 def rotation_statuses(
     session: Session,
-    ti_dags: Collection[str],
+    tasks: Collection[tuple[str, str]],
     xcom_dags: Collection[str],
     now: datetime,
     key_max_age_days: int,
     ui_root: str,
     can_read_variable: Callable[[str], bool],
 ) -> list[RotationStatus]:
-    """The rotation box's rows, one per rotation task in ``ti_dags``.
+    """The rotation box's rows, one per rotation task.
 
-    :param ti_dags: DAGs whose task instances and runs the user may read.
+    :param tasks: the rotation tasks (dag_id, task_id) whose task instances and runs the user may read.
     :param xcom_dags: DAGs whose XComs the user may read (the rotation's return value).
     :param can_read_variable: Airflow's Variable check, by name.
     """
-    if not ti_dags:
+    if not tasks:
         return []
     ti, dag_run, _, dag_model, _, variable = models()
     query = (
         select(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.state, ti.end_date)
         .join(dag_run, and_(dag_run.dag_id == ti.dag_id, dag_run.run_id == ti.run_id))
-        .where(ti.dag_id.in_(ti_dags), ti.operator == ROTATION_OPERATOR, ti.state.is_not(None))
+        .where(tuple_(ti.dag_id, ti.task_id).in_(sorted(tasks)), ti.state.is_not(None))
         .order_by(dag_run.run_after.desc())
         .limit(ROTATION_SCAN)
     )

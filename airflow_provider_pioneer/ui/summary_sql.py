@@ -12,30 +12,53 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, and_, case, cast, func, literal, null
+from sqlalchemy import Float, String, and_, case, cast, func, literal, null
 from sqlalchemy.sql.elements import ColumnElement
 
-__all__ = ["day_of", "number_field"]
+__all__ = ["day_of", "sqlite_positions", "summary_numbers"]
 
 
-def _sqlite_doc(value: Any) -> ColumnElement[Any]:
-    # json_type(value) is 'object' for the document, 'text' for the document inside a JSON string
-    # (json_extract(value, '$') then unwraps it; json_valid guards a string that is not JSON).
-    inner = func.json_extract(value, "$")
-    return case(
-        (func.json_type(value) == "object", value),
-        (and_(func.json_type(value) == "text", func.json_valid(inner) == 1), inner),
-        else_=null(),
-    )
+def summary_numbers(value: Any, names: tuple[str, ...], dialect: str) -> list[ColumnElement[Any]]:
+    """The summary's numeric fields ``names``, each NULL when absent or not a number.
+
+    On SQLite the document is parsed once per row: one ``json_extract`` with every path gives a
+    small JSON array (``[249, 1, 10000]``), which the caller reads per position after a subquery
+    (:func:`sqlite_positions`). Elsewhere each field is its own expression over the (binary, on
+    PostgreSQL) JSON value.
+
+    :param value: the XCom ``value`` column.
+    :param names: the summary fields (``succeeded``, ``token_usage`` ...).
+    :param dialect: the session's dialect name (``sqlite``, ``postgresql``, ``mysql``).
+    """
+    if dialect == "sqlite":
+        paths = [f"$.{name}" for name in names]
+        inner = func.json_extract(value, "$")
+        return [
+            case(
+                # The document (its object form): one parse of it, every path at once.
+                (func.json_type(value) == "object", func.json_extract(value, *paths)),
+                # The document inside a JSON string (older Task SDKs), when that string is JSON.
+                (
+                    and_(func.json_type(value) == "text", func.json_valid(inner) == 1),
+                    func.json_extract(inner, *paths),
+                ),
+                else_=null(),
+            )
+        ]
+    if dialect == "postgresql":
+        return [_pg_number(value, name) for name in names]
+    return [func.json_extract(value, f"$.{name}") for name in names]
 
 
-def _sqlite_number(value: Any, name: str) -> ColumnElement[Any]:
-    doc = _sqlite_doc(value)
-    path = f"$.{name}"
-    return case(
-        (func.json_type(doc, path).in_(("integer", "real")), func.json_extract(doc, path)),
-        else_=null(),
-    )
+def sqlite_positions(array: Any, count: int) -> list[ColumnElement[Any]]:
+    """The numbers at positions ``0..count-1`` of :func:`summary_numbers`' array on SQLite."""
+    return [
+        case(
+            (func.json_type(array, f"$[{i}]").in_(("integer", "real")), func.json_extract(array, f"$[{i}]")),
+            else_=null(),
+        )
+        for i in range(count)
+    ]
 
 
 def _pg_number(value: Any, name: str) -> ColumnElement[Any]:
@@ -53,23 +76,6 @@ def _pg_number(value: Any, name: str) -> ColumnElement[Any]:
         (func.jsonb_typeof(value) == "string", cast(func.substring(as_text, pattern), Float)),
         else_=null(),
     )
-
-
-def number_field(value: Any, name: str, dialect: str, *, integer: bool = True) -> ColumnElement[Any]:
-    """The summary's numeric field ``name`` (NULL when absent or not a number).
-
-    :param value: the XCom ``value`` column.
-    :param name: the summary field (``succeeded``, ``token_usage`` ...).
-    :param dialect: the session's dialect name (``sqlite``, ``postgresql``, ``mysql``).
-    :param integer: cast to an integer (counts) rather than a float (rates, seconds).
-    """
-    if dialect == "postgresql":
-        expr = _pg_number(value, name)
-    elif dialect == "sqlite":
-        expr = _sqlite_number(value, name)
-    else:  # MySQL: JSON_EXTRACT of the object form; NULL for anything else.
-        expr = func.json_extract(value, f"$.{name}")
-    return cast(expr, Integer) if integer else cast(expr, Float)
 
 
 def day_of(stamp: Any, dialect: str) -> ColumnElement[Any]:

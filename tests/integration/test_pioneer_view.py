@@ -390,3 +390,88 @@ def test_without_variable_access_no_key_names_at_all(served: dict[tuple[str, str
     for body in (html, json.dumps(data)):
         assert "airflow-pioneer-k1" not in body and "airflow-pioneer-k0" not in body
     assert "hidden: no permission to read this Variable" in html
+
+
+# --- At scale: paged and summed in the database ----------------------------------------------
+
+
+class _Rows(list[Any]):
+    def first(self) -> Any:
+        return self[0] if self else None
+
+
+class _CountingSession:
+    """The suite's session, counting the rows its queries hand to Python (no query is changed)."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self.rows = 0
+
+    def execute(self, *args: Any, **kwargs: Any) -> _Rows:
+        rows = _Rows(self._session.execute(*args, **kwargs))
+        self.rows += len(rows)
+        return rows
+
+    def scalars(self, *args: Any, **kwargs: Any) -> list[Any]:
+        rows = list(self._session.scalars(*args, **kwargs))
+        self.rows += len(rows)
+        return rows
+
+    def scalar(self, *args: Any, **kwargs: Any) -> Any:
+        self.rows += 1
+        return self._session.scalar(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def test_the_view_reads_a_page_and_thirty_sums_not_every_summary(session: object) -> None:
+    # 30 days x 20 shards: the page shows 50 of them, the chart 30 sums; nothing reads all 600.
+    seed_runs(
+        session,
+        [
+            Shard("view_dag_a", f"day_{d:02d}", map_index=i, ended=NOW - timedelta(days=d), tokens=40)
+            for d in range(30)
+            for i in range(20)
+        ],
+    )
+    counting = _CountingSession(session)
+    data = collect(counting, dag_ids=DAGS, now=NOW, page=3, page_size=50)  # type: ignore[arg-type]
+    assert data.total_runs == 600 and len(data.runs) == 50
+    # Page 3 = rows 100..149: runs day_05 (its shards 0-19) ... newest run first, shards in order.
+    assert [(r.run_id, r.map_index) for r in data.runs[:2]] == [("day_05", 0), ("day_05", 1)]
+    assert [(r.run_id, r.map_index) for r in data.runs[-1:]] == [("day_07", 9)]
+    assert [d.texts for d in data.daily] == [20 * 100] * 30 and {d.tokens for d in data.daily} == {800}
+    assert counting.rows <= 50 + 40, f"{counting.rows} rows read into Python"
+
+
+def test_the_sums_read_every_stored_form_of_a_summary(session: object) -> None:
+    """The summary as a JSON object (Airflow 3.3), as JSON text inside the column (older Task
+    SDKs), and values that are no summary at all: summed in SQL exactly as Python reads them."""
+    from airflow_provider_pioneer.ui.records import as_int, summary_value
+
+    values: list[Any] = [
+        {"succeeded": 9, "failed": 1, "token_usage": 300},
+        json.dumps({"succeeded": 20, "failed": 2, "token_usage": 1000}),
+        "not json",
+        json.dumps("still not a summary"),
+        [1, 2, 3],
+        {"succeeded": "12", "failed": True, "token_usage": None},
+        {"succeeded": 4, "failed": {"n": 1}, "token_usage": 7},
+    ]
+    shards, xcoms = [], {}
+    for day in (0, 3):  # today (summed fresh) and a past day (summed and kept)
+        for i, value in enumerate(values):
+            shard = Shard("view_dag_a", f"forms_{day}", map_index=i, ended=NOW - timedelta(days=day))
+            shards.append(shard)
+            xcoms[(shard.dag_id, shard.run_id, shard.task_id, i)] = ("pioneer_summary", value)
+    seed_runs(session, shards, xcoms=xcoms)
+    expected_texts = expected_tokens = 0
+    for value in values:
+        summary = summary_value(value) or {}
+        expected_texts += (as_int(summary.get("succeeded")) or 0) + (as_int(summary.get("failed")) or 0)
+        expected_tokens += as_int(summary.get("token_usage")) or 0
+    assert (expected_texts, expected_tokens) == (9 + 1 + 20 + 2 + 4, 300 + 1000 + 7)
+    by_day = {d.day: (d.texts, d.tokens) for d in collect(session, dag_ids=DAGS, now=NOW).daily}
+    for day in (0, 3):
+        assert by_day[(NOW - timedelta(days=day)).date().isoformat()] == (expected_texts, expected_tokens)
