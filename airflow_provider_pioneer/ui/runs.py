@@ -32,7 +32,7 @@ from airflow_provider_pioneer.ui.records import (
 )
 from airflow_provider_pioneer.ui.summary_sql import day_of, sqlite_positions, summary_numbers
 
-__all__ = ["daily_totals", "empty_days", "inference_rows", "pioneer_tasks"]
+__all__ = ["clear_caches", "daily_totals", "empty_days", "inference_rows", "pioneer_tasks"]
 
 
 def _summary_join(ti: Any, xcom: Any, xcom_dags: Collection[str]) -> Any:
@@ -47,13 +47,36 @@ def _summary_join(ti: Any, xcom: Any, xcom_dags: Collection[str]) -> Any:
     )
 
 
+#: Which tasks are Pioneer tasks changes only when a DAG run brings a new one (the cache's key holds
+#: the DAGs' runs: how many and the newest id), else they are found again at most this often.
+PIONEER_TASKS_TTL_S = 60.0
+_pioneer_tasks: dict[tuple[Any, ...], tuple[float, dict[tuple[str, str], str]]] = {}
+
+
 def pioneer_tasks(session: Session, dag_ids: Collection[str]) -> dict[tuple[str, str], str]:
     """The Pioneer tasks among ``dag_ids``: ``{(dag_id, task_id): "inference" | "rotation"}``.
 
     An inference task is one of the operator's, or any task that pushed a summary (a subclass,
     whose ``operator`` column holds its own class name). Read per task, not per task instance:
-    the distinct tasks come from an index alone, then one task instance's operator each.
+    the distinct tasks come from an index alone, then one task instance's operator each; kept
+    for ``PIONEER_TASKS_TTL_S`` (a walk of that index costs as much as the rest of the page), while the DAGs' runs stay the same.
     """
+    _, dag_run, *_ = models()
+    runs = session.execute(
+        select(func.count(), func.max(dag_run.id)).where(dag_run.dag_id.in_(dag_ids))
+    ).one()
+    key = (str(session.get_bind().engine.url), tuple(sorted(dag_ids)), tuple(runs))
+    cached = _pioneer_tasks.get(key)
+    if cached is not None and time.monotonic() - cached[0] <= PIONEER_TASKS_TTL_S:
+        return cached[1]
+    found = _find_pioneer_tasks(session, dag_ids)
+    if len(_pioneer_tasks) >= 64:  # one entry per distinct set of readable DAGs: bounded
+        _pioneer_tasks.clear()
+    _pioneer_tasks[key] = (time.monotonic(), found)
+    return found
+
+
+def _find_pioneer_tasks(session: Session, dag_ids: Collection[str]) -> dict[tuple[str, str], str]:
     ti, _, xcom, *_ = models()
     tasks = select(ti.dag_id, ti.task_id).where(ti.dag_id.in_(dag_ids)).distinct().subquery()
     other = ti.__table__.alias("ti_operator")
@@ -289,6 +312,12 @@ def daily_totals(session: Session, xcom_dags: Collection[str], now: datetime, da
     )
     sums = {**past, **fresh}
     return [DailyTotal(d.day, *sums.get(d.day, (0, 0))) for d in out]
+
+
+def clear_caches() -> None:
+    """Forget the Pioneer tasks and past days' totals found so far (the next request reads afresh)."""
+    _pioneer_tasks.clear()
+    _past_days.clear()
 
 
 def empty_days(now: datetime, days: int) -> list[DailyTotal]:

@@ -16,6 +16,7 @@ import pytest
 
 from airflow_provider_pioneer.ui.data import collect
 from airflow_provider_pioneer.ui.page import render_page
+from airflow_provider_pioneer.ui.runs import clear_caches
 from tests.dags.conftest import airflow_db  # noqa: F401  (the session's migrated DB)
 from tests.ui_seed import Shard, clear, seed_dags, seed_rotation, seed_runs, set_variable
 
@@ -32,6 +33,8 @@ def session(airflow_db: object) -> Iterator[object]:  # noqa: F811
 
     with create_session() as s:
         clear(s, DAGS)
+        # Each test seeds anew: nothing one test's view kept (ui/runs.py's caches) serves the next.
+        clear_caches()
         yield s
         clear(s, DAGS)
         from airflow.models.variable import Variable
@@ -399,6 +402,10 @@ class _Rows(list[Any]):
     def first(self) -> Any:
         return self[0] if self else None
 
+    def one(self) -> Any:
+        (row,) = self
+        return row
+
 
 class _CountingSession:
     """The suite's session, counting the rows its queries hand to Python (no query is changed)."""
@@ -475,3 +482,54 @@ def test_the_sums_read_every_stored_form_of_a_summary(session: object) -> None:
     by_day = {d.day: (d.texts, d.tokens) for d in collect(session, dag_ids=DAGS, now=NOW).daily}
     for day in (0, 3):
         assert by_day[(NOW - timedelta(days=day)).date().isoformat()] == (expected_texts, expected_tokens)
+
+
+@pytest.mark.parametrize(
+    ("stored", "problem"),
+    [
+        # The masked-Variable trap: the edit dialog shows every field of an *api_key* Variable
+        # masked, and Save writes the mask back.
+        (
+            {"api_key": "***", "name": "***", "created_at": "***", "pending_revoke": ["***"]},
+            "masked placeholder",
+        ),
+        ("***", "masked placeholder"),
+        ('{"api_key": "pio_sk_', "malformed JSON"),
+        ({"name": "airflow-pioneer-k1"}, "holds no API key"),
+    ],
+)
+def test_rotation_flags_a_variable_that_holds_no_usable_key(
+    session: object, stored: dict[str, Any] | str, problem: str
+) -> None:
+    created = NOW - timedelta(days=2)
+    set_variable(session, VARIABLE, stored)
+    seed_rotation(
+        session,
+        dag_id="view_rotation",
+        run_id="rot_1",
+        state="success",
+        ended=created,
+        variable=VARIABLE,
+        returned={"name": "airflow-pioneer-lost", "created_at": created.isoformat(), "revoked": []},
+    )
+    data = collect(session, dag_ids=DAGS, now=NOW)
+    (status,) = data.rotations
+    # The last run did succeed; the Variable it wrote is what no task can use now.
+    assert status.last_state == "success"
+    assert status.key_problem is not None and problem in status.key_problem
+    assert (status.key_name, status.key_age_days, status.pending_revoke) == (None, None, [])
+    assert any("No usable API key" in w for w in status.warnings)
+    html = render_page(data, json_url="/j")
+    assert "no usable key" in html and "role='alert'" in html
+    assert ">***<" not in html and "***</td>" not in html  # the mask is never shown as a key name
+    if problem == "masked placeholder":
+        # The lost key's real name, from the last rotation's return value (the Variable's is masked).
+        assert "airflow-pioneer-lost" in status.key_problem
+    assert SECRET not in html and "pio_sk_" not in html
+
+
+def test_times_are_iso_with_offset_for_the_browser_to_localise(session: object) -> None:
+    _seed_two_dags(session)
+    html = render_page(collect(session, dag_ids=DAGS, now=NOW), json_url="/j")
+    assert f"<time datetime='{NOW.isoformat(timespec='seconds')}'>" in html
+    assert "localStorage.getItem('timezone')" in html and "data-timezone" in html
