@@ -98,15 +98,18 @@ _TIME_JS = """
 (function () {
   var zone = null;
   try { var saved = window.localStorage.getItem('timezone'); if (saved) zone = JSON.parse(saved); } catch (e) {}
+  if (typeof zone !== 'string' || !zone) zone = null;
   var format;
   try {
     format = new Intl.DateTimeFormat('sv-SE', { timeZone: zone || undefined, year: 'numeric', month: '2-digit',
       day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short' });
-  } catch (e) {
+  } catch (e) {  // not a zone this browser knows: the browser's own
+    zone = null;
     format = new Intl.DateTimeFormat('sv-SE', { year: 'numeric', month: '2-digit', day: '2-digit',
       hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short' });
   }
-  var zoneName = format.resolvedOptions().timeZone;
+  // The zone as the user picked it (ICU may resolve an alias: Asia/Kolkata is Asia/Calcutta).
+  var zoneName = zone || format.resolvedOptions().timeZone;
   document.querySelectorAll('time[datetime]').forEach(function (t) {
     var when = new Date(t.getAttribute('datetime'));
     if (isNaN(when.getTime())) return;
@@ -114,7 +117,6 @@ _TIME_JS = """
     t.title = t.getAttribute('datetime');
   });
   document.querySelectorAll('[data-timezone]').forEach(function (el) { el.textContent = zoneName; });
-  document.documentElement.dataset.timezone = zoneName;
 })();
 """
 
