@@ -533,3 +533,34 @@ def test_times_are_iso_with_offset_for_the_browser_to_localise(session: object) 
     html = render_page(collect(session, dag_ids=DAGS, now=NOW), json_url="/j")
     assert f"<time datetime='{NOW.isoformat(timespec='seconds')}'>" in html
     assert "localStorage.getItem('timezone')" in html and "data-timezone" in html
+
+
+def test_every_value_on_the_page_is_escaped(session: object) -> None:
+    """Run ids, labels, output paths and Variable names are user input: none becomes markup."""
+    evil = "<img src=x onerror=alert(1)>'\""
+    seed_runs(
+        session,
+        [
+            Shard(
+                "view_dag_a",
+                f"run_{evil}",
+                map_index=0,
+                ended=NOW - timedelta(hours=1),
+                label=f"shard {evil}",
+                output_path=f"file:///{evil}",
+            )
+        ],
+    )
+    set_variable(session, VARIABLE, {"api_key": SECRET, "name": f"k{evil}", "created_at": NOW.isoformat()})
+    seed_rotation(
+        session,
+        dag_id="view_rotation",
+        run_id=f"rot_{evil}",
+        state="failed",
+        ended=NOW,
+        variable=VARIABLE,
+        returned=None,
+    )
+    html = render_page(collect(session, dag_ids=DAGS, now=NOW), json_url=f"/j?{evil}")
+    assert "<img" not in html and "onerror=alert(1)>'" not in html
+    assert html.count("&lt;img src=x onerror=alert(1)&gt;&#39;&#34;") >= 6  # run, label, path, key, run links
