@@ -3,7 +3,11 @@
 Airflow does not protect plugin apps: every route here resolves the user from the UI's session
 (the ``_token`` cookie) or an ``Authorization: Bearer`` JWT with Airflow's own ``get_user``
 dependency (401/403 without a valid one), and reads only the DAGs the auth manager lets that user
-read. No route returns a key: the data layer never passes one on.
+read, and of each DAG only the entities it lets them read: task instances and runs
+(``DagAccessEntity.TASK_INSTANCE``/``RUN``), XComs (``XCOM``: the summaries' counts, output paths,
+the rotation's return value), and the rotation's Variable (``is_authorized_variable``: key names).
+Under FAB these are granted apart from "DAG:<id>". No route returns a key: the data layer never
+passes one on.
 """
 
 from __future__ import annotations
@@ -42,7 +46,11 @@ def key_max_age_days() -> int:
 
 def _view(user: Any, page: int, page_size: int) -> ViewData:
     from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.models.resource_details import VariableDetails
+    from airflow.api_fastapi.auth.managers.models.resource_details import (
+        DagAccessEntity,
+        DagDetails,
+        VariableDetails,
+    )
     from airflow.utils.session import create_session
 
     manager = get_auth_manager()
@@ -51,6 +59,20 @@ def _view(user: Any, page: int, page_size: int) -> ViewData:
         return bool(
             manager.is_authorized_variable(method="GET", details=VariableDetails(key=name), user=user)
         )
+
+    answers: dict[tuple[str, str], bool] = {}
+
+    def can_read_dag_entity(entity: str, dag_id: str) -> bool:
+        if (entity, dag_id) not in answers:
+            answers[(entity, dag_id)] = bool(
+                manager.is_authorized_dag(
+                    method="GET",
+                    access_entity=DagAccessEntity[entity],
+                    details=DagDetails(id=dag_id),
+                    user=user,
+                )
+            )
+        return answers[(entity, dag_id)]
 
     with create_session() as session:
         dag_ids = manager.get_authorized_dag_ids(user=user, method="GET", session=session)
@@ -62,6 +84,7 @@ def _view(user: Any, page: int, page_size: int) -> ViewData:
             key_max_age_days=key_max_age_days(),
             ui_root=ui_root(),
             can_read_variable=can_read_variable,
+            can_read_dag_entity=can_read_dag_entity,
         )
 
 

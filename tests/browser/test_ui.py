@@ -1,12 +1,18 @@
 """Headless Chromium on the real Airflow UI (tests/browser/conftest.py): the Pioneer view, who sees
-what, the connection Test button, and readable names in the rotation log. Screenshots go to
+what, where its links land, times in the UI's timezone, a Variable that holds no usable key, the
+connection Test button, and readable names in the rotation log. Screenshots go to
 .browser-artifacts/."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -180,3 +186,115 @@ def test_a_connection_made_in_the_add_connection_form_tests_successfully(
     answer = _press_test(page, airflow_ui, "pioneer_from_form")
     _shot(page, "test-button-form-connection")
     assert "Test Connection Successful" in answer, answer
+
+
+def _open_in_ui(page: Any, ui: Deployment, link: Any, path: str) -> None:
+    """Click ``link`` in the view's iframe: the Airflow UI itself (the top page) lands on ``path``."""
+    href = link.get_attribute("href")
+    assert href is not None and href.endswith(path), (href, path)
+    link.click()
+    page.wait_for_url(f"{ui.url}{path}", timeout=TIMEOUT_MS)
+    # The UI's own page, not the view inside its frame any more.
+    assert page.url == f"{ui.url}{path}"
+    assert not page.locator("iframe[title='Pioneer']").count()
+
+
+def test_every_kind_of_link_in_the_view_lands_where_it_says(airflow_ui: Deployment, page_as: Any) -> None:
+    """Airflow 3.3 sandboxes plugin iframes without allow-top-navigation (nor allow-popups): a
+    target='_top' link did nothing. Each kind is clicked here and must land on its page."""
+    run_id, rotation_run = airflow_ui.runs[BATCH], airflow_ui.runs[ROTATION]
+    page = page_as("admin")
+    frame = _view_frame(page, airflow_ui)
+    row = frame.locator(f"#runs tr[data-run-id='{run_id}']").first
+    map_index = int(row.get_attribute("data-map-index") or "-1")
+    task_id = row.get_attribute("data-task-id")
+    task_path = f"/dags/{BATCH}/runs/{quote(run_id, safe='')}/tasks/{task_id}"
+    if map_index >= 0:
+        task_path += f"/mapped/{map_index}"
+    # A task's log (the runs table).
+    _open_in_ui(page, airflow_ui, row.locator("a[data-ui-link='log']"), task_path)
+    page.get_by_text(str(task_id)).first.wait_for(timeout=TIMEOUT_MS)
+    _shot(page, "view-link-log")
+    # A run (the runs table).
+    frame = _view_frame(page, airflow_ui)
+    row = frame.locator(f"#runs tr[data-run-id='{run_id}']").first
+    _open_in_ui(
+        page, airflow_ui, row.locator("a[data-ui-link='run']"), f"/dags/{BATCH}/runs/{quote(run_id, safe='')}"
+    )
+    # The last rotation's run and its log (the rotation box).
+    frame = _view_frame(page, airflow_ui)
+    rotation = frame.locator("#rotation tr[data-variable='pioneer_api_key']")
+    _open_in_ui(
+        page,
+        airflow_ui,
+        rotation.locator("a[data-ui-link='run']"),
+        f"/dags/{ROTATION}/runs/{quote(rotation_run, safe='')}",
+    )
+    frame = _view_frame(page, airflow_ui)
+    rotation = frame.locator("#rotation tr[data-variable='pioneer_api_key']")
+    _open_in_ui(
+        page,
+        airflow_ui,
+        rotation.locator("a[data-ui-link='log']"),
+        f"/dags/{ROTATION}/runs/{quote(rotation_run, safe='')}/tasks/rotate_api_key",
+    )
+    # The JSON link opens the data inside the frame (the view's own URL space).
+    frame = _view_frame(page, airflow_ui)
+    frame.locator("#json-link").click()
+    view = next(f for f in page.frames if f != page.main_frame)
+    view.wait_for_url(re.compile(r"/pioneer/api/view\?"), timeout=TIMEOUT_MS)
+    assert json.loads(view.locator("body").inner_text())["runs"]
+    # The view opened on its own (no frame): a plain link.
+    page.goto(f"{airflow_ui.url}/pioneer/", wait_until="domcontentloaded")
+    page.locator("#runs a[data-ui-link='log']").first.click()
+    page.wait_for_url(re.compile(rf"/dags/{BATCH}/runs/"), timeout=TIMEOUT_MS)
+
+
+def test_times_show_in_the_uis_timezone(airflow_ui: Deployment, page_as: Any) -> None:
+    page = page_as("admin")
+    # The zone a user picks in the UI's timezone menu: the UI keeps it in localStorage["timezone"].
+    page.goto(f"{airflow_ui.url}/", wait_until="domcontentloaded")
+    page.evaluate("() => localStorage.setItem('timezone', JSON.stringify('Asia/Kolkata'))")
+    frame = _view_frame(page, airflow_ui)
+    stamp = frame.locator("time[datetime]").first
+    iso, shown = stamp.get_attribute("datetime"), stamp.inner_text()
+    assert iso is not None and iso.endswith("+00:00"), iso
+    local = datetime.fromisoformat(iso).astimezone(timezone(timedelta(hours=5, minutes=30)))
+    assert shown.startswith(local.strftime("%Y-%m-%d %H:%M:%S")), (iso, shown)
+    assert "GMT+5:30" in shown, shown
+    assert frame.locator("span[data-timezone]").first.inner_text() == "Asia/Kolkata"
+    _shot(page, "view-timezone")
+
+
+def _airflow_cli(ui: Deployment, *args: str) -> str:
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    done = subprocess.run(
+        [airflow, *args], env=ui.env, capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout
+
+
+def test_a_variable_saved_masked_is_flagged_not_shown_as_a_key(airflow_ui: Deployment, page_as: Any) -> None:
+    """The masked-Variable trap: the UI's edit dialog shows an *api_key* Variable's fields as ***,
+    and Save stores them. The view then said key '***', age -, outcome success, no warning."""
+    saved = _airflow_cli(airflow_ui, "variables", "get", "pioneer_api_key").strip()
+    assert saved.startswith("{") and "***" not in saved, "could not read the Variable to restore it"
+    masked = {"api_key": "***", "name": "***", "created_at": "***", "pending_revoke": ["***"]}
+    changed = airflow_ui.api(
+        "PATCH",
+        "/api/v2/variables/pioneer_api_key",
+        json={"key": "pioneer_api_key", "value": json.dumps(masked)},
+    )
+    assert changed.status_code == 200, changed.text
+    try:
+        page = page_as("admin")
+        frame = _view_frame(page, airflow_ui)
+        rotation = frame.locator("#rotation tr[data-variable='pioneer_api_key']")
+        assert "no usable key" in rotation.inner_text()
+        assert "***" not in rotation.locator("td").nth(1).inner_text()
+        alert = frame.locator("[role='alert']", has_text="No usable API key")
+        alert.first.wait_for(timeout=TIMEOUT_MS)
+        assert "masked placeholder" in alert.first.inner_text()
+        _shot(page, "view-masked-variable")
+    finally:
+        _airflow_cli(airflow_ui, "variables", "set", "pioneer_api_key", saved)

@@ -40,11 +40,19 @@ def main(plugins_folder: str) -> int:
         "alice": manager.generate_jwt(SimpleAuthManagerUser(username="alice", role="admin")),
         "bob": manager.generate_jwt(SimpleAuthManagerUser(username="bob", role="viewer")),
     }
+    # Admins each denied one entity (tests.restricted_auth's PIONEER_TEST_DENY).
+    for name in os.environ.get("PIONEER_VIEW_DENIED_USERS", "").split(","):
+        if name:
+            tokens[name] = manager.generate_jwt(SimpleAuthManagerUser(username=name, role="admin"))
     calls = [
         ("anonymous", {}, {}),
         ("forged", {"Authorization": "Bearer not-a-jwt"}, {}),
         ("alice-cookie", {}, {"_token": tokens["alice"]}),
         ("bob-bearer", {"Authorization": f"Bearer {tokens['bob']}"}, {}),
+    ] + [
+        (name, {"Authorization": f"Bearer {token}"}, {})
+        for name, token in tokens.items()
+        if name not in ("alice", "bob")
     ]
     for who, headers, cookies in calls:
         for path in ("/pioneer/", "/pioneer/api/view"):

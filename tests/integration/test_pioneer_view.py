@@ -16,6 +16,7 @@ import pytest
 
 from airflow_provider_pioneer.ui.data import collect
 from airflow_provider_pioneer.ui.page import render_page
+from airflow_provider_pioneer.ui.runs import clear_caches
 from tests.dags.conftest import airflow_db  # noqa: F401  (the session's migrated DB)
 from tests.ui_seed import Shard, clear, seed_dags, seed_rotation, seed_runs, set_variable
 
@@ -32,6 +33,8 @@ def session(airflow_db: object) -> Iterator[object]:  # noqa: F811
 
     with create_session() as s:
         clear(s, DAGS)
+        # Each test seeds anew: nothing one test's view kept (ui/runs.py's caches) serves the next.
+        clear_caches()
         yield s
         clear(s, DAGS)
         from airflow.models.variable import Variable
@@ -195,7 +198,7 @@ def test_rotation_warns_on_an_old_key_and_a_failed_run(session: object) -> None:
     assert html.count("class='warn'") == 2
 
 
-def test_rotation_without_variable_access_shows_only_the_returned_name(session: object) -> None:
+def test_rotation_without_variable_access_shows_no_key_name(session: object) -> None:
     created = NOW - timedelta(days=1)
     set_variable(
         session,
@@ -217,14 +220,16 @@ def test_rotation_without_variable_access_shows_only_the_returned_name(session: 
         returned={"name": "from-xcom", "created_at": created.isoformat(), "revoked": []},
     )
     (status,) = collect(session, dag_ids=DAGS, now=NOW, can_read_variable=lambda name: False).rotations
-    assert (status.key_name, status.pending_revoke, status.variable_readable) == ("from-xcom", [], False)
+    assert (status.key_name, status.pending_revoke, status.variable_readable) == (None, [], False)
     # And a user who may not read the rotation DAG sees no rotation at all.
     assert collect(session, dag_ids=["view_dag_a"], now=NOW).rotations == []
 
 
-# --- Through Airflow's api-server app: authentication, per-user DAGs, the nav entry -------------
+# --- Through Airflow's api-server app: authentication, per-user DAGs and entities, the nav entry --
 
 CHILD = Path(__file__).with_name("pioneer_view_child.py")
+#: Admins of this test's DAGs, each denied one entity by the auth manager (FAB grants them apart).
+DENIED = {"carol": ["XCOM"], "dave": ["TASK_INSTANCE"], "erin": ["VARIABLE"], "frank": ["RUN"]}
 
 
 def _requests(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -232,11 +237,17 @@ def _requests(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
         **os.environ,
         "PYTHONPATH": str(REPO),
         "AIRFLOW__CORE__AUTH_MANAGER": "tests.restricted_auth.RestrictedAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:admin,bob:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            ["alice:admin", "bob:viewer"] + [f"{name}:admin" for name in DENIED]
+        ),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
         # alice is an admin, limited to this test's DAGs only because the suite's other tests leave
         # their runs and rotations in the same metastore (they would fill her first page).
-        "PIONEER_TEST_DAG_ACCESS": json.dumps({"bob": ["view_dag_b"], "alice": DAGS}),
+        "PIONEER_TEST_DAG_ACCESS": json.dumps(
+            {"bob": ["view_dag_b"], "alice": DAGS, **{name: DAGS for name in DENIED}}
+        ),
+        "PIONEER_TEST_DENY": json.dumps(DENIED),
+        "PIONEER_VIEW_DENIED_USERS": ",".join(DENIED),
         "AIRFLOW__PIONEER__KEY_MAX_AGE_DAYS": "7",
     }
     result = subprocess.run(
@@ -252,25 +263,51 @@ def _requests(tmp_path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return {(r["who"], r["path"]): r for r in lines}
 
 
-def test_the_view_needs_a_user_and_shows_only_their_dags(session: Any, tmp_path: Path) -> None:
-    _seed_two_dags(session)
-    seed_dags(session, ["view_dag_a", "view_dag_b", "view_rotation"])
-    created = datetime.now(UTC) - timedelta(days=10, hours=1)
-    set_variable(
-        session,
-        VARIABLE,
-        {"api_key": SECRET, "name": "airflow-pioneer-k1", "created_at": created.isoformat()},
-    )
-    seed_rotation(
-        session,
-        dag_id="view_rotation",
-        run_id="rot_1",
-        state="success",
-        ended=created,
-        variable=VARIABLE,
-        returned={"name": "airflow-pioneer-k1", "created_at": created.isoformat(), "revoked": []},
-    )
-    got = _requests(tmp_path)
+@pytest.fixture(scope="module")
+def served(
+    airflow_db: object,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
+    """Seed the view's DAGs once and ask the real api-server app as every caller (one child process)."""
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    with create_session() as s:
+        clear(s, DAGS)
+        _seed_two_dags(s)
+        seed_dags(s, ["view_dag_a", "view_dag_b", "view_rotation"])
+        created = datetime.now(UTC) - timedelta(days=10, hours=1)
+        set_variable(
+            s,
+            VARIABLE,
+            {
+                "api_key": SECRET,
+                "name": "airflow-pioneer-k1",
+                "created_at": created.isoformat(),
+                "pending_revoke": ["airflow-pioneer-k0"],
+            },
+        )
+        seed_rotation(
+            s,
+            dag_id="view_rotation",
+            run_id="rot_1",
+            state="success",
+            ended=created,
+            variable=VARIABLE,
+            returned={"name": "airflow-pioneer-k1", "created_at": created.isoformat(), "revoked": []},
+        )
+    try:
+        yield _requests(tmp_path_factory.mktemp("view"))
+    finally:
+        with create_session() as s:
+            clear(s, DAGS)
+            s.query(Variable).filter(Variable.key == VARIABLE).delete()
+
+
+def test_the_view_needs_a_user_and_shows_only_their_dags(
+    served: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    got = served
     for who, status in (("anonymous", 401), ("forged", 403)):
         for path in ("/pioneer/", "/pioneer/api/view"):
             answer = got[(who, path)]
@@ -282,9 +319,11 @@ def test_the_view_needs_a_user_and_shows_only_their_dags(session: Any, tmp_path:
     assert (
         "view_dag_a" in page["body"] and "view_dag_b" in page["body"] and "airflow-pioneer-k1" in page["body"]
     )
+    assert "hidden: no permission" not in page["body"]
     alice = json.loads(got[("alice-cookie", "/pioneer/api/view")]["body"])
     assert {r["dag_id"] for r in alice["runs"]} == {"view_dag_a", "view_dag_b"}
     assert [r["variable"] for r in alice["rotations"]] == [VARIABLE]
+    assert alice["hidden_task_instances"] == [] and alice["hidden_xcoms"] == []
     # [pioneer] key_max_age_days = 7: the 10-day-old key is flagged, on the page too.
     assert alice["key_max_age_days"] == 7
     assert "10 days old (limit 7)" in page["body"] and "role='alert'" in page["body"]
@@ -305,3 +344,223 @@ def test_the_view_needs_a_user_and_shows_only_their_dags(session: Any, tmp_path:
     assert pioneer["fastapi_apps"][0]["url_prefix"] == "/pioneer"
     assert pioneer["external_views"][0]["href"] == "/pioneer/"
     assert pioneer["external_views"][0]["destination"] == "nav"
+
+
+def _answers(got: dict[tuple[str, str], dict[str, Any]], who: str) -> tuple[str, dict[str, Any]]:
+    page, data = got[(who, "/pioneer/")], got[(who, "/pioneer/api/view")]
+    assert page["status_code"] == 200 and data["status_code"] == 200, (page, data)
+    return page["body"], json.loads(data["body"])
+
+
+def test_without_xcom_access_no_counts_paths_or_returned_names(
+    served: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    html, data = _answers(served, "carol")
+    for body in (html, json.dumps(data)):
+        assert "file:///data/out.jsonl" not in body and "2,000" not in body and "2000" not in body
+    # The task instances show (carol may read them), their summaries do not, and the page says so.
+    assert {r["run_id"] for r in data["runs"]} == {"run_new", "run_old", "run_b"}
+    assert all(r["summary_hidden"] and r["texts"] is None and r["tokens"] is None for r in data["runs"])
+    assert all(r["output_path"] is None for r in data["runs"])
+    assert sum(d["texts"] + d["tokens"] for d in data["daily"]) == 0
+    assert data["hidden_xcoms"] == DAGS and data["hidden_task_instances"] == []
+    (rotation,) = data["rotations"]
+    assert rotation["returned_readable"] is False
+    assert rotation["key_name"] == "airflow-pioneer-k1"  # from the Variable, which carol may read
+    assert "hidden: no permission" in html and "XComs (texts and tokens) of 3 DAG(s) hidden" in html
+
+
+def test_without_task_instance_or_run_access_no_rows_and_no_rotation(
+    served: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    for who in ("dave", "frank"):
+        html, data = _answers(served, who)
+        assert data["runs"] == [] and data["total_runs"] == 0 and data["rotations"] == []
+        assert data["hidden_task_instances"] == DAGS
+        for body in (html, json.dumps(data)):
+            assert "run_new" not in body and "rot_1" not in body and "/tasks/" not in body
+        assert "Task instances of 3 DAG(s) hidden: no permission" in html
+        # The XComs they may read still add up in the chart.
+        assert sum(d["texts"] for d in data["daily"]) == 87
+
+
+def test_without_variable_access_no_key_names_at_all(served: dict[tuple[str, str], dict[str, Any]]) -> None:
+    html, data = _answers(served, "erin")
+    (rotation,) = data["rotations"]
+    assert rotation["variable_readable"] is False
+    assert (rotation["key_name"], rotation["pending_revoke"], rotation["key_age_days"]) == (None, [], None)
+    # Not from the Variable, and not from the rotation's return value either (erin may read XComs).
+    for body in (html, json.dumps(data)):
+        assert "airflow-pioneer-k1" not in body and "airflow-pioneer-k0" not in body
+    assert "hidden: no permission to read this Variable" in html
+
+
+# --- At scale: paged and summed in the database ----------------------------------------------
+
+
+class _Rows(list[Any]):
+    def first(self) -> Any:
+        return self[0] if self else None
+
+    def one(self) -> Any:
+        (row,) = self
+        return row
+
+
+class _CountingSession:
+    """The suite's session, counting the rows its queries hand to Python (no query is changed)."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self.rows = 0
+
+    def execute(self, *args: Any, **kwargs: Any) -> _Rows:
+        rows = _Rows(self._session.execute(*args, **kwargs))
+        self.rows += len(rows)
+        return rows
+
+    def scalars(self, *args: Any, **kwargs: Any) -> list[Any]:
+        rows = list(self._session.scalars(*args, **kwargs))
+        self.rows += len(rows)
+        return rows
+
+    def scalar(self, *args: Any, **kwargs: Any) -> Any:
+        self.rows += 1
+        return self._session.scalar(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def test_the_view_reads_a_page_and_thirty_sums_not_every_summary(session: object) -> None:
+    # 30 days x 20 shards: the page shows 50 of them, the chart 30 sums; nothing reads all 600.
+    seed_runs(
+        session,
+        [
+            Shard("view_dag_a", f"day_{d:02d}", map_index=i, ended=NOW - timedelta(days=d), tokens=40)
+            for d in range(30)
+            for i in range(20)
+        ],
+    )
+    counting = _CountingSession(session)
+    data = collect(counting, dag_ids=DAGS, now=NOW, page=3, page_size=50)  # type: ignore[arg-type]
+    assert data.total_runs == 600 and len(data.runs) == 50
+    # Page 3 = rows 100..149: runs day_05 (its shards 0-19) ... newest run first, shards in order.
+    assert [(r.run_id, r.map_index) for r in data.runs[:2]] == [("day_05", 0), ("day_05", 1)]
+    assert [(r.run_id, r.map_index) for r in data.runs[-1:]] == [("day_07", 9)]
+    assert [d.texts for d in data.daily] == [20 * 100] * 30 and {d.tokens for d in data.daily} == {800}
+    assert counting.rows <= 50 + 40, f"{counting.rows} rows read into Python"
+
+
+def test_the_sums_read_every_stored_form_of_a_summary(session: object) -> None:
+    """The summary as a JSON object (Airflow 3.3), as JSON text inside the column (older Task
+    SDKs), and values that are no summary at all: summed in SQL exactly as Python reads them."""
+    from airflow_provider_pioneer.ui.records import as_int, summary_value
+
+    values: list[Any] = [
+        {"succeeded": 9, "failed": 1, "token_usage": 300},
+        json.dumps({"succeeded": 20, "failed": 2, "token_usage": 1000}),
+        "not json",
+        json.dumps("still not a summary"),
+        [1, 2, 3],
+        {"succeeded": "12", "failed": True, "token_usage": None},
+        {"succeeded": 4, "failed": {"n": 1}, "token_usage": 7},
+    ]
+    shards, xcoms = [], {}
+    for day in (0, 3):  # today (summed fresh) and a past day (summed and kept)
+        for i, value in enumerate(values):
+            shard = Shard("view_dag_a", f"forms_{day}", map_index=i, ended=NOW - timedelta(days=day))
+            shards.append(shard)
+            xcoms[(shard.dag_id, shard.run_id, shard.task_id, i)] = ("pioneer_summary", value)
+    seed_runs(session, shards, xcoms=xcoms)
+    expected_texts = expected_tokens = 0
+    for value in values:
+        summary = summary_value(value) or {}
+        expected_texts += (as_int(summary.get("succeeded")) or 0) + (as_int(summary.get("failed")) or 0)
+        expected_tokens += as_int(summary.get("token_usage")) or 0
+    assert (expected_texts, expected_tokens) == (9 + 1 + 20 + 2 + 4, 300 + 1000 + 7)
+    by_day = {d.day: (d.texts, d.tokens) for d in collect(session, dag_ids=DAGS, now=NOW).daily}
+    for day in (0, 3):
+        assert by_day[(NOW - timedelta(days=day)).date().isoformat()] == (expected_texts, expected_tokens)
+
+
+@pytest.mark.parametrize(
+    ("stored", "problem"),
+    [
+        # The masked-Variable trap: the edit dialog shows every field of an *api_key* Variable
+        # masked, and Save writes the mask back.
+        (
+            {"api_key": "***", "name": "***", "created_at": "***", "pending_revoke": ["***"]},
+            "masked placeholder",
+        ),
+        ("***", "masked placeholder"),
+        ('{"api_key": "pio_sk_', "malformed JSON"),
+        ({"name": "airflow-pioneer-k1"}, "holds no API key"),
+    ],
+)
+def test_rotation_flags_a_variable_that_holds_no_usable_key(
+    session: object, stored: dict[str, Any] | str, problem: str
+) -> None:
+    created = NOW - timedelta(days=2)
+    set_variable(session, VARIABLE, stored)
+    seed_rotation(
+        session,
+        dag_id="view_rotation",
+        run_id="rot_1",
+        state="success",
+        ended=created,
+        variable=VARIABLE,
+        returned={"name": "airflow-pioneer-lost", "created_at": created.isoformat(), "revoked": []},
+    )
+    data = collect(session, dag_ids=DAGS, now=NOW)
+    (status,) = data.rotations
+    # The last run did succeed; the Variable it wrote is what no task can use now.
+    assert status.last_state == "success"
+    assert status.key_problem is not None and problem in status.key_problem
+    assert (status.key_name, status.key_age_days, status.pending_revoke) == (None, None, [])
+    assert any("No usable API key" in w for w in status.warnings)
+    html = render_page(data, json_url="/j")
+    assert "no usable key" in html and "role='alert'" in html
+    assert ">***<" not in html and "***</td>" not in html  # the mask is never shown as a key name
+    if problem == "masked placeholder":
+        # The lost key's real name, from the last rotation's return value (the Variable's is masked).
+        assert "airflow-pioneer-lost" in status.key_problem
+    assert SECRET not in html and "pio_sk_" not in html
+
+
+def test_times_are_iso_with_offset_for_the_browser_to_localise(session: object) -> None:
+    _seed_two_dags(session)
+    html = render_page(collect(session, dag_ids=DAGS, now=NOW), json_url="/j")
+    assert f"<time datetime='{NOW.isoformat(timespec='seconds')}'>" in html
+    assert "localStorage.getItem('timezone')" in html and "data-timezone" in html
+
+
+def test_every_value_on_the_page_is_escaped(session: object) -> None:
+    """Run ids, labels, output paths and Variable names are user input: none becomes markup."""
+    evil = "<img src=x onerror=alert(1)>'\""
+    seed_runs(
+        session,
+        [
+            Shard(
+                "view_dag_a",
+                f"run_{evil}",
+                map_index=0,
+                ended=NOW - timedelta(hours=1),
+                label=f"shard {evil}",
+                output_path=f"file:///{evil}",
+            )
+        ],
+    )
+    set_variable(session, VARIABLE, {"api_key": SECRET, "name": f"k{evil}", "created_at": NOW.isoformat()})
+    seed_rotation(
+        session,
+        dag_id="view_rotation",
+        run_id=f"rot_{evil}",
+        state="failed",
+        ended=NOW,
+        variable=VARIABLE,
+        returned=None,
+    )
+    html = render_page(collect(session, dag_ids=DAGS, now=NOW), json_url=f"/j?{evil}")
+    assert "<img" not in html and "onerror=alert(1)>'" not in html
+    assert html.count("&lt;img src=x onerror=alert(1)&gt;&#39;&#34;") >= 6  # run, label, path, key, run links
