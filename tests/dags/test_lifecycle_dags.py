@@ -400,3 +400,86 @@ def test_the_example_lifecycle_dag_trains_gates_and_extracts_with_the_new_job_id
     assert set(report["per_entity_f1"]) == {"person", "organization", "location"}
     assert emu.lifecycle_counters()["inference_on_jobs"] >= 1  # /inference was called with the job id
     assert emu.api_key not in "".join(capfd.readouterr())
+
+
+def test_an_explicit_deploy_is_asked_for_once_then_the_task_waits_for_it_to_serve(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The newer API: a deployed job stays ``complete`` and ``is_deployable`` while its deployment warms."""
+    upload(emu, tmp_path)
+    emu.set_lifecycle(status_style="fastino", deploy_style="deploying", deploy_warmup_s=3.0)
+    dag = load_dag("pioneer_test_training_callable")
+    dr = dag.test(run_conf={"dataset_name": "ds", "model_name": "m-deploy"})
+    assert task_states(dr) == {"train": ("success", 1)}
+    assert xcoms_of(dag.dag_id, dr.run_id)["train.return_value"]["status"] == "deployed"
+    assert emu.lifecycle_counters()["deploys"] == 1  # 3 s of warm-up polled every 0.05 s: one deploy
+    logged = "".join(capfd.readouterr())
+    assert logged.count("deploying its best checkpoint") == 1
+
+
+def test_a_retried_dataset_upload_reuses_the_version_its_first_try_uploaded(
+    emu: PioneerEmulator, tmp_path: Path
+) -> None:
+    emu.set_lifecycle(dataset_process_s=2.5)  # each try waits 1 s: the third finds it ready
+    path = write_rows(tmp_path / "slow.jsonl", ROWS)
+    dag = load_dag("pioneer_test_dataset_retry")
+    dr = dag.test(run_conf={"input_path": f"file://{path}", "dataset_name": "slow"})
+    state, try_number = task_states(dr)["upload"]
+    assert state == "success" and try_number >= 2
+    result = xcoms_of(dag.dag_id, dr.run_id)["upload.return_value"]
+    assert result["version"] == "1" and result["status"] == "ready"
+    c = emu.lifecycle_counters()
+    assert c["upload_urls"] == 1 and c["presigned_puts"] == 1 and c["datasets_processed"] == 1
+
+
+def _job_elsewhere(emu: PioneerEmulator, name: str) -> str:
+    import requests
+
+    job = requests.post(
+        f"{emu.url}/felix/training-jobs",
+        json={"base_model": "fastino/gliner2-base-v1", "datasets": [{"name": "ds"}], "model_name": name,
+              "nr_epochs": 2},
+        headers={"X-API-Key": emu.api_key},
+        timeout=10,
+    ).json()  # fmt: skip
+    return str(job["id"])
+
+
+def test_the_sensor_in_reschedule_mode_frees_its_slot_between_pokes(
+    emu: PioneerEmulator, tmp_path: Path
+) -> None:
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+
+    upload(emu, tmp_path)
+    emu.set_lifecycle(epoch_s=1.5)  # about 3 s of training: several pokes
+    job_id = _job_elsewhere(emu, "m-resched")
+    dag = load_dag("pioneer_test_training_sensor_reschedule")
+    dr = dag.test(run_conf={"job_id": job_id})
+    assert task_states(dr) == {"wait": ("success", 1)}
+    assert xcoms_of(dag.dag_id, dr.run_id)["wait.return_value"]["job_id"] == job_id
+    with create_session() as session:
+        rescheduled = session.query(TaskReschedule).count()
+    assert rescheduled >= 1  # it gave the slot back, rather than sleeping in it
+
+
+def test_the_sensor_with_soft_fail_skips_on_a_failed_job(emu: PioneerEmulator, tmp_path: Path) -> None:
+    upload(emu, tmp_path)
+    emu.set_lifecycle(fail_next_jobs=1, fail_after_epochs=0)
+    job_id = _job_elsewhere(emu, "m-softfail")
+    dr = load_dag("pioneer_test_training_sensor_reschedule").test(run_conf={"job_id": job_id})
+    assert task_states(dr)["wait"][0] == "skipped"
+
+
+def test_a_422_while_waiting_fails_the_training_wait_without_airflow_retries(
+    emu: PioneerEmulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """One verdict mapping: a 400/409/422 is a verdict for a training wait as for an evaluation."""
+    upload(emu, tmp_path)
+    job_id = _job_elsewhere(emu, "m-422")
+    emu.inject(status=422, path=f"/felix/training-jobs/{job_id}")
+    dr = load_dag("pioneer_test_training_sensor").test(run_conf={"job_id": job_id})
+    assert task_states(dr) == {"wait": ("failed", 1)}  # retries=2 in the DAG, none used
+    assert emu.counters()["statuses"]["422"] == 1
+    logged = "".join(capfd.readouterr())
+    assert f"Waiting for Pioneer training job {job_id}: Pioneer GET /felix/training-jobs/" in logged
