@@ -410,9 +410,9 @@ def test_an_explicit_deploy_is_asked_for_once_then_the_task_waits_for_it_to_serv
     emu.set_lifecycle(status_style="fastino", deploy_style="deploying", deploy_warmup_s=3.0)
     dag = load_dag("pioneer_test_training_callable")
     dr = dag.test(run_conf={"dataset_name": "ds", "model_name": "m-deploy"})
+    assert emu.lifecycle_counters()["deploys"] == 1  # 3 s of warm-up polled every 0.05 s: one deploy
     assert task_states(dr) == {"train": ("success", 1)}
     assert xcoms_of(dag.dag_id, dr.run_id)["train.return_value"]["status"] == "deployed"
-    assert emu.lifecycle_counters()["deploys"] == 1  # 3 s of warm-up polled every 0.05 s: one deploy
     logged = "".join(capfd.readouterr())
     assert logged.count("deploying its best checkpoint") == 1
 
