@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow_provider_pioneer.testing.errors import AuthError
+from airflow_provider_pioneer.testing.lifecycle_rows import validate_ner_rows
 from airflow_provider_pioneer.testing.limits import retry_after
 
 __all__ = ["TRAINABLE_MODELS", "LifecycleSettings", "LifecycleStore", "validate_ner_rows"]
@@ -102,36 +103,6 @@ class LifecycleSettings:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def validate_ner_rows(data: bytes) -> tuple[int, list[str], list[str]]:
-    """Rows, errors (``line N: ...``) and labels of an NER JSONL upload, as Pioneer validates it."""
-    errors: list[str] = []
-    labels: list[str] = []
-    rows = 0
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        rows += 1
-        try:
-            row = json.loads(line)
-        except ValueError:
-            errors.append(f"line {number}: not JSON")
-            continue
-        text, entities = (row.get("text"), row.get("entities")) if isinstance(row, dict) else (None, None)
-        if not isinstance(text, str) or not isinstance(entities, list):
-            errors.append(f"line {number}: needs 'text' (string) and 'entities' (list)")
-            continue
-        for pair in entities:
-            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-                errors.append(f"line {number}: each entity is [span, label]")
-            elif pair[0] not in text:
-                errors.append(f"line {number}: span {pair[0]!r} is not in the text")
-            elif pair[1] not in labels:
-                labels.append(pair[1])
-    if rows == 0:
-        errors.append("the file has no rows")
-    return rows, errors, labels
 
 
 @dataclass
