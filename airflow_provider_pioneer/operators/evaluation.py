@@ -119,6 +119,7 @@ class PioneerEvaluationOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None) -> Any:
         """Resume after the trigger fired: read the scores and apply the gate."""
         from airflow_provider_pioneer.lifecycle.api import evaluation_scores
+        from airflow_provider_pioneer.lifecycle.record import TaskRecord
         from airflow_provider_pioneer.triggers.events import parse_event
 
         checked = parse_event(event, "Pioneer evaluation")
@@ -135,6 +136,9 @@ class PioneerEvaluationOperator(BaseOperator):
             # The same verdict mapping as every other wait: a verdict fails at once, an outage retries.
             raise error_event_failure(checked, f"Waiting for Pioneer evaluation {evaluation_id}")
         scores = evaluation_scores(checked.record)
+        # The scores are in: no retry needs the evaluation id any more, and a cleared task must
+        # start a new evaluation, not return this one's (on Airflow < 3.3 the record is a Variable).
+        TaskRecord(context, _RECORD_PREFIX).forget()
         result = {"evaluation_id": evaluation_id, "model": self.base_model, "dataset_name": self.dataset_name,
                   **scores}  # fmt: skip
         self.log.info(
