@@ -118,6 +118,8 @@ def _drive(emu: PioneerEmulator, trigger: PioneerTrainingJobTrigger, *, user_act
     """Run ``trigger`` in Airflow's TriggerRunner until it has polled, then cancel it as Airflow does."""
     from airflow.jobs.triggerer_job_runner import TriggerRunner
 
+    trigger.timeout_after = None  # type: ignore[attr-defined]  # what Airflow 3.1's triggerer sets on each trigger
+
     async def scenario() -> None:
         runner = TriggerRunner()
         task = asyncio.create_task(runner.run_trigger(1, trigger))
