@@ -87,7 +87,7 @@ class PioneerTrainingJobSensor(JobWaitMixin, BaseSensorOperator):
         except PioneerError as exc:
             raise fail_for(exc, f"Reading Pioneer training job {job_id}") from None
         phase = phase_of(job)
-        deployed = self._record(context).get(DEPLOYED_KEY) == job_id
+        deployed = self.wait_for == "callable" and self._record(context).get(DEPLOYED_KEY) == job_id
         if phase is Phase.FAILED or (deployed and deployment_failed(job)):
             raise AirflowFailException(
                 f"Pioneer training job {job_id} ended as {job.get('status')!r}. Its last log lines:\n"
@@ -101,7 +101,8 @@ class PioneerTrainingJobSensor(JobWaitMixin, BaseSensorOperator):
                 self._deploy_once(context, job_id)
             return False
         context["ti"].xcom_push(key="job_id", value=job_id)
-        self._record(context).forget()
+        if self.wait_for == "callable":  # only a deploy is recorded
+            self._record(context).forget()
         return PokeReturnValue(is_done=True, xcom_value=self._result(job_id, job))
 
     @staticmethod
