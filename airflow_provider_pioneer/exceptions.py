@@ -41,6 +41,7 @@ __all__ = [
     "PioneerServerError",
     "PioneerSpendCapError",
     "PioneerValidationError",
+    "fails_without_retries",
 ]
 
 
@@ -229,3 +230,13 @@ class PioneerRedirectError(PioneerResponseError):
     """A 3xx: never followed (the key would go to another host); the base URL must be fixed."""
 
     transient = False
+
+
+def fails_without_retries(exc: PioneerError) -> bool:
+    """The verdict mapping every waiting operator uses: True fails the task without Airflow retries.
+
+    Money errors and every error that is not :attr:`~PioneerError.transient` (400, 401, 403, 404,
+    409, 413, 422, a bad connection...) are verdicts: an Airflow retry would meet them again. An
+    outage, a 429, a 5xx or a malformed answer is not: the task fails retryably.
+    """
+    return isinstance(exc, PioneerBillingError) or not exc.transient

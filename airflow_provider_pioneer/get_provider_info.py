@@ -101,6 +101,9 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "sensors": [
+            {"integration-name": "Pioneer", "python-modules": ["airflow_provider_pioneer.sensors.training"]}
+        ],
         "triggers": [
             {"integration-name": "Pioneer", "python-modules": ["airflow_provider_pioneer.triggers.lifecycle"]}
         ],

@@ -97,6 +97,7 @@ def pioneer_model_lifecycle() -> None:
         learning_rate=5e-5,
         extra_fields={"validation_data_percentage": 0.2},
         wait_for="callable",  # the next steps call the new model
+        deferrable=True,  # hours of training on the triggerer, not in a worker slot (needs a triggerer)
         poll_interval=2.0,
         wait_timeout=timedelta(hours=6),
     )
@@ -108,6 +109,7 @@ def pioneer_model_lifecycle() -> None:
         dataset_name=upload_eval.output["dataset_name"],
         min_f1="{{ params.min_f1 }}",
         on_below="skip",  # a model below the gate is never used: everything downstream is skipped
+        deferrable=True,
         poll_interval=2.0,
     )
 

@@ -1,6 +1,7 @@
 """Async reads of Pioneer's API for triggers, over httpx (already installed with Airflow).
 
-Only GETs (a trigger polls, it never changes anything), with the sync client's rules: the key in
+GETs (a trigger polls) and one bodiless POST (a killed task's trigger stops its training job),
+with the sync client's rules: the key in
 ``X-API-Key`` (or Bearer) to the configured host only, no redirects, errors typed and summarised
 by :func:`~airflow_provider_pioneer.responses.error_for_response` and redacted.
 """
@@ -113,6 +114,12 @@ class AsyncPioneerReader:
                 status=response.status_code,
             )
         raise error_for_response(_as_requests_response(response), str(route), self._redactor.redact)
+
+    async def post(self, route: Route) -> Any:
+        """A bodiless POST of ``route`` (``…/stop``), under the same rules as :meth:`get`."""
+        if route.method != "POST":
+            raise ValueError(f"{route} is not a POST route")
+        return await self.get(route)
 
     async def _read(self, route: Route, params: dict[str, Any] | None) -> httpx.Response:
         """The response with its whole body read, refused past the size cap while it arrives."""

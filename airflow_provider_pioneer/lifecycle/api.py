@@ -8,10 +8,12 @@ The presigned upload goes out on its own session with no key: the URL is its own
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -46,6 +48,35 @@ __all__ = ["LifecycleClient", "evaluation_id_of", "evaluation_scores", "job_id_o
 
 log = logging.getLogger(__name__)
 _PUT_ATTEMPTS = 3
+
+
+#: Pages of the job list read at most (200 jobs each): a runaway server cannot loop us for ever.
+_MAX_PAGES = 500
+
+
+def created_after(job: dict[str, Any], since: datetime | None) -> bool:
+    """Whether ``job`` was created after ``since`` (ten minutes of slack; no timestamp: True)."""
+    if since is None:
+        return True
+    stamp = job.get("created_at")
+    if not isinstance(stamp, str):
+        return True  # no timestamp: the name alone decides
+    try:
+        created = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    # Ten minutes of slack for clocks that disagree; a name is per run in any sane DAG.
+    return created >= since - timedelta(minutes=10)
+
+
+def _jobs_page(doc: Any) -> list[dict[str, Any]]:
+    for key in ("training_jobs", "jobs", "models"):
+        items = doc.get(key) if isinstance(doc, dict) else None
+        if isinstance(items, list):
+            return [item for item in items if isinstance(item, dict)]
+    raise PioneerResponseError(f"Pioneer {LIST_TRAINING_JOBS} answered without a list of jobs.")
 
 
 def job_id_of(doc: Any) -> str:
@@ -88,6 +119,28 @@ def evaluation_scores(doc: dict[str, Any]) -> dict[str, Any]:
     return scores
 
 
+class _FileBody:
+    """A file as a request body that requests streams in blocks with a ``Content-Length``.
+
+    Some file objects (Airflow's ``ObjectStoragePath.open`` wraps fsspec's) hide what requests
+    looks for to stream them, and end up read whole; this exposes only ``read`` and the length.
+    """
+
+    def __init__(self, file: IO[bytes], size: int | None) -> None:
+        self._file = file
+        self.len = size if size is not None else 0
+
+    def read(self, amount: int = -1) -> bytes:
+        return self._file.read(amount)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while block := self._file.read(_BLOCK):
+            yield block
+
+
+_BLOCK = 64 * 1024
+
+
 class LifecycleClient:
     """Datasets, training jobs and evaluations through an authenticated :class:`PioneerClient`.
 
@@ -116,9 +169,14 @@ class LifecycleClient:
             "version_number": doc.get("version_number"),
         }
 
-    def put_presigned(self, url: str, data: bytes, timeout: float = 300.0) -> None:
-        """PUT ``data`` to a presigned URL: a plain request with no API key and no redirects.
+    def put_presigned(
+        self, url: str, data: bytes | Callable[[], IO[bytes]], timeout: float = 300.0, size: int | None = None
+    ) -> None:
+        """PUT a file to a presigned URL: a plain request with no API key and no redirects.
 
+        :param data: the bytes, or a callable opening the file (each attempt opens it afresh and
+            streams it, so a large file is never held in memory).
+        :param size: the file's length (sent as ``Content-Length``: S3 refuses chunked PUTs).
         :raises PioneerConfigurationError: the URL is not https (plain http only to loopback).
         """
         parts = urlsplit(url)
@@ -129,9 +187,10 @@ class LifecycleClient:
         where = f"PUT to the upload URL on {parts.hostname}"
         for attempt in range(1, _PUT_ATTEMPTS + 1):
             # A fresh session: nothing of the API client's (headers, key) can ride along.
-            with requests.Session() as session:
+            with requests.Session() as session, contextlib.ExitStack() as files:
+                body = _FileBody(files.enter_context(data()), size) if callable(data) else data
                 try:
-                    response = session.put(url, data=data, timeout=timeout, allow_redirects=False)
+                    response = session.put(url, data=body, timeout=timeout, allow_redirects=False)
                 except requests.RequestException as exc:
                     if attempt == _PUT_ATTEMPTS:
                         raise PioneerConnectionError(f"{where} failed: {type(exc).__name__}.") from None
@@ -170,21 +229,62 @@ class LifecycleClient:
         job_id_of(doc)
         return dict(doc)
 
-    def list_training_jobs(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """``GET /felix/training-jobs`` (first page, newest first): the ``training_jobs`` (or ``jobs``) list."""
-        params: dict[str, Any] = {"limit": limit}
-        if status:
-            params["status"] = status
-        doc = self.client._call(LIST_TRAINING_JOBS, params=params)
-        for key in ("training_jobs", "jobs", "models"):
-            items = doc.get(key) if isinstance(doc, dict) else None
-            if isinstance(items, list):
-                return [item for item in items if isinstance(item, dict)]
-        raise PioneerResponseError(f"Pioneer {LIST_TRAINING_JOBS} answered without a list of jobs.")
+    def list_training_jobs(
+        self,
+        status: str | None = None,
+        limit: int = 200,
+        *,
+        until: Callable[[list[dict[str, Any]]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        """``GET /felix/training-jobs``, every page (newest first): the ``training_jobs`` (or ``jobs``) items.
 
-    def find_jobs_by_model_name(self, model_name: str) -> list[dict[str, Any]]:
-        """Jobs named ``model_name``, newest first."""
-        return [job for job in self.list_training_jobs() if job.get("model_name") == model_name]
+        Pages are read with ``offset`` until the server says there are no more (``has_more``,
+        ``total``), or a page comes back empty or short of what it could have held.
+
+        :param status: only jobs in this state.
+        :param limit: jobs per page asked for (the API allows 1-200; a server may send fewer).
+        :param until: called with each page; True stops the paging there (e.g. the jobs got too old).
+        """
+        jobs: list[dict[str, Any]] = []
+        for _ in range(_MAX_PAGES):
+            params: dict[str, Any] = {"limit": limit, "offset": len(jobs)}
+            if status:
+                params["status"] = status
+            doc = self.client._call(LIST_TRAINING_JOBS, params=params)
+            page = _jobs_page(doc)
+            jobs.extend(page)
+            more = doc.get("has_more") if isinstance(doc, dict) else None
+            total = doc.get("total") if isinstance(doc, dict) else None
+            if not page or (until is not None and until(page)):
+                break
+            if more is False or (isinstance(total, int) and len(jobs) >= total):
+                break
+            if more is None and total is None and len(page) < limit:
+                break  # no paging fields: a short page is the last one
+        else:
+            log.warning("Pioneer %s: stopped after %d pages of jobs.", LIST_TRAINING_JOBS, _MAX_PAGES)
+        return jobs
+
+    def find_jobs_by_model_name(
+        self, model_name: str, created_since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Jobs named ``model_name``, newest first, looked for on every page.
+
+        :param created_since: only jobs created after this (with ten minutes of slack for clocks
+            that disagree); the paging stops at the first page that is all older.
+        """
+
+        def recent(job: dict[str, Any]) -> bool:
+            return created_after(job, created_since)
+
+        def too_old(page: list[dict[str, Any]]) -> bool:
+            return created_since is not None and not any(recent(job) for job in page)
+
+        return [
+            job
+            for job in self.list_training_jobs(until=too_old)
+            if job.get("model_name") == model_name and recent(job)
+        ]
 
     def get_training_job(self, job_id: str) -> dict[str, Any]:
         doc = self.client._call(TRAINING_JOB.bind(job_id=job_id))

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "STATE_PHASES",
     "Phase",
+    "deployment_failed",
     "is_callable",
     "needs_deploy",
     "phase_of",
@@ -118,3 +119,12 @@ def needs_deploy(record: dict[str, Any]) -> bool:
         and status_text(record) in ("complete", "completed", "artifact_ready")
         and not is_callable(record)
     )
+
+
+def deployment_failed(record: dict[str, Any]) -> bool:
+    """A provider deployment of this job reports ``failed`` and none is ``active``."""
+    deployments = record.get("provider_deployments")
+    if not isinstance(deployments, dict):
+        return False
+    states = [d.get("status") for d in deployments.values() if isinstance(d, dict)]
+    return "failed" in states and "active" not in states

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.log import mask_secret
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from airflow_provider_pioneer.lifecycle.record import TaskRecord
+
 __all__ = ["PioneerDatasetUploadOperator"]
 
 _READY, _FAILED = "ready", "failed"
@@ -30,7 +33,9 @@ class PioneerDatasetUploadOperator(BaseOperator):
     Every row is checked first (NER: ``{"text", "entities": [[span, label], ...]}`` with each span
     inside its text); a file with bad rows is refused before anything is sent, naming the lines.
     Then the three-step upload: ask for an upload URL, PUT the file there (a presigned URL: the API
-    key is never sent with it), and start processing. Returns
+    key is never sent with it; the file is streamed, never read whole into memory), and start
+    processing. A retried or cleared task whose earlier try uploaded the same bytes reuses that
+    version instead of adding another. Returns
     ``{"dataset_name", "version", "dataset_id", "size", "labels", "status"}`` (``dataset_name`` and
     ``version`` also as XComs of their own), which
     :class:`~airflow_provider_pioneer.operators.training.PioneerTrainingJobOperator` takes as
@@ -66,7 +71,8 @@ class PioneerDatasetUploadOperator(BaseOperator):
         self.wait_timeout = wait_timeout
         self.pioneer_conn_id = pioneer_conn_id
 
-    def _read(self) -> tuple[bytes, str, list[str]]:
+    def _check(self) -> tuple[str, int, str, list[str]]:
+        """Check every row, streaming the file once: its sha256, its size, its name, its labels."""
         from airflow.sdk import ObjectStoragePath
 
         from airflow_provider_pioneer.lifecycle.datasets import check_rows
@@ -74,44 +80,95 @@ class PioneerDatasetUploadOperator(BaseOperator):
         path = ObjectStoragePath(self.input_path)
         if not path.exists():
             raise AirflowFailException(f"Dataset file {self.input_path} does not exist.")
-        with path.open("r", encoding="utf-8") as f:
-            check = check_rows(f, self.dataset_type)
+        digest, size = hashlib.sha256(), 0
+
+        def lines(raw: Iterable[bytes]) -> Iterator[str]:
+            nonlocal size
+            for line in raw:
+                digest.update(line)
+                size += len(line)
+                yield line.decode("utf-8")
+
+        with path.open("rb") as f:
+            try:
+                check = check_rows(lines(f), self.dataset_type)
+            except UnicodeDecodeError:
+                raise AirflowFailException(
+                    f"Dataset file {self.input_path} is not UTF-8 text; save it as UTF-8 JSONL."
+                ) from None
         if not check.ok:
             raise AirflowFailException(check.message(str(self.input_path)))
         self.log.info(
             "%s: %d valid %s rows%s.", self.input_path, check.rows, self.dataset_type,
             f", labels {', '.join(check.labels)}" if check.labels else "",
         )  # fmt: skip
-        with path.open("rb") as f:
-            return f.read(), path.name or "data.jsonl", check.labels
+        return digest.hexdigest(), size, path.name or "data.jsonl", check.labels
+
+    def _open(self) -> IO[bytes]:
+        from airflow.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(self.input_path).open("rb")
+
+    def _earlier_upload(self, api: Any, record: TaskRecord, digest: str) -> dict[str, Any] | None:
+        """The version an earlier try of this task uploaded from the same bytes, if Pioneer has it.
+
+        The API has no content digest, so the task's record keeps the one of what it sent; a
+        version whose file never arrived (``initialized``) or that failed is not reused.
+        """
+        saved = record.get("upload")
+        if not (isinstance(saved, dict) and saved.get("digest") == digest and saved.get("version")):
+            return None
+        try:
+            doc = api.get_dataset(self.dataset_name, str(saved["version"]))
+        except PioneerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        status = str(doc.get("status") or "").lower()
+        if doc.get("id") not in (None, saved.get("dataset_id")) or status in ("", "initialized", _FAILED):
+            return None
+        self.log.info(
+            "Dataset %r version %s holds this file already (uploaded by an earlier try, now %s); "
+            "not uploading it again.", self.dataset_name, saved["version"], status,
+        )  # fmt: skip
+        return {"dataset_id": saved.get("dataset_id"), "version_number": saved["version"]}
 
     def execute(self, context: Context) -> dict[str, Any]:
-        data, filename, labels = self._read()
+        from airflow_provider_pioneer.lifecycle.record import TaskRecord
+
+        digest, size, filename, labels = self._check()
         api = PioneerHook(self.pioneer_conn_id).lifecycle
+        record = TaskRecord(context, "pioneer_dataset")
         try:
-            upload = api.request_upload(self.dataset_name, self.dataset_type, filename)
-            # The presigned URL is a credential for its bucket until it expires: keep it out of logs.
-            mask_secret(upload["upload_url"])
-            api.put_presigned(upload["upload_url"], data)
-            api.process_upload(upload["dataset_id"])
-            self.log.info(
-                "Uploaded %d bytes as dataset %r version %s; Pioneer is processing it.",
-                len(data), self.dataset_name, upload["version_number"],
-            )  # fmt: skip
+            upload = self._earlier_upload(api, record, digest)
+            if upload is None:
+                upload = api.request_upload(self.dataset_name, self.dataset_type, filename)
+                # The presigned URL is a credential for its bucket until it expires: keep it out of logs.
+                mask_secret(upload["upload_url"])
+                # Recorded before the PUT: a retry after a lost answer finds this version, not a new one.
+                record.set("upload", {"dataset_id": upload["dataset_id"], "digest": digest,
+                                      "version": upload["version_number"]})  # fmt: skip
+                api.put_presigned(upload["upload_url"], self._open, size=size)
+                api.process_upload(upload["dataset_id"])
+                self.log.info(
+                    "Uploaded %d bytes as dataset %r version %s; Pioneer is processing it.",
+                    size, self.dataset_name, upload["version_number"],
+                )  # fmt: skip
             version = str(upload["version_number"] or "latest")
-            record = self._wait(api, version)
+            ready = self._wait(api, version)
         except PioneerError as exc:
             raise fail_for(exc, f"Uploading dataset {self.dataset_name!r}") from None
+        record.forget()
         # Also as XComs of their own: ``upload.output["dataset_name"]`` works downstream.
         context["ti"].xcom_push(key="dataset_name", value=self.dataset_name)
-        context["ti"].xcom_push(key="version", value=str(record.get("version_number") or version))
+        context["ti"].xcom_push(key="version", value=str(ready.get("version_number") or version))
         return {
             "dataset_name": self.dataset_name,
-            "version": str(record.get("version_number") or version),
+            "version": str(ready.get("version_number") or version),
             "dataset_id": upload["dataset_id"],
-            "size": record.get("size", record.get("sample_size")),
+            "size": ready.get("size", ready.get("sample_size")),
             "labels": labels,
-            "status": record.get("status"),
+            "status": ready.get("status"),
         }
 
     def _wait(self, api: Any, version: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from airflow_provider_pioneer.operators._lifecycle_common import (
     TRIGGER_GRACE_S,
     as_seconds,
     deadline_after,
+    default_deferrable,
+    error_event_failure,
     fail_for,
     run_trigger_here,
     skip_exception,
@@ -45,7 +47,7 @@ class PioneerEvaluationOperator(BaseOperator):
     :param min_f1: the gate (0..1); None: no gate. Templated.
     :param on_below: ``"fail"`` (default) or ``"skip"``.
     :param extra_fields: more fields of the request (``project_id``...). Templated.
-    :param deferrable: wait on the triggerer (default).
+    :param deferrable: wait on the triggerer; default ``[operators] default_deferrable`` (False when unset).
     :param poll_interval: seconds between polls.
     :param wait_timeout: how long to wait (seconds or timedelta).
     :param pioneer_conn_id: the Pioneer connection.
@@ -62,7 +64,7 @@ class PioneerEvaluationOperator(BaseOperator):
         min_f1: float | str | None = None,
         on_below: str = "fail",
         extra_fields: dict[str, Any] | None = None,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         poll_interval: float = 10.0,
         wait_timeout: timedelta | float | None = timedelta(hours=2),
         pioneer_conn_id: str = PioneerHook.default_conn_name,
@@ -76,7 +78,7 @@ class PioneerEvaluationOperator(BaseOperator):
         self.min_f1 = min_f1
         self.on_below = on_below
         self.extra_fields = extra_fields
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
         self.pioneer_conn_id = pioneer_conn_id
@@ -114,24 +116,29 @@ class PioneerEvaluationOperator(BaseOperator):
             )
         return self.execute_complete(context, run_trigger_here(trigger))
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None) -> Any:
         """Resume after the trigger fired: read the scores and apply the gate."""
         from airflow_provider_pioneer.lifecycle.api import evaluation_scores
+        from airflow_provider_pioneer.lifecycle.record import TaskRecord
+        from airflow_provider_pioneer.triggers.events import parse_event
 
-        evaluation_id, kind = event.get("id"), event.get("event")
+        checked = parse_event(event, "Pioneer evaluation")
+        evaluation_id, kind = checked.id, checked.event
         if kind == "failed":
-            why = (event.get("record") or {}).get("error_message") or event.get("status")
+            why = checked.record.get("error_message") or checked.status
             raise AirflowFailException(f"Pioneer evaluation {evaluation_id} failed: {why}")
         if kind == "timeout":
             raise AirflowException(
                 f"Pioneer evaluation {evaluation_id} did not finish within {as_seconds(self.wait_timeout):g} s "
-                f"(last state {event.get('status')!r}); a retry waits for the same evaluation."
+                f"(last state {checked.status!r}); a retry waits for the same evaluation."
             )
         if kind != "succeeded":
-            raise AirflowFailException(
-                f"Waiting for Pioneer evaluation {evaluation_id}: {event.get('message')}"
-            )
-        scores = evaluation_scores(event.get("record") or {})
+            # The same verdict mapping as every other wait: a verdict fails at once, an outage retries.
+            raise error_event_failure(checked, f"Waiting for Pioneer evaluation {evaluation_id}")
+        scores = evaluation_scores(checked.record)
+        # The scores are in: no retry needs the evaluation id any more, and a cleared task must
+        # start a new evaluation, not return this one's (on Airflow < 3.3 the record is a Variable).
+        TaskRecord(context, _RECORD_PREFIX).forget()
         result = {"evaluation_id": evaluation_id, "model": self.base_model, "dataset_name": self.dataset_name,
                   **scores}  # fmt: skip
         self.log.info(

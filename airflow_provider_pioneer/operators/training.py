@@ -1,4 +1,4 @@
-"""PioneerTrainingJobOperator and PioneerTrainingJobSensor: fine-tune a model, wait on the triggerer.
+"""PioneerTrainingJobOperator: fine-tune a model, wait on the triggerer (or in the worker).
 
 Never two jobs for one task instance: the job id is recorded (task state store, see
 :mod:`~airflow_provider_pioneer.lifecycle.record`) the moment the API answers, before any wait;
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, BaseSensorOperator
+from airflow.sdk import BaseOperator
 
 from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.exceptions import (
@@ -28,13 +28,9 @@ from airflow_provider_pioneer.exceptions import (
     PioneerServerError,
 )
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
-from airflow_provider_pioneer.operators._lifecycle_common import (
-    TRIGGER_GRACE_S,
-    as_seconds,
-    deadline_after,
-    fail_for,
-    run_trigger_here,
-)
+from airflow_provider_pioneer.operators._lifecycle_common import as_seconds, default_deferrable, fail_for
+from airflow_provider_pioneer.operators._training_wait import JobWaitMixin, job_result
+from airflow_provider_pioneer.sensors.training import PioneerTrainingJobSensor
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -80,20 +76,6 @@ class SubmitWindow:
 SUBMITS = SubmitWindow()
 
 
-def _created_after(job: dict[str, Any], since: datetime | None) -> bool:
-    if since is None:
-        return True
-    stamp = job.get("created_at")
-    if not isinstance(stamp, str):
-        return True  # no timestamp: the name alone decides
-    try:
-        created = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return True
-    # Ten minutes of slack for clocks that disagree; a name is per run in any sane DAG.
-    return created >= since - timedelta(minutes=10)
-
-
 def _duplicate_job_id(exc: PioneerError) -> str | None:
     """The job id a ``409 duplicate_training_submission`` names (/v1 API: poll that job)."""
     detail: dict[str, Any] = exc.detail if isinstance(exc.detail, dict) else {}
@@ -105,83 +87,7 @@ def _duplicate_job_id(exc: PioneerError) -> str | None:
     return None
 
 
-class _JobWaitMixin:
-    """Waiting on a training job: deferred (the trigger), or in the worker (the same trigger, run here)."""
-
-    pioneer_conn_id: str
-    poll_interval: float
-    deferrable: bool
-    wait_for: str
-    log: Any
-
-    def _wait_seconds(self) -> float | None:
-        raise NotImplementedError
-
-    def _wait(self, context: Context, job_id: str, logs_seen: int = 0) -> Any:
-        from airflow_provider_pioneer.triggers.lifecycle import PioneerTrainingJobTrigger
-
-        seconds = self._wait_seconds()
-        trigger = PioneerTrainingJobTrigger(
-            job_id,
-            pioneer_conn_id=self.pioneer_conn_id,
-            poll_interval=self.poll_interval,
-            deadline=deadline_after(seconds),
-            target=self.wait_for,
-            logs_seen=logs_seen,
-        )
-        if self.deferrable:
-            self.defer(  # type: ignore[attr-defined]
-                trigger=trigger,
-                method_name="execute_complete",
-                timeout=None if seconds is None else timedelta(seconds=seconds + TRIGGER_GRACE_S),
-            )
-        return self._finish(context, job_id, run_trigger_here(trigger))
-
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        """Resume after the trigger fired: succeed, deploy and wait again, or fail with the job's last log lines."""
-        return self._finish(context, str(event.get("id")), event)
-
-    def _finish(self, context: Context, job_id: str, event: dict[str, Any]) -> Any:
-        kind, status = event.get("event"), event.get("status")
-        tail = "\n".join(event.get("log_tail") or []) or "(no log lines)"
-        if kind == "succeeded":
-            result = self._result(job_id, event.get("record") or {})
-            # Also as XCom "job_id": downstream tasks can take ``train.output["job_id"]``.
-            context["ti"].xcom_push(key="job_id", value=job_id)
-            self._forget(context)
-            return result
-        if kind == "needs_deploy":
-            self.log.info(
-                "Training job %s is complete and deployable; deploying its best checkpoint.", job_id
-            )
-            hook = PioneerHook(self.pioneer_conn_id)
-            try:
-                hook.lifecycle.deploy_final_checkpoint(job_id)
-            except PioneerError as exc:
-                raise fail_for(exc, f"Deploying training job {job_id}") from None
-            return self._wait(context, job_id, int(event.get("logs_seen") or 0))
-        if kind == "failed":
-            raise AirflowFailException(
-                f"Pioneer training job {job_id} ended as {status!r}. Its last log lines:\n{tail}"
-            )
-        if kind == "timeout":
-            raise AirflowException(
-                f"Pioneer training job {job_id} did not reach {self.wait_for!r} within {self._wait_seconds():g} s "
-                f"(last state {status!r}). The job was left running; a retry of this task waits for the same job."
-            )
-        message = event.get("message") or "the API refused the request"
-        if event.get("status") in (401, 402, 403, 404):
-            raise AirflowFailException(f"Waiting for Pioneer training job {job_id}: {message}")
-        raise AirflowException(f"Waiting for Pioneer training job {job_id}: {message}")
-
-    def _result(self, job_id: str, record: dict[str, Any]) -> Any:
-        raise NotImplementedError
-
-    def _forget(self, context: Context) -> None:
-        """Drop what this task recorded for its retries (it succeeded)."""
-
-
-class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
+class PioneerTrainingJobOperator(JobWaitMixin, BaseOperator):
     """Fine-tune a model on Pioneer (``POST /felix/training-jobs``) and wait until it is trained.
 
     The wait is deferred to the triggerer by default (async polling, the job's log lines stream into
@@ -202,11 +108,15 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
         ``project_id``...), passed through as is. Templated.
     :param wait_for: ``"complete"`` (training ended) or ``"callable"`` (the job serves ``/inference``:
         ``deployed``, after a deploy step where the API needs one).
-    :param deferrable: wait on the triggerer (default) rather than in a worker slot.
+    :param deferrable: wait on the triggerer rather than in a worker slot; default
+        ``[operators] default_deferrable`` (False when unset, as for Airflow's own providers).
     :param poll_interval: seconds between status polls.
-    :param wait_timeout: how long to wait for the job (seconds or timedelta); the task then fails and
-        the job keeps running. None: no limit.
-    :param stop_on_kill: stop the job when the task is killed while waiting in the worker.
+    :param wait_timeout: how long to wait for the job (seconds or timedelta); the task then fails
+        retryably and the job keeps running for the retry, except on the last try with
+        ``stop_on_kill``: then the job is stopped. None: no limit.
+    :param stop_on_kill: stop the job when the task is killed (marked failed or success, cleared)
+        while it waits, in the worker or deferred on the triggerer (see the README for what each
+        Airflow minor does), and when the last try times out.
     :param pioneer_conn_id: the Pioneer connection.
     """
 
@@ -221,6 +131,7 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
     )
     template_fields_renderers = {"datasets": "json", "extra_fields": "json"}
     ui_color = "#e6f4ea"
+    _record_prefix = _RECORD_PREFIX
 
     def __init__(
         self,
@@ -233,7 +144,7 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
         learning_rate: float | str | None = None,
         extra_fields: dict[str, Any] | None = None,
         wait_for: str = "complete",
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         poll_interval: float = 10.0,
         wait_timeout: timedelta | float | None = timedelta(hours=12),
         stop_on_kill: bool = True,
@@ -251,7 +162,7 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
         self.learning_rate = learning_rate
         self.extra_fields = extra_fields
         self.wait_for = wait_for
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
         self.stop_on_kill = stop_on_kill
@@ -260,6 +171,9 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
 
     def _wait_seconds(self) -> float | None:
         return as_seconds(self.wait_timeout)
+
+    def _stops_on_kill(self) -> bool:
+        return self.stop_on_kill
 
     def _body(self) -> dict[str, Any]:
         datasets = self.datasets if isinstance(self.datasets, list | tuple) else [self.datasets]
@@ -298,10 +212,8 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
         return body
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_pioneer.lifecycle.record import TaskRecord
-
         hook = PioneerHook(self.pioneer_conn_id)
-        record = TaskRecord(context, _RECORD_PREFIX)
+        record = self._record(context)
         dag_run = context.get("dag_run")
         since = getattr(dag_run, "start_date", None)
         job_id = self._reattach(hook.lifecycle, record, since)
@@ -319,7 +231,7 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
             if job_id:
                 job = api.get_training_job(str(job_id))
             else:
-                found = [j for j in api.find_jobs_by_model_name(self.model_name) if _created_after(j, since)]
+                found = api.find_jobs_by_model_name(self.model_name, since)
                 if not found:
                     return None
                 job = found[0]
@@ -374,7 +286,7 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
                 self.log.warning(
                     "Submitting the training job: %s; checking whether it was created.", exc.message
                 )
-                found = [j for j in api.find_jobs_by_model_name(self.model_name) if _created_after(j, since)]
+                found = api.find_jobs_by_model_name(self.model_name, since)
                 if found:
                     job_id = str(found[0].get("id"))
                 else:
@@ -395,22 +307,25 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
         raise AirflowException("Submitting the training job: still rate limited after several attempts.")
 
     def _result(self, job_id: str, record: dict[str, Any]) -> dict[str, Any]:
-        metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
-        self.log.info("Training job %s is %s; metrics: %s", job_id, record.get("status"), metrics)
-        return {
-            "job_id": job_id,
-            "status": record.get("status"),
-            "model_name": record.get("model_name", self.model_name),
-            "metrics": metrics,
-        }
+        result = job_result(job_id, record, self.model_name)
+        self.log.info("Training job %s is %s; metrics: %s", job_id, result["status"], result["metrics"])
+        return result
 
-    def _forget(self, context: Context) -> None:
-        from airflow_provider_pioneer.lifecycle.record import TaskRecord
-
-        TaskRecord(context, _RECORD_PREFIX).forget()
+    def _after_timeout(self, context: Context, job_id: str) -> str:
+        ti = context["ti"]
+        last_try = int(getattr(ti, "try_number", 1) or 1) > int(getattr(ti, "max_tries", 0) or 0)
+        if not (self.stop_on_kill and last_try):
+            return "The job was left running; a retry of this task waits for the same job."
+        # No try is left to wait for it: a job nobody waits for is money spent for nothing.
+        try:
+            PioneerHook(self.pioneer_conn_id).lifecycle.stop_training_job(job_id)
+        except PioneerError as exc:
+            return f"This was the last try, and stopping the job failed ({exc.message}); stop it by hand."
+        return "This was the last try, so the job was stopped (stop_on_kill)."
 
     def on_kill(self) -> None:
-        """Stop the job this try submitted or reattached to (only while waiting in the worker)."""
+        """Stop the job this try submitted or reattached to, when killed while waiting in the worker
+        (a deferred wait is stopped by its trigger, see :mod:`~airflow_provider_pioneer.triggers.cancellation`)."""
         if not (self.stop_on_kill and self._job_id):
             return
         try:
@@ -418,55 +333,3 @@ class PioneerTrainingJobOperator(_JobWaitMixin, BaseOperator):
             self.log.info("Stopped Pioneer training job %s.", self._job_id)
         except PioneerError as exc:
             self.log.warning("Could not stop Pioneer training job %s: %s", self._job_id, exc.message)
-
-
-class PioneerTrainingJobSensor(_JobWaitMixin, BaseSensorOperator):
-    """Wait for a training job submitted elsewhere to finish (or to serve, ``wait_for="callable"``).
-
-    Deferrable by default. Returns like :class:`PioneerTrainingJobOperator`; a failed or stopped job
-    fails the task with its last log lines.
-
-    :param job_id: the training job id. Templated.
-    :param wait_for: ``"complete"`` or ``"callable"``.
-    :param deferrable: wait on the triggerer (default).
-    :param poll_interval: seconds between polls (also the sensor's ``poke_interval``).
-    :param pioneer_conn_id: the Pioneer connection.
-
-    The sensor's ``timeout`` (seconds) bounds the wait.
-    """
-
-    template_fields: Sequence[str] = ("job_id",)
-
-    def __init__(
-        self,
-        *,
-        job_id: str,
-        wait_for: str = "complete",
-        deferrable: bool = True,
-        poll_interval: float = 10.0,
-        pioneer_conn_id: str = PioneerHook.default_conn_name,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("poke_interval", poll_interval)
-        super().__init__(**kwargs)
-        if wait_for not in ("complete", "callable"):
-            raise ValueError(f"wait_for must be 'complete' or 'callable', not {wait_for!r}")
-        self.job_id = job_id
-        self.wait_for = wait_for
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.pioneer_conn_id = pioneer_conn_id
-
-    def _wait_seconds(self) -> float | None:
-        return as_seconds(self.timeout)
-
-    def execute(self, context: Context) -> Any:
-        return self._wait(context, str(self.job_id))
-
-    def poke(self, context: Context) -> bool:  # the base class's API; execute() waits through the trigger
-        return False
-
-    def _result(self, job_id: str, record: dict[str, Any]) -> dict[str, Any]:
-        metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
-        return {"job_id": job_id, "status": record.get("status"), "model_name": record.get("model_name"),
-                "metrics": metrics}  # fmt: skip

@@ -10,6 +10,11 @@ disagree, a setting picks the variant, so the client can be tested against each 
   ``progress_percent``, ``is_deployable``... and ``stop`` ends in ``stopped`` (docs.fastino.ai);
 * ``auto_deploy``: a completed job goes ``normalizing`` -> ``deployed`` by itself, or stays
   ``complete`` (``is_deployable``) until its checkpoint is deployed;
+* ``deploy_style``: after that explicit deploy the job shows ``normalizing`` until it serves, or
+  (``"deploying"``, the newer API) stays ``complete`` and ``is_deployable`` with a provider
+  deployment ``deploying`` for ``deploy_warmup_s`` (default ``normalize_s``), then ``deployed``;
+* ``list_page_max``: the most jobs one ``GET /felix/training-jobs`` page holds, whatever
+  ``limit`` asked (a server paging below its documented 200);
 * ``upload_url_field`` (``presigned_url`` / ``upload_url``), ``eval_shape`` (flat ``f1_score`` or
   nested ``metrics``), ``eval_create_shape`` (``evaluations`` list or a bare ``{id, status}``),
   ``list_key`` (``training_jobs`` / ``jobs``), ``fail_status`` (``failed`` / ``errored``).
@@ -31,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow_provider_pioneer.testing.errors import AuthError
+from airflow_provider_pioneer.testing.lifecycle_rows import validate_ner_rows
 from airflow_provider_pioneer.testing.limits import retry_after
 
 __all__ = ["TRAINABLE_MODELS", "LifecycleSettings", "LifecycleStore", "validate_ner_rows"]
@@ -56,6 +62,9 @@ class LifecycleSettings:
     eval_s: float = 2.0
     status_style: str = "pioneer"
     auto_deploy: bool = True
+    deploy_style: str = "normalizing"
+    deploy_warmup_s: float | None = None
+    list_page_max: int | None = None
     idempotency: bool = True
     submit_per_minute: int | None = 20
     upload_url_field: str = "presigned_url"
@@ -80,6 +89,8 @@ class LifecycleSettings:
             setattr(self, name, value)
         if self.status_style not in _STYLES:
             raise ValueError(f"status_style must be one of {_STYLES}")
+        if self.deploy_style not in ("normalizing", "deploying"):
+            raise ValueError("deploy_style is 'normalizing' or 'deploying'")
         if self.upload_url_field not in ("presigned_url", "upload_url"):
             raise ValueError("upload_url_field must be 'presigned_url' or 'upload_url'")
         if self.eval_shape not in ("flat", "nested") or self.eval_create_shape not in ("list", "bare"):
@@ -92,36 +103,6 @@ class LifecycleSettings:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def validate_ner_rows(data: bytes) -> tuple[int, list[str], list[str]]:
-    """Rows, errors (``line N: ...``) and labels of an NER JSONL upload, as Pioneer validates it."""
-    errors: list[str] = []
-    labels: list[str] = []
-    rows = 0
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        rows += 1
-        try:
-            row = json.loads(line)
-        except ValueError:
-            errors.append(f"line {number}: not JSON")
-            continue
-        text, entities = (row.get("text"), row.get("entities")) if isinstance(row, dict) else (None, None)
-        if not isinstance(text, str) or not isinstance(entities, list):
-            errors.append(f"line {number}: needs 'text' (string) and 'entities' (list)")
-            continue
-        for pair in entities:
-            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-                errors.append(f"line {number}: each entity is [span, label]")
-            elif pair[0] not in text:
-                errors.append(f"line {number}: span {pair[0]!r} is not in the text")
-            elif pair[1] not in labels:
-                labels.append(pair[1])
-    if rows == 0:
-        errors.append("the file has no rows")
-    return rows, errors, labels
 
 
 @dataclass
@@ -466,7 +447,9 @@ class LifecycleStore:
         if now < end:
             return self.settings.running_status
         if job.deployed_at is not None:
-            return "deployed" if now >= job.deployed_at else "normalizing"
+            if now >= job.deployed_at:
+                return "deployed"
+            return "complete" if self.settings.deploy_style == "deploying" else "normalizing"
         if not self.settings.auto_deploy:
             return "complete"
         if now < end + self.settings.normalize_s / 2:
@@ -540,6 +523,14 @@ class LifecycleStore:
             )
         return doc
 
+    def _with_deployment(self, job: _Job, doc: dict[str, Any], now: float) -> dict[str, Any]:
+        """The newer API's view of an explicit deploy: the job stays deployable, its deployment warms."""
+        if job.deployed_at is not None and self.settings.deploy_style == "deploying":
+            doc["provider_deployments"] = {
+                "fastino": {"status": "active" if now >= job.deployed_at else "deploying"}
+            }
+        return doc
+
     def _job(self, account_id: str, job_id: str) -> _Job:
         job = self._jobs.get(job_id)
         if job is None or job.account_id != account_id:
@@ -548,7 +539,9 @@ class LifecycleStore:
 
     def job(self, account_id: str, job_id: str) -> dict[str, Any]:
         with self._lock:
-            return self._job_doc(self._job(account_id, job_id), time.monotonic())
+            now = time.monotonic()
+            job = self._job(account_id, job_id)
+            return self._with_deployment(job, self._job_doc(job, now), now)
 
     def job_logs(self, account_id: str, job_id: str) -> dict[str, Any]:
         with self._lock:
@@ -566,6 +559,8 @@ class LifecycleStore:
             ]
             if status:
                 docs = [d for d in docs if d["status"] == status]
+            if self.settings.list_page_max is not None:
+                limit = min(limit, self.settings.list_page_max)
             page = docs[offset : offset + limit]
             key = self.settings.list_key
             return {"success": True, key: page, "count": len(page), "total": len(docs),
@@ -607,8 +602,10 @@ class LifecycleStore:
                 raise AuthError(404, f"Checkpoint {checkpoint_id} not found")
             if self._job_status(job, now) != "complete":
                 raise AuthError(409, "Checkpoint is not deployable (job_incomplete)")
-            job.deployed_at = now + self.settings.normalize_s
             self.counters["deploys"] += 1
+            if job.deployed_at is None:  # a second deploy of the same checkpoint: paid for, changes nothing
+                warmup = self.settings.deploy_warmup_s
+                job.deployed_at = now + (self.settings.normalize_s if warmup is None else warmup)
             return {"success": True, "message": "Checkpoint deployed", "job_id": job.id,
                     "checkpoint_id": checkpoint_id, "mme_path": f"mme/{job.id}"}  # fmt: skip
 

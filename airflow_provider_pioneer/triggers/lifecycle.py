@@ -7,6 +7,11 @@ into the task log, and fire one event when the wait is over: the record reached 
 gave a verdict (401, 402, 404...). Outages (connection errors, 5xx, 429) are waited out until the
 deadline. An unknown state keeps the loop going with one warning per state. The kwargs hold ids
 and the connection id, never a key: the key is read from the connection inside the triggerer.
+Every event is a :class:`~airflow_provider_pioneer.triggers.events.LifecycleEvent`.
+
+A training job is paid while it runs, so a wait that ends because the task was killed (marked
+failed or success, cleared) stops the job (``stop_on_kill``); see :mod:`.cancellation` for how a
+kill is told apart from a triggerer restart or hand-over, where the job must go on.
 """
 
 from __future__ import annotations
@@ -19,8 +24,17 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_pioneer.exceptions import PioneerError
-from airflow_provider_pioneer.lifecycle.status import Phase, is_callable, needs_deploy, phase_of, status_text
+from airflow_provider_pioneer.exceptions import PioneerError, fails_without_retries
+from airflow_provider_pioneer.lifecycle.status import (
+    Phase,
+    deployment_failed,
+    is_callable,
+    needs_deploy,
+    phase_of,
+    status_text,
+)
+from airflow_provider_pioneer.triggers.cancellation import TRIGGER_ON_KILL, stop_job, task_state
+from airflow_provider_pioneer.triggers.events import LifecycleEvent
 
 __all__ = ["PioneerEvaluationTrigger", "PioneerTrainingJobTrigger"]
 
@@ -129,7 +143,7 @@ class _PioneerPollTrigger(BaseTrigger):
         try:
             settings = await _connection_settings(self.pioneer_conn_id)
         except PioneerError as exc:
-            yield self._event("error", record, tail, message=exc.message)
+            yield self._error(exc, record, tail)
             return
         async with AsyncPioneerReader(settings) as reader:
             while True:
@@ -139,7 +153,7 @@ class _PioneerPollTrigger(BaseTrigger):
                     await self._new_logs(reader, tail)
                 except PioneerError as exc:
                     if not exc.transient:
-                        yield self._event("error", record, tail, message=exc.message, status=exc.status)
+                        yield self._error(exc, record, tail)
                         return
                     self.log.warning(
                         "Pioneer %s %s: %s; polling again.", self.kind, self.object_id, exc.message
@@ -164,29 +178,86 @@ class _PioneerPollTrigger(BaseTrigger):
 
     def _event(self, event: str, record: dict[str, Any], tail: deque[str], **extra: Any) -> TriggerEvent:
         return TriggerEvent(
-            {
-                "event": event,
-                "id": self.object_id,
-                "status": status_text(record) or None,
-                "record": _event_record(record),
-                "log_tail": list(tail),
-                "logs_seen": self.logs_seen,
+            LifecycleEvent(
+                event=event,
+                id=self.object_id,
+                status=status_text(record) or None,
+                record=_event_record(record),
+                log_tail=list(tail),
+                logs_seen=self.logs_seen,
                 **extra,
-            }
+            ).payload()
         )
+
+    def _error(self, exc: PioneerError, record: dict[str, Any], tail: deque[str]) -> TriggerEvent:
+        """An ``error`` event, judged here by the one verdict mapping (the exception does not travel)."""
+        return self._event(
+            "error", record, tail, message=exc.message, http_status=exc.status,
+            retryable=not fails_without_retries(exc),
+        )  # fmt: skip
 
 
 class PioneerTrainingJobTrigger(_PioneerPollTrigger):
     """Wait for a Pioneer training job to end (``target="complete"``) or to serve (``"callable"``),
-    streaming its log lines into the task log."""
+    streaming its log lines into the task log.
+
+    :param deploy_requested: the job's checkpoint deploy was already asked for: wait for it to
+        serve, never ask for another deploy (a cold start takes minutes).
+    :param stop_on_kill: stop the job when the task is killed while it waits here (see
+        :mod:`~airflow_provider_pioneer.triggers.cancellation`).
+    """
 
     kind = "training job"
     _logs_failed = False
+    _fired = False
+
+    def __init__(
+        self, *args: Any, deploy_requested: bool = False, stop_on_kill: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.deploy_requested = bool(deploy_requested)
+        self.stop_on_kill = bool(stop_on_kill)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        path, kwargs = super().serialize()
+        return path, {**kwargs, "deploy_requested": self.deploy_requested, "stop_on_kill": self.stop_on_kill}
 
     def _route(self) -> Any:
         from airflow_provider_pioneer.urls import TRAINING_JOB
 
         return TRAINING_JOB.bind(job_id=self.object_id)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            async for event in super().run():
+                self._fired = True
+                yield event
+        except asyncio.CancelledError:
+            if self.stop_on_kill and not self._fired and not TRIGGER_ON_KILL:
+                await self._stop_if_killed()
+            raise
+
+    async def _stop_if_killed(self) -> None:
+        """Airflow 3.1: a cancellation is a kill only if the task left ``deferred``."""
+        try:
+            state = await self._task_state()
+        except Exception as exc:  # the supervisor cannot answer: keep the paid job, say so
+            self.log.warning(
+                "Wait for training job %s cancelled; its task's state is unknown (%s), so the job "
+                "keeps running.", self.object_id, type(exc).__name__,
+            )  # fmt: skip
+            return
+        if state is None or state == "deferred":
+            return  # the triggerer restarts or hands the trigger over: the job goes on
+        await stop_job(self, f"the task is {state}")
+
+    async def _task_state(self) -> str | None:
+        return await task_state(self)
+
+    async def on_kill(self) -> None:
+        """Airflow 3.3+: the user killed the deferred task (marked it failed or success, cleared it)."""
+        if self.stop_on_kill and not self._fired:
+            await stop_job(self, "the task was killed while it waited")
 
     async def _new_logs(self, reader: Any, tail: deque[str]) -> None:
         from airflow_provider_pioneer.lifecycle.api import logs_of
@@ -217,7 +288,14 @@ class PioneerTrainingJobTrigger(_PioneerPollTrigger):
             return None
         if self.target != "callable" or is_callable(record):
             return "succeeded"
+        if self.deploy_requested:  # deployed once already: wait for it to serve, never deploy again
+            return "failed" if deployment_failed(record) else None
         return "needs_deploy" if needs_deploy(record) else None
+
+    def _event(self, event: str, record: dict[str, Any], tail: deque[str], **extra: Any) -> TriggerEvent:
+        if event == "failed" and deployment_failed(record):
+            extra.setdefault("message", "its checkpoint deployment failed")
+        return super()._event(event, record, tail, deploy_requested=self.deploy_requested, **extra)
 
 
 class PioneerEvaluationTrigger(_PioneerPollTrigger):

@@ -71,3 +71,18 @@ def test_every_class_and_module_named_in_provider_info_imports() -> None:
     for path in info["extra-links"]:
         module, _, name = path.rpartition(".")
         assert issubclass(getattr(importlib.import_module(module), name), BaseOperatorLink)
+
+
+def test_the_training_sensor_is_registered_under_sensors() -> None:
+    import importlib
+
+    from airflow.sdk import BaseSensorOperator
+
+    (entry,) = get_provider_info()["sensors"]
+    (module,) = entry["python-modules"]
+    sensor = importlib.import_module(module).PioneerTrainingJobSensor
+    assert issubclass(sensor, BaseSensorOperator)
+    # The old import path keeps working for DAGs written against it.
+    from airflow_provider_pioneer.operators.training import PioneerTrainingJobSensor
+
+    assert PioneerTrainingJobSensor is sensor

@@ -32,9 +32,32 @@ with DAG(
         retries=2,  # a refused file is a verdict: must not be retried
     )
 
-# The training task, deferrable (the default) or waiting in the worker, each with retries that a
+# Each try gives up on processing after 1 s (retryably): the retries must reuse the uploaded version.
+with DAG(
+    "pioneer_test_dataset_retry",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    params={"input_path": "", "dataset_name": "ds"},
+    tags=["test"],
+):
+    PioneerDatasetUploadOperator(
+        task_id="upload",
+        input_path="{{ params.input_path }}",
+        dataset_name="{{ params.dataset_name }}",
+        poll_interval=POLL,
+        wait_timeout=1.0,
+        retries=3,
+        retry_delay=timedelta(0),
+    )
+
+# The training task, deferred or waiting in the worker, each with retries that a
 # verdict (402, a failed job) must not use.
-for dag_id, deferrable in (("pioneer_test_training", True), ("pioneer_test_training_sync", False)):
+for dag_id, deferrable, wait_for in (
+    ("pioneer_test_training", True, "complete"),
+    ("pioneer_test_training_sync", False, "complete"),
+    ("pioneer_test_training_callable", True, "callable"),
+):
     with DAG(
         dag_id,
         schedule=None,
@@ -48,6 +71,7 @@ for dag_id, deferrable in (("pioneer_test_training", True), ("pioneer_test_train
             base_model="fastino/gliner2-base-v1",
             datasets=[{"name": "{{ params.dataset_name }}"}],
             model_name="{{ params.model_name }}",
+            wait_for=wait_for,
             nr_epochs=3,
             learning_rate=5e-5,
             # A secret among the passed-through fields: it must stay out of events, XComs and logs.
@@ -73,6 +97,7 @@ with DAG(
         datasets=["{{ params.dataset_name }}"],
         model_name="{{ params.model_name }}",
         nr_epochs=5,
+        deferrable=True,
         poll_interval=POLL,
         wait_timeout=1.5,
         retries=0,
@@ -93,6 +118,7 @@ with DAG(
         datasets=["{{ params.dataset_name }}"],
         model_name="{{ params.model_name }}",
         nr_epochs=5,
+        deferrable=True,
         poll_interval=POLL,
         wait_timeout=1.0,
         retries=4,
@@ -108,7 +134,33 @@ with DAG(
     tags=["test"],
 ):
     PioneerTrainingJobSensor(
-        task_id="wait", job_id="{{ params.job_id }}", wait_for="callable", poll_interval=POLL, timeout=60
+        task_id="wait",
+        job_id="{{ params.job_id }}",
+        wait_for="callable",
+        deferrable=True,
+        poll_interval=POLL,
+        timeout=60,
+        retries=2,  # a verdict while waiting (a 422) must not use them
+        retry_delay=timedelta(0),
+    )
+
+# A classic sensor: reschedule mode frees the worker slot between pokes; soft_fail skips a failed job.
+with DAG(
+    "pioneer_test_training_sensor_reschedule",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    params={"job_id": ""},
+    tags=["test"],
+):
+    PioneerTrainingJobSensor(
+        task_id="wait",
+        job_id="{{ params.job_id }}",
+        deferrable=False,
+        mode="reschedule",
+        soft_fail=True,
+        poll_interval=0.2,
+        timeout=60,
     )
 
 for dag_id, on_below in (("pioneer_test_evaluation", "fail"), ("pioneer_test_evaluation_skip", "skip")):
@@ -126,6 +178,7 @@ for dag_id, on_below in (("pioneer_test_evaluation", "fail"), ("pioneer_test_eva
             dataset_name="{{ params.dataset_name }}",
             min_f1="{{ params.min_f1 }}",
             on_below=on_below,
+            deferrable=True,
             poll_interval=POLL,
             wait_timeout=60,
             retries=2,
