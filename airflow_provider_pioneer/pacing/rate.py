@@ -174,6 +174,9 @@ class AdaptiveRate:
     LIE_FACTOR = 10.0
     #: Without answers for this long (and past its reset) a budget is not trusted any more.
     HEADER_TTL_S = 10.0
+    #: A task sending under half of what the budget allows it for this long is warned about
+    #: (``test_a_task_far_below_what_the_headers_allow_is_warned_about``).
+    LAGGING_S = 30.0
 
     # -- both -----------------------------------------------------------------------------------
     #: Extra hold after a ``Retry-After``, at most this fraction of it, so held tasks part; small,
@@ -225,6 +228,7 @@ class AdaptiveRate:
         self._longest_reset = 0.0  # the longest Reset seen, seconds
         self._resume_jitter = 0.0
         self._warned: set[str] = set()
+        self._lagging_since: float | None = None
 
     # -- the pace -------------------------------------------------------------------------------
 
@@ -368,6 +372,7 @@ class AdaptiveRate:
         self._see_freeing(sent_at, info.remaining)
         self._reading = _Reading(info.remaining, reset_at, now)
         self._header_pace = self._budget_pace(self._reading, now)
+        self._check_keeping_up(now)
         if info.remaining - self._margin() > 0:
             # AIMD goes on from the pace the budget set, should the budget stop telling.
             self.aimd = max(self.floor, min(self._header_pace, self.top))
@@ -375,6 +380,27 @@ class AdaptiveRate:
             # About empty for a request sent since the last decrease: congestion, one decrease
             # per episode, before any 429 (as ECN is for TCP).
             self._decrease(now)
+
+    def _check_keeping_up(self, now: float) -> None:
+        """Warn once when the task sends far less than the budget allows it, for long: something
+        else is the bound (its concurrency over the latency, a slow input), not the server."""
+        allowed = self.header_rate(now)
+        if allowed is None or (self._holds and self._holds[-1][1] > now - self.DELIVERY_WINDOW_S):
+            self._lagging_since = None
+            return
+        delivered = self._delivered(now)
+        if delivered >= allowed / 2:
+            self._lagging_since = None
+        elif self._lagging_since is None:
+            self._lagging_since = now
+        elif now - self._lagging_since >= self.LAGGING_S:
+            self._notice(
+                "lagging",
+                f"the server's rate-limit headers allow this task about {allowed * 60:,.0f} requests/min "
+                f"and it has sent {delivered * 60:,.0f}/min for {self.LAGGING_S:.0f} s: the bound is "
+                f"elsewhere (about {self._rtt * 1000:.0f} ms a request: raise max_concurrency, or the "
+                "input is slow to read).",
+            )
 
     def _forget_trusted(self, now: float) -> None:
         while self._trusted and self._trusted[0][0] < now - self.HEADER_TTL_S:

@@ -317,6 +317,21 @@ def test_a_negative_unreadable_or_day_long_reset_counts_as_no_header(reset: str)
     assert pacer.pace_source == "starting"  # not paced by it
 
 
+def test_a_task_far_below_what_the_headers_allow_is_warned_about() -> None:
+    """Issue 17: a pace far below what the headers allow was silent (38% of the bound, no word)."""
+    ctl = AdaptiveRate(rng=random.Random(0))
+    t = 0.0
+    for i in range(40):  # one answer a second while the budget allows about 80 a second
+        ctl.on_sent(t)
+        t += 1.0
+        ctl.on_headers(RateLimitHeaders(5000, 4900 - i, 58), t, t - 0.05)
+        ctl.on_success(t, t - 0.05)
+    assert any("headers allow this task about" in n and "raise max_concurrency" in n for n in ctl.notices)
+    busy = AdaptiveRate(rng=random.Random(0))
+    _answers(busy, [(5000, 4900, 58)] * 3000)  # 100 answers a second: keeping up, no warning
+    assert not any("headers allow" in n for n in busy.notices)
+
+
 def test_the_pacer_logs_what_the_controller_warns_of(caplog: pytest.LogCaptureFixture) -> None:
     pacer, _ = make()
     with caplog.at_level("WARNING", logger="airflow_provider_pioneer.pacing.pacer"):
