@@ -29,9 +29,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The whole suite: lint, types, unit, integration (real HTTP to the emulator) and DAG runs.
+# The whole suite: lint, types, unit, integration (real HTTP to the emulator) and DAG runs, on
+# PYTEST_WORKERS pytest-xdist workers (CI has 2 cores; most tests wait on sockets, sleeps and child
+# processes). Each worker has its own Airflow home; tests that must share one carry an xdist_group
+# mark (--dist loadgroup). PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest $(XDIST) --durations=25
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
@@ -73,8 +78,9 @@ browser: $(STAMP)
 # The suite on every Airflow x Python pair the README's version table lists, one venv each
 # (.venv-matrix/af<airflow>-py<python>), one after another. Needs only python3 (stdlib) and the
 # Pythons of the matrix (python3.12 on PATH or under ~/.pyenv/versions). scripts/test_matrix.py.
+# Each pair's suite runs on PYTEST_WORKERS xdist workers, as `make test`.
 test-matrix:
-	$(PYTHON) scripts/test_matrix.py
+	$(PYTHON) scripts/test_matrix.py --workers $(PYTEST_WORKERS)
 
 # Builds the sdist and wheel, installs the wheel alone into a throwaway venv and checks Airflow
 # lists the provider and its connection type, and the testing extra's fixture works (scripts/release_check.py).

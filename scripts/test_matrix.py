@@ -3,8 +3,13 @@
 Each combination gets its own venv, ``.venv-matrix/af<airflow>-py<python>``, with the checkout
 installed editable with its ``test`` and ``testing`` extras and ``apache-airflow==<airflow>``
 pinned. The combinations run one after another (CI has 2 cores), each with
-``pytest -x -q -p no:randomly``; the wall time of each install and each run is printed and
-written to ``.venv-matrix/times.json``. Exit status: non-zero if any combination failed.
+``pytest -x -q -p no:randomly -n <workers> --dist loadgroup`` (``--workers``, default 2, as
+``make test``: most tests wait on sockets, sleeps and child processes; 0 runs one process); the
+wall time of each install and each run is printed and written to ``.venv-matrix/times.json``.
+Exit status: non-zero if any combination failed.
+
+Two pairs at once (one worker each) would use the 2 cores no better than one pair on two
+workers, and would put two installs' and two suites' timing-sensitive tests side by side.
 
 How old Airflow releases are resolved: Airflow's own constraint files live on GitHub, out of
 reach here, and an unpinned ``pip install apache-airflow==3.1.2`` today pulls libraries newer
@@ -18,7 +23,7 @@ Each pair installs from its lock, ``constraints/<pair>.txt`` (every dependency p
 and tested), so a fresh machine gets the same set in about a minute whatever PyPI published since;
 ``--relock`` resolves a pair afresh as above and rewrites its lock.
 
-Usage: ``python scripts/test_matrix.py [--only af3.1.2-py3.11] [--list] [--relock]``.
+Usage: ``python scripts/test_matrix.py [--only af3.1.2-py3.11] [--list] [--relock] [--workers N]``.
 """
 
 from __future__ import annotations
@@ -210,8 +215,9 @@ def build_venv(combo: Combo, relock: bool = False) -> float:
 SCOPES = {"full": [], "no-dags": ["--ignore=tests/dags"]}
 
 
-def run_tests(combo: Combo, pytest_args: list[str]) -> tuple[int, float]:
-    """The whole suite in the combination's venv; returns (exit code, seconds)."""
+def run_tests(combo: Combo, pytest_args: list[str], workers: int = 2) -> tuple[int, float]:
+    """The combination's scope of the suite in its venv, on ``workers`` pytest-xdist workers (0: in
+    one process); returns (exit code, seconds)."""
     venv = MATRIX_DIR / combo.name
     env = dict(os.environ)
     # Nothing of the developer's own Airflow may leak in: each run gets a fresh AIRFLOW_HOME
@@ -231,6 +237,7 @@ def run_tests(combo: Combo, pytest_args: list[str]) -> tuple[int, float]:
             "-q",
             "-p",
             "no:randomly",
+            *(["-n", str(workers), "--dist", "loadgroup"] if workers else []),
             *selection,
             *([] if combo.providers else ["-m", "not providers"]),
             *pytest_args,
@@ -246,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the combinations and exit")
     parser.add_argument("--install-only", action="store_true", help="build the venvs, run no test")
     parser.add_argument("--relock", action="store_true", help="resolve afresh and rewrite the locks")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="pytest-xdist workers per pair (default 2; 0: one process)"
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
     combos = [c for c in MATRIX if not args.only or c.name in args.only]
@@ -267,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.install_only:
             print(f"[{combo.name}] installed in {install_s:.0f} s", flush=True)
             continue
-        code, test_s = run_tests(combo, args.pytest_args)
+        code, test_s = run_tests(combo, args.pytest_args, workers=args.workers)
         times[combo.name] = {
             "install_s": round(install_s, 1),
             "tests_s": round(test_s, 1),

@@ -26,6 +26,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 import local_env  # noqa: E402
 
 CHILD = Path(__file__).with_name("connection_test_child.py")
+# One worker runs the module under pytest-xdist: its Airflow home (a migrate and a setup in child
+# processes, about 40 s) is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("local_setup_home")
 
 
 @pytest.fixture(scope="module")
