@@ -10,15 +10,12 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_pioneer.client import PioneerClient
 from airflow_provider_pioneer.exceptions import PioneerError, PioneerRateLimitError
 from airflow_provider_pioneer.lifecycle.aio import AsyncPioneerReader, ConnectionSettings
 from airflow_provider_pioneer.lifecycle.api import LifecycleClient
 from airflow_provider_pioneer.testing import PioneerEmulator
 from airflow_provider_pioneer.urls import TRAINING_JOB
-
-ROW = {"text": "Ada Lovelace worked in London.", "entities": [["Ada Lovelace", "person"]]}
-FAST = {"queue_s": 0.05, "epoch_s": 0.05, "normalize_s": 0.1, "dataset_process_s": 0.05, "eval_s": 0.1}
+from tests.integration.lifecycle_support import FAST, lifecycle_client, ready_dataset
 
 
 @pytest.fixture
@@ -30,19 +27,7 @@ def emu() -> Iterator[PioneerEmulator]:
 
 @pytest.fixture
 def api(emu: PioneerEmulator) -> Iterator[LifecycleClient]:
-    client = PioneerClient(emu.url, emu.api_key, max_retries=2, backoff_base=0.01)
-    yield LifecycleClient(client)
-    client.close()
-
-
-def ready_dataset(api: LifecycleClient, name: str = "ds") -> None:
-    upload = api.request_upload(name)
-    api.put_presigned(upload["upload_url"], (json.dumps(ROW) + "\n").encode())
-    api.process_upload(upload["dataset_id"])
-    deadline = time.monotonic() + 10
-    while api.get_dataset(name)["status"] != "ready":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    yield from lifecycle_client(emu)
 
 
 def body(model_name: str = "m") -> dict[str, Any]:
