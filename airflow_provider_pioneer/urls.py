@@ -8,11 +8,11 @@ import the hook).
 
 from __future__ import annotations
 
-import ipaddress
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 from airflow_provider_pioneer.exceptions import PioneerConfigurationError
+from airflow_provider_pioneer.loopback import is_loopback
 
 __all__ = [
     "CREATE_API_KEY",
@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://api.pioneer.ai"
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
 class Route(NamedTuple):
@@ -79,16 +78,6 @@ DEPLOY_CHECKPOINT = Route("POST", "/felix/training-jobs/{job_id}/checkpoints/{ch
 CREATE_EVALUATION = Route("POST", "/felix/evaluations")
 EVALUATION = Route("GET", "/felix/evaluations/{evaluation_id}")
 INFERENCE_FEEDBACK = Route("POST", "/inferences/{inference_id}/feedback")
-
-
-def is_loopback(host: str) -> bool:
-    """True for names and addresses that never leave this machine."""
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _host_of(netloc: str) -> str:

@@ -8,7 +8,6 @@ so in-process and subprocess emulators behave identically.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import select
 import socket
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 
+from airflow_provider_pioneer.loopback import is_loopback
 from airflow_provider_pioneer.testing._deps import require_server_dependencies
 from airflow_provider_pioneer.testing.state import DEFAULT, EmulatorConfig
 
@@ -33,16 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["EmulatorControl", "PioneerEmulator", "is_loopback"]
 
 _START_TIMEOUT = 30.0
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback name or address (the emulator refuses anything else)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class EmulatorControl:
@@ -355,7 +345,7 @@ class PioneerEmulator(EmulatorControl):
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"the Pioneer emulator only binds loopback addresses, not {host!r}")
-        self.host = host
+        self.host = host.strip("[]")  # "[::1]" binds as "::1"; the URL adds the brackets
         self.port = port
         self.config = EmulatorConfig(
             api_profile=api_profile,
