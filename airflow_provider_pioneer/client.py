@@ -1,4 +1,10 @@
-"""PioneerClient: Pioneer's HTTP protocol, with retries. Knows nothing of Airflow.
+"""PioneerClient: Pioneer's HTTP protocol, with retries. Knows nothing of Airflow's machinery.
+
+It does import Airflow once, for one name: its errors (``exceptions.py``) subclass Airflow's
+``AirflowException`` (DESIGN: ``PioneerError`` is one), so that a task failing on one is an
+Airflow failure with its message, and ``except AirflowException`` in a user's DAG catches it.
+That costs the first import about 2 s (``airflow.sdk``); nothing else here touches Airflow: no
+connection, Variable, log handler or configuration (the hook brings those).
 
 Everything about talking to the API lives here: base-URL policy, the key header
 (``X-API-Key``, or ``Authorization: Bearer``), no redirects, pooled connections,
