@@ -156,7 +156,8 @@ class AdaptiveRate:
         self._deliveries: deque[float] = deque()
         self._holds: deque[tuple[float, float]] = deque()
         self._first_send: float | None = None
-        self._rtt = 0.05  # seconds, smoothed; a loopback-to-cloud guess until the first answer
+        self._srtt = 0.05  # seconds, smoothed; a loopback-to-cloud guess until the first answer
+        self._rttvar = 0.0  # its mean deviation (as TCP keeps them, RFC 6298)
         self._answered = 0  # answers of this task, for the share estimate
         self._reading: _Reading | None = None
         self._header_pace: float | None = None  # what the latest reading allowed
@@ -433,7 +434,15 @@ class AdaptiveRate:
 
     def _observe_rtt(self, rtt: float) -> None:
         if rtt >= 0:
-            self._rtt += 0.2 * (min(rtt, 5.0) - self._rtt)
+            error = min(rtt, 5.0) - self._srtt
+            self._srtt += 0.125 * error
+            self._rttvar += 0.25 * (abs(error) - self._rttvar)
+
+    @property
+    def _rtt(self) -> float:
+        """How old an answer may be: the smoothed round trip plus four deviations (TCP's RTO): a
+        busy machine's slow answers, not only its typical ones, are what the margin must cover."""
+        return self._srtt + 4.0 * self._rttvar
 
     def on_held(self, start: float, until: float) -> None:
         """No request could leave from ``start`` to ``until`` (a ``Retry-After``)."""

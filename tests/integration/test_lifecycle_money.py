@@ -203,4 +203,4 @@ def test_a_dataset_file_is_streamed_to_the_upload_url_not_read_into_memory(
             tracemalloc.stop()
         assert result["status"] == "ready" and result["size"] == 4000
         assert emu.lifecycle_counters()["presigned_puts"] == 2
-    assert peak < size / 4, f"peak {peak} bytes for a {size}-byte file"
+    assert peak < size / 2, f"peak {peak} bytes for a {size}-byte file"  # read whole: above the size

@@ -33,8 +33,8 @@ P = 4
 # shard learns the limit from a 429 or two when the headers are hidden, and 5% of 240 requests
 # leaves three per shard; at 1,200 rpm the same job would take 12 s per case.
 LIMIT_RPM = 2400.0
-WINDOW_S = 2  # the window models': 80 requests per 2 s window
-#: Requests of the whole job: 10 s at the bound, five windows (the first seconds, when the shards
+WINDOW_S = 5  # the window models': 200 requests per 5 s window (whole-second resets are coarse on 2 s)
+#: Requests of the whole job: 10 s at the bound, two windows (the first seconds, when the shards
 #: do not know yet how many they are, cost a few 429s: a job this long judges the rest too).
 JOB_REQUESTS = 400
 #: A case still running after this is stopped and fails (at 10 s of work: under 20% of the bound).
