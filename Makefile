@@ -12,7 +12,7 @@ PIP_INSTALL := timeout 900 $(BIN)/python -m pip install --quiet -c $(LOCK)
 SNAPSHOT := $(CURDIR)/conformance/openapi-inference.json
 OPENAPI ?= $(firstword $(wildcard $(CURDIR)/../shared/pioneer/openapi-inference.json) $(SNAPSHOT))
 
-.PHONY: lock venv lint typecheck test unit conformance demo airflow e2e browser bench test-matrix release-check clean
+.PHONY: lock venv lint typecheck test unit conformance docs demo airflow e2e browser bench test-matrix release-check clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ conformance: $(STAMP)
 	@cmp -s $(OPENAPI) $(SNAPSHOT) || echo "note: $(OPENAPI) differs from $(SNAPSHOT): Pioneer's document changed; refresh the snapshot"
 	PIONEER_OPENAPI=$(OPENAPI) $(BIN)/pytest conformance -p no:randomly
 
+# The user documentation (mkdocs.yml, docs/) into site/, strictly: a broken link, anchor or snippet
+# (the code the pages pull from example_dags/ and tests/) fails the build. Installs the docs extra.
+docs: $(STAMP)
+	$(PIP_INSTALL) -e '.[test,test-providers,docs]'
+	$(BIN)/mkdocs build --strict --clean --site-dir site
+
 # Both example DAGs against the local Pioneer emulator: no account, no network (scripts/demo.py).
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
@@ -75,7 +81,7 @@ browser: $(STAMP)
 	$(PIP_INSTALL) -e '.[test,test-providers,browser]'
 	PIONEER_BROWSER_TESTS=1 PIONEER_CHROMIUM=$(CHROMIUM) $(BIN)/pytest tests/browser -p no:randomly
 
-# The suite on every Airflow x Python pair the README's version table lists, one venv each
+# The suite on every Airflow x Python pair docs/compatibility.md's version table lists, one venv each
 # (.venv-matrix/af<airflow>-py<python>), one after another. Needs only python3 (stdlib) and the
 # Pythons of the matrix (python3.12 on PATH or under ~/.pyenv/versions). scripts/test_matrix.py.
 # Each pair's suite runs on PYTEST_WORKERS xdist workers, as `make test`.
@@ -92,10 +98,10 @@ release-check: $(STAMP)
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --upgrade pip
-	timeout 3600 .venv-lock/bin/python -m pip install --quiet -e '.[test,test-providers,e2e,browser]'
+	timeout 3600 .venv-lock/bin/python -m pip install --quiet -e '.[test,test-providers,e2e,browser,docs]'
 	{ echo "# make lock: the dev venv's dependencies as resolved on $$(date -u +%F) (Python 3.11)."; \
 	  .venv-lock/bin/python -m pip freeze --exclude-editable; } > $(LOCK)
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) .venv-matrix .airflow .demo .e2e .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) .venv-matrix .airflow .demo .e2e .mypy_cache .ruff_cache dist build site

@@ -138,6 +138,7 @@ def pioneer_batch_inference() -> None:
                     for _, line in zip(range(per_shard), lines, strict=False):
                         out.write(line if line.endswith("\n") else line + "\n")
                         count += 1
+                # --8<-- [start:plan]
                 plan.append(
                     {
                         "input_path": str(shard_in),
@@ -146,11 +147,13 @@ def pioneer_batch_inference() -> None:
                         "map_label": f"shard {index} · {count:,} texts",
                     }
                 )
+                # --8<-- [end:plan]
         log.info("Split %d records from %s into %d shards under %s", total, INPUT_URL, len(plan), run_dir)
         return plan
 
     shards = split_input()
 
+    # --8<-- [start:extract]
     extract = PioneerInferenceOperator.partial(
         task_id="extract_entities",
         pioneer_conn_id="pioneer_default",
@@ -171,6 +174,7 @@ def pioneer_batch_inference() -> None:
         progress_interval=5.0,  # a progress line every 5 s in the task log (default 15)
         map_index_template="{{ task.map_label }}",  # each shard's "map_label" from split_input's plan
     ).expand_kwargs(shards)
+    # --8<-- [end:extract]
 
     @task(outlets=[NEWS_ENTITIES])
     def aggregate_entities(summaries: list[dict[str, Any]], plan: list[dict[str, str]]) -> dict[str, Any]:

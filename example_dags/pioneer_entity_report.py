@@ -34,6 +34,7 @@ OUTPUT_URL = _as_url(
     os.environ.get("PIONEER_EXAMPLE_OUTPUT")
     or str(Path(os.environ.get("AIRFLOW_HOME") or "~/airflow") / "pioneer_output")
 )
+# --8<-- [start:report]
 NEWS_ENTITIES = Asset(name="pioneer_news_entities", uri=f"{OUTPUT_URL}/news_entities")
 
 
@@ -78,3 +79,4 @@ def pioneer_entity_report() -> None:
 
 
 pioneer_entity_report()
+# --8<-- [end:report]

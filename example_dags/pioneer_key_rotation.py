@@ -55,6 +55,7 @@ with DAG(
     default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=5)},
     doc_md=__doc__,
 ):
+    # --8<-- [start:rotate]
     rotate = PioneerKeyRotationOperator(
         task_id="rotate_api_key",
         pioneer_conn_id="pioneer_default",
@@ -64,6 +65,7 @@ with DAG(
         revoke_old=True,
         max_active_tis_per_dag=1,
     )
+    # --8<-- [end:rotate]
 
     @task
     def check_connection(rotation: dict[str, Any]) -> dict[str, Any]:

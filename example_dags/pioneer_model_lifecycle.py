@@ -74,6 +74,7 @@ OUTPUT_URL = _as_url(
     doc_md=__doc__,
 )
 def pioneer_model_lifecycle() -> None:
+    # --8<-- [start:lifecycle]
     upload_train = PioneerDatasetUploadOperator(
         task_id="upload_train_data",
         input_path=str(DATA / "ner_train.jsonl"),
@@ -131,6 +132,7 @@ def pioneer_model_lifecycle() -> None:
         # takes 250 ms per text, so this step lasts about 16 s there, not 50).
         max_concurrency=5,
     )
+    # --8<-- [end:lifecycle]
 
     @task
     def report(training: dict[str, Any], scores: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:

@@ -85,8 +85,8 @@ def base_url_of(ui_port: int) -> str:
 def standalone_env(home: Path, ui_port: int) -> dict[str, str]:
     """The environment of ``airflow standalone`` and its setup commands.
 
-    The user's ``AIRFLOW__*`` settings are kept (e.g. the log-server ports of the README's port
-    table), except what this setup must own: besides what :func:`local_env.airflow_env` owns, the UI's
+    The user's ``AIRFLOW__*`` settings are kept (e.g. the log-server ports of the port table in
+    docs/getting-started.md), except what this setup must own: besides what :func:`local_env.airflow_env` owns, the UI's
     address (``PIONEER_UI_PORT`` sets the port; the health check, the banner and the tasks'
     Execution API URL all follow from it) and the pool the example runs its shards in. The
     no-login auth, unpaused DAGs and the parallelism are defaults a user may override.

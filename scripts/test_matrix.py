@@ -1,4 +1,4 @@
-"""`make test-matrix`: the test suite on every Airflow x Python combination the README claims.
+"""`make test-matrix`: the suite on every Airflow x Python combination docs/compatibility.md claims.
 
 Each combination gets its own venv, ``.venv-matrix/af<airflow>-py<python>``, with the checkout
 installed editable with its ``test`` and ``testing`` extras and ``apache-airflow==<airflow>``
@@ -75,14 +75,15 @@ class Combo:
         return LOCK_DIR / f"{self.name}.txt"
 
 
-#: What CI tests; the README's version table lists exactly these (tests/unit/test_packaging.py checks).
+#: What CI tests; docs/compatibility.md's version table lists exactly these (tests/unit/test_packaging.py
+#: checks).
 LOWEST_AS_OF = "2025-11-12"  # Airflow 3.1.2 came out on 2025-11-05
 # That week's newest boto3 (1.40.71) needs a botocore that no aiobotocore (s3fs, the test extra's
 # S3 path) accepts yet: without these pins pip backtracks through every aiobotocore release.
 LOWEST_PINS = ("boto3<1.40.71", "botocore<1.40.71")
 # The Amazon provider of that week pulls sagemaker-studio -> snowflake-connector-python, which pip
 # can only backtrack to an unbuildable sdist: no pair installs the `providers` tests' extra (see
-# Combo.providers), and the README's table says so.
+# Combo.providers), and that table says so.
 _LOWEST = {"resolved_as_of": LOWEST_AS_OF, "pins": LOWEST_PINS}
 MATRIX: tuple[Combo, ...] = (
     Combo("3.1.2", "3.11", **_LOWEST),  # type: ignore[arg-type]

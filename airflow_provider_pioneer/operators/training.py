@@ -115,7 +115,7 @@ class PioneerTrainingJobOperator(JobWaitMixin, BaseOperator):
         retryably and the job keeps running for the retry, except on the last try with
         ``stop_on_kill``: then the job is stopped. None: no limit.
     :param stop_on_kill: stop the job when the task is killed (marked failed or success, cleared)
-        while it waits, in the worker or deferred on the triggerer (see the README for what each
+        while it waits, in the worker or deferred on the triggerer (docs/lifecycle.md says what each
         Airflow minor does), and when the last try times out.
     :param pioneer_conn_id: the Pioneer connection.
     """

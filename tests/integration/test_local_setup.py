@@ -127,7 +127,7 @@ def test_make_airflow_keeps_the_users_airflow_settings_but_owns_its_home_db_and_
     import airflow_local
 
     user = {
-        # What the README's port table tells a user to set, and a default they may override.
+        # What the port table of docs/getting-started.md tells a user to set, and a default they may override.
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "18793",
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "18794",
         "AIRFLOW__CORE__PARALLELISM": "3",

@@ -23,7 +23,7 @@ def test_providers_manager_sees_package_hook_and_form() -> None:
 
     if not supports_provider_info_forms():
         # Airflow 3.1 builds forms from hook class methods, and only with flask_appbuilder: the
-        # hook's own method carries the relabelling there (README "Supported versions").
+        # hook's own method carries the relabelling there (docs/compatibility.md "Supported versions").
         from airflow_provider_pioneer.hooks.pioneer import PioneerHook
 
         assert PioneerHook.get_ui_field_behaviour()["relabeling"]["password"] == "API key"

@@ -31,15 +31,15 @@ def _matrix_module() -> ModuleType:
     return module
 
 
-#: How the README's version table names each scope of scripts/test_matrix.py.
+#: How the version table of docs/compatibility.md names each scope of scripts/test_matrix.py.
 SCOPE_CELLS = {"full": "tested", "no-dags": "tested (unit + integration)"}
 NO_PROVIDERS_CELL = ", no S3"
 
 
-def _readme_tested_pairs() -> set[tuple[str, str, str]]:
-    """The (Airflow, Python, cell) triples of the README's "Supported versions" table."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Supported versions", 1)[1].split("\n## ", 1)[0]
+def _documented_tested_pairs() -> set[tuple[str, str, str]]:
+    """The (Airflow, Python, cell) triples of the "Supported versions" table (docs/compatibility.md)."""
+    page = (ROOT / "docs" / "compatibility.md").read_text()
+    section = page.split("## Supported versions", 1)[1].split("\n## ", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     pythons = [re.fullmatch(r"Python (3\.\d+)", cell) for cell in header[1:]]
@@ -55,12 +55,12 @@ def _readme_tested_pairs() -> set[tuple[str, str, str]]:
     return pairs
 
 
-def test_readme_version_table_is_exactly_the_ci_matrix() -> None:
+def test_the_documented_version_table_is_exactly_the_ci_matrix() -> None:
     matrix = {
         (c.airflow, c.python, SCOPE_CELLS[c.scope] + ("" if c.providers else NO_PROVIDERS_CELL))
         for c in _matrix_module().MATRIX
     }
-    assert _readme_tested_pairs() == matrix
+    assert _documented_tested_pairs() == matrix
 
 
 def test_declared_airflow_and_python_versions_are_the_tested_extremes() -> None:

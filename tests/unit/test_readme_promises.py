@@ -1,4 +1,9 @@
-"""The README's Guarantees table names the tests that prove each promise: they must exist."""
+"""What the README (the PyPI page) and the docs pages (docs/, mkdocs.yml) state that the code can check.
+
+The Guarantees table (docs/guarantees.md) names the tests that prove each promise: they must exist.
+The README links every docs page and every link lands; the code the pages show is pulled from files
+the suite runs.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+DOCS = REPO / "docs"
+#: The README is the PyPI page: what it is, install, a minimal DAG per operator, links.
+README_MAX_LINES = 260
+
+
 def _guarantee_rows() -> list[str]:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    text = (DOCS / "guarantees.md").read_text()
+    section = text.split("# Guarantees", 1)[1].split("\n## ", 1)[0]
     return [line for line in section.splitlines() if line.startswith("| **")]
 
 
@@ -25,7 +35,7 @@ def test_every_test_the_guarantees_name_exists() -> None:
         for file, name, bare in refs:
             if file:
                 current = REPO / "tests" / file
-                assert current.exists(), f"{file} named in the README does not exist"
+                assert current.exists(), f"{file} named in docs/guarantees.md does not exist"
             test = name or bare
             if test:
                 assert current is not None
@@ -39,15 +49,51 @@ def _slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def test_the_contents_link_every_section_and_every_link_lands() -> None:
+def _nav_pages() -> list[str]:
+    """Every page of mkdocs.yml's nav, as a path under docs/."""
+    import yaml
+
+    def walk(node: object) -> list[str]:
+        if isinstance(node, str):
+            return [node]
+        if isinstance(node, list):
+            return [page for item in node for page in walk(item)]
+        if isinstance(node, dict):
+            return [page for value in node.values() for page in walk(value)]
+        return []
+
+    return walk(yaml.safe_load((REPO / "mkdocs.yml").read_text())["nav"])
+
+
+def _headings(page: Path) -> set[str]:
+    return {_slug(h) for h in re.findall(r"^#{1,4} (.+)$", page.read_text(), re.M)}
+
+
+def test_the_readme_is_short_and_links_every_docs_page() -> None:
     text = (REPO / "README.md").read_text()
-    contents = text.split("Contents:", 1)[1].split("\n\n", 1)[0]
-    linked = re.findall(r"\]\(#([\w-]+)\)", contents)
-    anchors = {_slug(h) for h in re.findall(r"^#{2,3} (.+)$", text, re.M)}
-    assert set(linked) <= anchors, f"Contents links to no heading: {set(linked) - anchors}"
-    sections = [_slug(h) for h in re.findall(r"^## (.+)$", text, re.M)][1:]  # after Quick start
-    assert [s for s in sections if s not in linked] == []
-    assert "output-checkpoint-and-resume" in linked  # where a user looks for resume and s3://
+    assert len(text.splitlines()) <= README_MAX_LINES
+    nav = _nav_pages()
+    on_disk = sorted(p.name for p in DOCS.glob("*.md"))
+    assert sorted(nav) == on_disk, "every docs/*.md page is in mkdocs.yml's nav, and only those"
+    linked = set(re.findall(r"\]\(docs/([\w-]+\.md)(?:#[\w-]+)?\)", text))
+    assert set(nav) - linked == set(), "the README links every page of the docs"
+    # Where a user looks for resume and s3:// output.
+    assert "docs/inference.md" in text and "output-checkpoint-and-resume" in _headings(DOCS / "inference.md")
+
+
+def test_every_link_of_the_readme_lands() -> None:
+    text = (REPO / "README.md").read_text()
+    anchors = _headings(REPO / "README.md")
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if target.startswith(("http://", "https://")):
+            continue
+        path, _, anchor = target.partition("#")
+        if not path:
+            assert anchor in anchors, f"README links #{anchor}: no such heading"
+            continue
+        assert (REPO / path).exists(), f"README links {path}: no such file"
+        if anchor:
+            assert anchor in _headings(REPO / path), f"README links {target}: no such heading"
 
 
 def test_the_runtime_dependencies_the_readme_lists_are_pyprojects() -> None:
@@ -56,7 +102,10 @@ def test_the_runtime_dependencies_the_readme_lists_are_pyprojects() -> None:
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[<>=!~\[ ;]", req, maxsplit=1)[0] for req in declared}
     text = (REPO / "README.md").read_text()
-    sentence = text.split("The runtime needs only", 1)[1].split(";", 1)[0]
+    # In the README's install section, which docs/getting-started.md shows as it is.
+    install = text.split("--8<-- [start:install]", 1)[1].split("--8<-- [end:install]", 1)[0]
+    assert '--8<-- "README.md:install"' in (DOCS / "getting-started.md").read_text()
+    sentence = install.split("The runtime needs only", 1)[1].split(";", 1)[0]
     assert set(re.findall(r"`([\w-]+)`", sentence)) == names
 
 
@@ -65,7 +114,7 @@ def test_the_example_dag_table_lists_every_example_dag() -> None:
         m for f in (REPO / "example_dags").glob("*.py") for m in re.findall(r'dag_id="(\w+)"', f.read_text())
     }
     assert len(dag_ids) >= 4
-    text = (REPO / "README.md").read_text()
+    text = (DOCS / "getting-started.md").read_text()
     table = text.split("| DAG | schedule | what |", 1)[1].split("\n\n", 1)[0]
     assert set(re.findall(r"^\| `(\w+)` \|", table, re.M)) == dag_ids
 
@@ -95,14 +144,76 @@ def test_the_provider_description_names_every_operator_family() -> None:
 
 
 def test_the_readmes_dag_test_example_is_the_file_the_suite_runs() -> None:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Testing your DAGs with the emulator", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     example = REPO / "tests" / "dags" / "readme_example"
-    assert blocks[:2] == [
-        (example / "dags" / "news_entities.py").read_text(),
-        (example / "tests" / "test_news_entities.py").read_text(),
+    dag_file = example / "dags" / "news_entities.py"
+    test_file = example / "tests" / "test_news_entities.py"
+    text = (REPO / "README.md").read_text()
+
+    def blocks(section: str) -> list[str]:
+        body = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+        return re.findall(r"```python\n(.*?)```", body, re.S)
+
+    # The README (the PyPI page, where no snippet is expanded) prints both files as they are.
+    assert blocks("Batch inference")[:1] == [dag_file.read_text()]
+    assert blocks("Testing a DAG")[:1] == [test_file.read_text()]
+    # The testing page pulls them from the same files.
+    page = (DOCS / "testing.md").read_text()
+    assert re.findall(r'```python\n--8<-- "([^"]+)"\n```', page)[:2] == [
+        str(dag_file.relative_to(REPO)),
+        str(test_file.relative_to(REPO)),
     ]
+
+
+def test_the_code_on_the_docs_pages_is_pulled_from_files_not_pasted() -> None:
+    """Every Python block of a page is a snippet of a file that exists, and its section is marked."""
+    included = 0
+    for page in DOCS.glob("*.md"):
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
+            match = re.fullmatch(r'--8<-- "([^":]+)(?::([\w-]+))?"\n', block)
+            assert match, f"{page.name} pastes code; pull it with --8<-- from a file the suite runs:\n{block}"
+            source = REPO / match.group(1)
+            assert source.is_file(), f"{page.name} pulls {match.group(1)}: no such file"
+            if match.group(2):
+                assert f"--8<-- [start:{match.group(2)}]" in source.read_text(), (page.name, match.groups())
+            included += 1
+    assert included >= 6
+
+
+def _parameters(cls: type) -> set[str]:
+    import inspect
+
+    return {
+        name
+        for klass in cls.__mro__
+        if "__init__" in vars(klass)
+        for name in inspect.signature(klass.__init__).parameters
+    }
+
+
+def test_the_readmes_minimal_dags_compile_and_pass_only_real_parameters() -> None:
+    """The README's pasted examples (PyPI shows no snippet) name parameters the operators take."""
+    import ast
+    import importlib
+
+    text = (REPO / "README.md").read_text()
+    checked = 0
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        tree = ast.parse(block)
+        classes = {
+            alias.asname or alias.name: getattr(importlib.import_module(node.module), alias.name)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("airflow_provider_pioneer")
+            for alias in node.names
+        }
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
+            cls = classes.get(call.func.id)
+            if isinstance(cls, type):
+                unknown = {k.arg for k in call.keywords if k.arg} - _parameters(cls)
+                assert not unknown, f"README: {cls.__name__} takes no {sorted(unknown)}"
+                checked += 1
+    assert checked >= 6
 
 
 def test_the_deploying_page_is_linked_and_quotes_the_leases_real_timings() -> None:
