@@ -309,6 +309,7 @@ def _edit_dialog(page: Any, ui: Deployment, key: str) -> Any:
     # that closes with its row): wait until the table lists this Variable alone.
     page.get_by_text(re.compile(r"^1 Variable$")).wait_for(timeout=TIMEOUT_MS)
     row = page.locator("tr", has=page.get_by_text(key, exact=True))
+    assert row.count() == 1, f"Variable {key!r} is not listed in Admin -> Variables"
     dialog = page.get_by_role("dialog")
     for _ in range(3):
         row.first.get_by_role("button", name="Edit Variable").click()
