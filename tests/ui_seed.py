@@ -197,6 +197,70 @@ def seed_rotation(
     )
 
 
+@dataclass(frozen=True)
+class LifecycleTask:
+    """One lifecycle task instance to seed, and the XCom it left (``value`` None: none yet)."""
+
+    task_id: str
+    operator: str
+    state: str
+    key: str = "return_value"
+    value: dict[str, Any] | None = None
+    #: Airflow 3.3+: what the task keeps in its task state store, ``{key: JSON value}``.
+    record: dict[str, Any] | None = None
+
+
+def seed_lifecycle(
+    session: Any, dag_id: str, run_id: str, ended: datetime, tasks: list[LifecycleTask]
+) -> None:
+    """Lifecycle task instances (training, evaluation, dataset upload) of one DAG run, as the
+    operators leave them: the task instance, its return value (or the gate's ``pioneer_evaluation``),
+    and its task-state-store record while it waits."""
+    for t in tasks:
+        ident = (dag_id, run_id, t.task_id, -1)
+        seed_runs(
+            session,
+            [Shard(dag_id=dag_id, run_id=run_id, task_id=t.task_id, state=t.state, ended=ended)],
+            operator=t.operator,
+            xcoms={ident: (t.key, t.value)},
+        )
+        if t.record:
+            _seed_task_state(session, dag_id, run_id, t.task_id, t.record)
+
+
+def _task_state_table() -> Any:
+    try:
+        from airflow.models.task_state_store import TaskStateStoreModel
+    except ImportError:  # Airflow < 3.3: no task state store
+        return None
+    return TaskStateStoreModel.__table__
+
+
+def _seed_task_state(session: Any, dag_id: str, run_id: str, task_id: str, record: dict[str, Any]) -> None:
+    from sqlalchemy import insert, select
+
+    table = _task_state_table()
+    if table is None:
+        return
+    dag_run, *_ = _tables()
+    run = session.scalar(select(dag_run.c.id).where(dag_run.c.dag_id == dag_id, dag_run.c.run_id == run_id))
+    rows = [
+        {
+            "dag_run_id": run,
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "task_id": task_id,
+            "map_index": -1,
+            "key": key,
+            "value": json.dumps(value),
+            "updated_at": datetime.now(UTC),
+        }
+        for key, value in record.items()
+    ]
+    session.execute(insert(table), rows)
+    session.commit()
+
+
 def set_variable(session: Any, key: str, value: dict[str, Any] | str) -> None:
     """The rotation's Variable, encrypted as Airflow stores it."""
     from airflow.models.variable import Variable
@@ -245,6 +309,7 @@ def clear(session: Any, dag_ids: list[str]) -> None:
     from sqlalchemy import delete
 
     dag_run, ti, xcom, rtif = _tables()
-    for table in (xcom, rtif, ti, dag_run, DagModel.__table__):
+    state = _task_state_table()
+    for table in (*([state] if state is not None else []), xcom, rtif, ti, dag_run, DagModel.__table__):
         session.execute(delete(table).where(table.c.dag_id.in_(dag_ids)))
     session.commit()

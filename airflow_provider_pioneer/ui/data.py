@@ -5,6 +5,9 @@
   its summary XCom (``runs.py``, paged in SQL).
 * **Daily totals**: texts and tokens per day over the last ``days`` days, summed in SQL over the
   same XComs (``runs.py``).
+* **Model lifecycle**: the newest training jobs (their state), evaluations (F1 and the gate's
+  verdict) and dataset versions, from the lifecycle operators' task instances and XComs, a page of
+  each at most (``lifecycle.py``).
 * **Key rotation**: per rotation task, its Variable, the key it names now (name and age, never the
   key), names pending revocation, the last rotation run and its outcome (``rotation.py``).
 
@@ -21,6 +24,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from airflow_provider_pioneer.ui.lifecycle import lifecycle_rows
 from airflow_provider_pioneer.ui.records import (
     MAX_PAGE_SIZE,
     DailyTotal,
@@ -34,6 +38,7 @@ from airflow_provider_pioneer.ui.runs import daily_totals, empty_days, inference
 
 #: The entities of a DAG the view shows, as Airflow's ``DagAccessEntity`` names them.
 TASK_INSTANCE, RUN, XCOM = "TASK_INSTANCE", "RUN", "XCOM"
+LIFECYCLE_KINDS = ("training", "evaluation", "dataset")
 
 __all__ = [
     "DEFAULT_VARIABLE",
@@ -68,7 +73,8 @@ def collect(
     :param session: an Airflow metadata DB session.
     :param dag_ids: the DAGs the user may read; nothing of any other DAG is read.
     :param page: 1-based page of the inference runs table.
-    :param page_size: rows per page (at most ``MAX_PAGE_SIZE``).
+    :param page_size: rows per page (at most ``MAX_PAGE_SIZE``); also the most rows of each
+        lifecycle table (the newest).
     :param days: days of the daily chart, ending today (UTC).
     :param key_max_age_days: a key older than this gets a warning.
     :param ui_root: the UI's path prefix (``[api] base_url``'s path) for task links.
@@ -90,6 +96,8 @@ def collect(
     summary_dags = xcom_dags & {d for (d, _), kind in tasks.items() if kind == "inference"}
     runs, total = inference_rows(session, inference, xcom_dags, page, page_size, ui_root)
     daily = daily_totals(session, summary_dags, now, days) if summary_dags else empty_days(now, days)
+    lifecycle = {key: kind for key, kind in tasks.items() if kind in LIFECYCLE_KINDS and key[0] in ti_dags}
+    life = lifecycle_rows(session, lifecycle, xcom_dags, page_size, ui_root) if lifecycle else {}
     rotations = rotation_statuses(
         session, rotation, xcom_dags, now, key_max_age_days, ui_root, can_read_variable
     )
@@ -104,4 +112,7 @@ def collect(
         generated_at=now.isoformat(timespec="seconds"),
         hidden_task_instances=[d for d in pioneer if d not in ti_dags],
         hidden_xcoms=[d for d in pioneer if d not in xcom_dags],
+        training_jobs=life.get("training", []),
+        evaluations=life.get("evaluation", []),
+        datasets=life.get("dataset", []),
     )

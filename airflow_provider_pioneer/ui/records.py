@@ -13,13 +13,22 @@ from airflow_provider_pioneer import safe_json
 SUMMARY_XCOM_KEY = "pioneer_summary"  # the inference operator's (kept import-free of the operator)
 INFERENCE_OPERATOR = "PioneerInferenceOperator"
 ROTATION_OPERATOR = "PioneerKeyRotationOperator"
+#: The lifecycle operators, by the kind of row the view shows for them.
+LIFECYCLE_OPERATORS = {
+    "PioneerTrainingJobOperator": "training",
+    "PioneerEvaluationOperator": "evaluation",
+    "PioneerDatasetUploadOperator": "dataset",
+}
 MAX_PAGE_SIZE = 200
 
 __all__ = [
     "MAX_PAGE_SIZE",
     "DailyTotal",
+    "DatasetVersion",
+    "EvaluationResult",
     "InferenceRow",
     "RotationStatus",
+    "TrainingJob",
     "ViewData",
     "summary_value",
 ]
@@ -92,12 +101,76 @@ class RotationStatus:
 
 
 @dataclass(frozen=True)
+class LifecycleTask:
+    """One lifecycle task instance (training, evaluation or dataset upload) and where to read more.
+
+    ``details_hidden``: the user may not read this DAG's XComs, so what the task returned (job,
+    scores, dataset) is not shown.
+    """
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    state: str | None
+    end_date: str | None
+    log_url: str
+    run_url: str
+    details_hidden: bool
+
+
+@dataclass(frozen=True)
+class TrainingJob(LifecycleTask):
+    """A ``PioneerTrainingJobOperator`` task: its job, the job's last known state and metrics.
+
+    ``job_status`` is the job's status the task returned (on success); while the task still waits
+    it is None and ``job_id`` comes from the task's own record (Airflow 3.3's task state store).
+    """
+
+    job_id: str | None = None
+    job_status: str | None = None
+    model_name: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluationResult(LifecycleTask):
+    """A ``PioneerEvaluationOperator`` task: the scores and the gate's verdict.
+
+    ``verdict``: ``"passed"`` (F1 >= ``min_f1``), ``"below min_f1"``, ``"no gate"`` (no
+    ``min_f1``), or None while there are no scores.
+    """
+
+    evaluation_id: str | None = None
+    model: str | None = None
+    dataset_name: str | None = None
+    f1: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    min_f1: float | None = None
+    verdict: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetVersion(LifecycleTask):
+    """A ``PioneerDatasetUploadOperator`` task: the dataset version it made ready."""
+
+    dataset_name: str | None = None
+    version: str | None = None
+    dataset_id: str | None = None
+    size: int | None = None
+    labels: list[str] = field(default_factory=list)
+    status: str | None = None
+
+
+@dataclass(frozen=True)
 class ViewData:
     """Everything the page and the JSON endpoint show.
 
     ``hidden_task_instances`` / ``hidden_xcoms``: the DAGs (among those the user may read) whose
     Pioneer task instances or XComs the auth manager does not let them read, so the page can say
-    what it leaves out.
+    what it leaves out. ``training_jobs`` / ``evaluations`` / ``datasets``: the newest lifecycle
+    task instances of each kind, a page at most.
     """
 
     runs: list[InferenceRow]
@@ -110,6 +183,9 @@ class ViewData:
     generated_at: str
     hidden_task_instances: list[str] = field(default_factory=list)
     hidden_xcoms: list[str] = field(default_factory=list)
+    training_jobs: list[TrainingJob] = field(default_factory=list)
+    evaluations: list[EvaluationResult] = field(default_factory=list)
+    datasets: list[DatasetVersion] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from airflow_provider_pioneer.ui.records import (
     INFERENCE_OPERATOR,
+    LIFECYCLE_OPERATORS,
     ROTATION_OPERATOR,
     SUMMARY_XCOM_KEY,
     DailyTotal,
@@ -54,7 +55,8 @@ _pioneer_tasks: dict[tuple[Any, ...], tuple[float, dict[tuple[str, str], str]]] 
 
 
 def pioneer_tasks(session: Session, dag_ids: Collection[str]) -> dict[tuple[str, str], str]:
-    """The Pioneer tasks among ``dag_ids``: ``{(dag_id, task_id): "inference" | "rotation"}``.
+    """The Pioneer tasks among ``dag_ids``: ``{(dag_id, task_id): kind}``, the kind one of
+    ``"inference"``, ``"rotation"``, ``"training"``, ``"evaluation"``, ``"dataset"``.
 
     An inference task is one of the operator's, or any task that pushed a summary (a subclass,
     whose ``operator`` column holds its own class name). Read per task, not per task instance:
@@ -97,6 +99,8 @@ def _find_pioneer_tasks(session: Session, dag_ids: Collection[str]) -> dict[tupl
     ):
         if op == ROTATION_OPERATOR:
             out[(dag_id, task_id)] = "rotation"
+        elif op in LIFECYCLE_OPERATORS:
+            out[(dag_id, task_id)] = LIFECYCLE_OPERATORS[op]
         elif op == INFERENCE_OPERATOR or has_summary:
             out[(dag_id, task_id)] = "inference"
     return out

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.browser.conftest import ARTIFACTS, BATCH, ROTATION, Deployment
+from tests.browser.conftest import ARTIFACTS, BATCH, ROTATION, RUN_TIMEOUT_S, Deployment, _run_dag, _wait_run
 
 TIMEOUT_MS = 60_000
 # The first test also waits for the deployment to come up and run both example DAGs.
@@ -298,3 +299,115 @@ def test_a_variable_saved_masked_is_flagged_not_shown_as_a_key(airflow_ui: Deplo
         _shot(page, "view-masked-variable")
     finally:
         _airflow_cli(airflow_ui, "variables", "set", "pioneer_api_key", saved)
+
+
+def _edit_dialog(page: Any, ui: Deployment, key: str) -> Any:
+    """The UI's edit dialog of Variable ``key`` (Admin -> Variables, its row's "Edit Variable")."""
+    page.goto(f"{ui.url}/variables", wait_until="domcontentloaded")
+    page.get_by_placeholder("Search Keys").fill(key)
+    # The search applies after a debounce and re-renders the table (an edit dialog opened before
+    # that closes with its row): wait until the table lists this Variable alone.
+    page.get_by_text(re.compile(r"^1 Variable$")).wait_for(timeout=TIMEOUT_MS)
+    row = page.locator("tr", has=page.get_by_text(key, exact=True))
+    assert row.count() == 1, f"Variable {key!r} is not listed in Admin -> Variables"
+    dialog = page.get_by_role("dialog")
+    for _ in range(3):
+        row.first.get_by_role("button", name="Edit Variable").click()
+        try:
+            dialog.wait_for(timeout=10_000)
+            break
+        except Exception:  # playwright's TimeoutError: the click landed during a re-render
+            continue
+    dialog.locator("textarea").first.wait_for(timeout=TIMEOUT_MS)
+    return dialog
+
+
+def _stored(ui: Deployment, key: str) -> str:
+    return _airflow_cli(ui, "variables", "get", key).strip()
+
+
+def _wait_stored(ui: Deployment, key: str, done: Any, what: str) -> str:
+    deadline = time.monotonic() + 60
+    while True:
+        value = _stored(ui, key)
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, f"Variable {key!r} never {what}: {value[:80]!r}"
+        time.sleep(1)
+
+
+def _ti_state(ui: Deployment, dag_id: str, run_id: str, task_id: str, map_index: int) -> str | None:
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+    answer = ui.api("GET", f"{path}/{map_index}" if map_index >= 0 else path)
+    return answer.json().get("state") if answer.status_code == 200 else None
+
+
+def test_the_masked_variable_recovery_follows_the_message(airflow_ui: Deployment, page_as: Any) -> None:
+    """Save the key Variable from the UI's edit dialog (it shows ***), read the lost key's name in the
+    companion Variable's dialog, see the task log name it, follow its advice, rotate: recovered."""
+    from airflow_provider_pioneer.stored_key import parse_stored
+    from airflow_provider_pioneer.testing import EmulatorControl
+
+    saved = _stored(airflow_ui, "pioneer_api_key")
+    lost_name = json.loads(saved)["name"]
+    recovered = False
+    batch_run = None
+    page = page_as("admin")
+    try:
+        # 1. The trap: the edit dialog shows every field of the key's document as ***; Save stores them.
+        dialog = _edit_dialog(page, airflow_ui, "pioneer_api_key")
+        shown = dialog.locator("textarea").first.input_value()
+        assert "***" in shown and lost_name not in shown, shown
+        _shot(page, "recovery-1-masked-dialog")
+        dialog.get_by_role("button", name=re.compile("Save")).click()
+        masked = _wait_stored(airflow_ui, "pioneer_api_key", lambda v: "***" in v, "was saved masked")
+        assert parse_stored(masked).problem == "masked", masked
+        # 2. The companion Variable's dialog shows the key's name and dates, never the key.
+        dialog = _edit_dialog(page, airflow_ui, "pioneer_key_rotation")
+        info = dialog.locator("textarea").first.input_value()
+        _shot(page, "recovery-2-companion-dialog")
+        assert lost_name in info and "***" not in info, info
+        assert json.loads(saved)["api_key"] not in info
+        assert json.loads(info)["created_at"], info
+        page.keyboard.press("Escape")
+        # 3. A DAG using the connection: its task log names the lost key (not '***').
+        batch_run = _run_dag(airflow_ui, BATCH)
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while _ti_state(airflow_ui, BATCH, batch_run, "extract_entities", 0) not in (
+            "up_for_retry",
+            "failed",
+        ):
+            assert time.monotonic() < deadline, "the inference task never failed on the masked Variable"
+            time.sleep(2)
+        page.goto(
+            f"{airflow_ui.url}/dags/{BATCH}/runs/{batch_run}/tasks/extract_entities/mapped/0",
+            wait_until="domcontentloaded",
+        )
+        page.get_by_text(re.compile("The lost key is named")).first.wait_for(timeout=TIMEOUT_MS)
+        log = page.locator("body").inner_text()
+        _shot(page, "recovery-3-task-log")
+        assert f"The lost key is named '{lost_name}'" in log, log[-3000:]
+        assert "named '***'" not in log
+        # 4. Its advice: a working key (made in the Pioneer console, here the emulator's) as the
+        # document it shows, typed into the same dialog; then the rotation.
+        control = EmulatorControl(airflow_ui.emulator.url)
+        try:
+            console_key = control.create_key("made-in-the-console")
+        finally:
+            control.close()
+        document = json.dumps({"api_key": console_key, "name": "made-in-the-console"})
+        dialog = _edit_dialog(page, airflow_ui, "pioneer_api_key")
+        dialog.locator("textarea").first.fill(document)
+        dialog.get_by_role("button", name=re.compile("Save")).click()
+        _wait_stored(airflow_ui, "pioneer_api_key", lambda v: console_key in v, "took the typed key")
+        rotation_run = _run_dag(airflow_ui, ROTATION)
+        assert _wait_run(airflow_ui, ROTATION, rotation_run) == "success", "the rotation did not recover"
+        recovered = True
+        after = json.loads(_stored(airflow_ui, "pioneer_api_key"))
+        assert after["api_key"] not in ("***", console_key) and after["name"] not in (lost_name, "***")
+        assert json.loads(_stored(airflow_ui, "pioneer_key_rotation"))["name"] == after["name"]
+    finally:
+        if batch_run is not None:  # no retries of the failed batch run behind the next tests' backs
+            airflow_ui.api("PATCH", f"/api/v2/dags/{BATCH}/dagRuns/{batch_run}", json={"state": "failed"})
+        if not recovered:
+            _airflow_cli(airflow_ui, "variables", "set", "pioneer_api_key", saved)

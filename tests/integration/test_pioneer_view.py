@@ -18,7 +18,16 @@ from airflow_provider_pioneer.ui.data import collect
 from airflow_provider_pioneer.ui.page import render_page
 from airflow_provider_pioneer.ui.runs import clear_caches
 from tests.dags.conftest import airflow_db  # noqa: F401  (the session's migrated DB)
-from tests.ui_seed import Shard, clear, seed_dags, seed_rotation, seed_runs, set_variable
+from tests.ui_seed import (
+    LifecycleTask,
+    Shard,
+    clear,
+    seed_dags,
+    seed_lifecycle,
+    seed_rotation,
+    seed_runs,
+    set_variable,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -67,6 +76,103 @@ def _seed_two_dags(session: object) -> None:
             )
         ],
     )
+
+
+#: What the lifecycle tasks returned: none of it may reach a user who may not read XComs.
+LIFECYCLE_VALUES = ("job-ok-1", "job-running-2", "ner-v2", "0.8731", "0.6512", "support-tickets", "ds-9")
+
+
+def _seed_lifecycle(session: object, when: datetime) -> None:
+    """A training job done and one still running, a gate passed and one failed, a dataset (view_dag_a)."""
+    seed_lifecycle(
+        session,
+        "view_dag_a",
+        "run_train",
+        when,
+        [
+            LifecycleTask("upload", "PioneerDatasetUploadOperator", "success", value={
+                "dataset_name": "support-tickets", "version": "3", "dataset_id": "ds-9", "size": 1200,
+                "labels": ["person", "org"], "status": "ready"}),
+            LifecycleTask("train", "PioneerTrainingJobOperator", "success", value={
+                "job_id": "job-ok-1", "status": "completed", "model_name": "ner-v2",
+                "metrics": {"f1": 0.91, "loss": 0.12}}),
+            LifecycleTask("evaluate", "PioneerEvaluationOperator", "success", value={
+                "evaluation_id": "ev-1", "model": "job-ok-1", "dataset_name": "support-tickets",
+                "f1": 0.8731, "precision": 0.9, "recall": 0.85, "passed": True, "min_f1": 0.8}),
+            # A failed gate returns nothing: its scores are the pioneer_evaluation XCom.
+            LifecycleTask("evaluate_strict", "PioneerEvaluationOperator", "failed", key="pioneer_evaluation",
+                          value={"evaluation_id": "ev-2", "model": "job-ok-1", "dataset_name": "support-tickets",
+                                 "f1": 0.6512, "precision": 0.7, "recall": 0.61, "passed": False, "min_f1": 0.75}),
+        ],
+    )  # fmt: skip
+    seed_lifecycle(
+        session,
+        "view_dag_a",
+        "run_train_2",
+        when + timedelta(hours=1),
+        # Still waiting for its job (deferred): no return value; the job id is in its task record.
+        [LifecycleTask("train", "PioneerTrainingJobOperator", "deferred",
+                       record={"pioneer_training.job_id": "job-running-2"})],
+    )  # fmt: skip
+
+
+def _assert_lifecycle_shown(data: dict[str, Any], html: str) -> None:
+    jobs = {(j["run_id"], j["task_id"]): j for j in data["training_jobs"]}
+    done, running = jobs[("run_train", "train")], jobs[("run_train_2", "train")]
+    assert (done["job_id"], done["job_status"], done["model_name"]) == ("job-ok-1", "completed", "ner-v2")
+    assert done["metrics"] == {"f1": 0.91, "loss": 0.12} and done["state"] == "success"
+    assert running["state"] == "deferred" and running["job_status"] is None
+    if _has_task_state_store():
+        assert running["job_id"] == "job-running-2"
+    # Newest run first.
+    assert [j["run_id"] for j in data["training_jobs"]] == ["run_train_2", "run_train"]
+    scores = {e["task_id"]: e for e in data["evaluations"]}
+    assert (scores["evaluate"]["f1"], scores["evaluate"]["verdict"], scores["evaluate"]["min_f1"]) == (
+        0.8731,
+        "passed",
+        0.8,
+    )
+    assert (scores["evaluate_strict"]["f1"], scores["evaluate_strict"]["verdict"]) == (0.6512, "below min_f1")
+    assert scores["evaluate_strict"]["state"] == "failed"
+    (dataset,) = data["datasets"]
+    assert (dataset["dataset_name"], dataset["version"], dataset["size"], dataset["status"]) == (
+        "support-tickets",
+        "3",
+        1200,
+        "ready",
+    )
+    assert dataset["labels"] == ["person", "org"]
+    for shown in ("job-ok-1", "completed", "running (task deferred)", "0.8731", "passed (F1 ≥ 0.8)",
+                  "0.6512", "below min_f1 (F1 &lt; 0.75)", "support-tickets", "1,200", "person, org"):  # fmt: skip
+        assert shown in html, shown
+
+
+def _has_task_state_store() -> bool:
+    try:
+        import airflow.models.task_state_store  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_lifecycle_shows_job_state_f1_verdict_and_datasets(session: object) -> None:
+    _seed_lifecycle(session, NOW - timedelta(hours=2))
+    view = collect(session, dag_ids=DAGS, now=NOW, ui_root="/af")
+    data = view.as_dict()
+    _assert_lifecycle_shown(data, render_page(view, json_url="/j"))
+    # Lifecycle tasks are not inference runs, and each table reads one page at most.
+    assert data["runs"] == [] and data["total_runs"] == 0
+    assert [
+        j["run_id"] for j in collect(session, dag_ids=DAGS, now=NOW, page_size=1).as_dict()["training_jobs"]
+    ] == ["run_train_2"]
+    assert data["evaluations"][0]["log_url"].startswith("/af/dags/view_dag_a/runs/run_train/tasks/evaluate")
+    # Without XCom access: the rows (task states), none of what the tasks returned.
+    hidden = collect(session, dag_ids=DAGS, now=NOW, can_read_dag_entity=lambda entity, dag: entity != "XCOM")
+    html = render_page(hidden, json_url="/j")
+    for body in (html, json.dumps(hidden.as_dict())):
+        assert not [v for v in LIFECYCLE_VALUES if v in body]
+    assert all(row.details_hidden for row in [*hidden.training_jobs, *hidden.evaluations, *hidden.datasets])
+    assert len(hidden.evaluations) == 2 and "hidden: no permission" in html
 
 
 def test_runs_and_daily_totals_aggregate_the_summaries(session: object) -> None:
@@ -275,6 +381,7 @@ def served(
     with create_session() as s:
         clear(s, DAGS)
         _seed_two_dags(s)
+        _seed_lifecycle(s, datetime.now(UTC) - timedelta(hours=3))
         seed_dags(s, ["view_dag_a", "view_dag_b", "view_rotation"])
         created = datetime.now(UTC) - timedelta(days=10, hours=1)
         set_variable(
@@ -324,6 +431,8 @@ def test_the_view_needs_a_user_and_shows_only_their_dags(
     assert {r["dag_id"] for r in alice["runs"]} == {"view_dag_a", "view_dag_b"}
     assert [r["variable"] for r in alice["rotations"]] == [VARIABLE]
     assert alice["hidden_task_instances"] == [] and alice["hidden_xcoms"] == []
+    # The model lifecycle: job states, F1 and the gate's verdict, the datasets.
+    _assert_lifecycle_shown(alice, page["body"])
     # [pioneer] key_max_age_days = 7: the 10-day-old key is flagged, on the page too.
     assert alice["key_max_age_days"] == 7
     assert "10 days old (limit 7)" in page["body"] and "role='alert'" in page["body"]
@@ -334,6 +443,7 @@ def test_the_view_needs_a_user_and_shows_only_their_dags(
     bob = json.loads(got[("bob-bearer", "/pioneer/api/view")]["body"])
     assert {r["dag_id"] for r in bob["runs"]} == {"view_dag_b"} and bob["total_runs"] == 1
     assert bob["rotations"] == [] and sum(d["texts"] for d in bob["daily"]) == 7
+    assert bob["training_jobs"] == [] and bob["evaluations"] == [] and bob["datasets"] == []
     for body in (bob_page["body"], json.dumps(bob)):
         assert "view_dag_a" not in body and "run_new" not in body and VARIABLE not in body
     # The key is in no answer at all.
@@ -368,6 +478,14 @@ def test_without_xcom_access_no_counts_paths_or_returned_names(
     assert rotation["returned_readable"] is False
     assert rotation["key_name"] == "airflow-pioneer-k1"  # from the Variable, which carol may read
     assert "hidden: no permission" in html and "XComs (texts and tokens) of 3 DAG(s) hidden" in html
+    # The lifecycle tasks show (their task states), nothing they returned: no job, score, verdict or dataset.
+    for body in (html, json.dumps(data)):
+        assert not [v for v in LIFECYCLE_VALUES if v in body]
+    rows = [*data["training_jobs"], *data["evaluations"], *data["datasets"]]
+    assert len(rows) == 5 and all(r["details_hidden"] for r in rows)
+    assert all(r.get("f1") is None and r.get("verdict") is None for r in data["evaluations"])
+    assert all(r.get("job_id") is None and r.get("job_status") is None for r in data["training_jobs"])
+    assert "XComs (jobs, scores, datasets) of 3 DAG(s) hidden" in html
 
 
 def test_without_task_instance_or_run_access_no_rows_and_no_rotation(
@@ -376,6 +494,7 @@ def test_without_task_instance_or_run_access_no_rows_and_no_rotation(
     for who in ("dave", "frank"):
         html, data = _answers(served, who)
         assert data["runs"] == [] and data["total_runs"] == 0 and data["rotations"] == []
+        assert data["training_jobs"] == [] and data["evaluations"] == [] and data["datasets"] == []
         assert data["hidden_task_instances"] == DAGS
         for body in (html, json.dumps(data)):
             assert "run_new" not in body and "rot_1" not in body and "/tasks/" not in body
