@@ -167,8 +167,8 @@ class AdaptiveRate:
         self._last_level: tuple[float, float, int, float] | None = (
             None  # (time, remaining, answered, reset_at)
         )
-        self._frees = False  # the server frees budget before the reset (not a fixed window)
-        self._latest_sent: tuple[float, float] | None = None  # (sent_at, remaining) of the latest-sent answer
+        self._frees = True  # the server frees budget before the reset (not a fixed window)
+        self._reset_anchor: tuple[float, float] | None = None  # (seen_at, reset_at) of a reset that stays put
         self._drawn = 0.0  # the account's draw and this task's answers, decaying sums
         self._own = 0.0
         self._capacity = 0.0  # the largest budget seen: a bucket's size, a window's limit
@@ -230,7 +230,15 @@ class AdaptiveRate:
     def rate(self, now: float) -> float:
         """Requests per second to pace at now."""
         by_headers = self.header_rate(now)
-        pace = by_headers if by_headers is not None else self.aimd
+        if by_headers is None:
+            pace = self.aimd
+        elif self.decreases:
+            # Both signals, the lower pace: the budget says what is left, and 429s say that the
+            # estimate of the sharers was too low (a busy machine's late answers, tasks joining);
+            # the AIMD pace climbs back above the budget's within seconds of quiet.
+            pace = min(by_headers, self.aimd)
+        else:
+            pace = by_headers
         if self.ceiling is not None:
             pace = min(pace, self.ceiling)
         return max(self.floor, pace)
@@ -316,17 +324,10 @@ class AdaptiveRate:
             spread = max(min(0.25, 0.1 * reset_in), self.SPREAD_RTTS * self._rtt * (self.sharers - 1))
             self._resume_jitter = self._rng.uniform(0.0, spread)
         self._sample_sharers(now, info.remaining, reset_at)
-        self._see_freeing(sent_at, info.remaining)
+        self._see_freeing(now, reset_at)
         self._reading = _Reading(info.remaining, reset_at, now)
         self._header_pace = self._budget_pace(self._reading, now)
         self._check_keeping_up(now)
-        if info.remaining - self._margin() > 0:
-            # AIMD goes on from the pace the budget set, should the budget stop telling.
-            self.aimd = max(self.floor, min(self._header_pace, self.top))
-        elif sent_at is None or sent_at >= self._last_decrease:
-            # About empty for a request sent since the last decrease: congestion, one decrease
-            # per episode, before any 429 (as ECN is for TCP).
-            self._decrease(now)
 
     def _check_keeping_up(self, now: float) -> None:
         """Warn once when the task sends far less than the budget allows it, for long: something
@@ -419,18 +420,15 @@ class AdaptiveRate:
             share = min(self._own / self._drawn, 1.0) + self.SHARE_BONUS
             self.sharers = min(max(1.0 / share, 1.0), 1000.0)
 
-    def _see_freeing(self, sent_at: float | None, remaining: float) -> None:
-        """Whether the server frees budget as it goes (a bucket, a sliding window), where a fixed
-        window only comes back whole at its reset: the budget rose part of the way between two
-        requests in the order they were sent (answers overtake each other)."""
-        if sent_at is None:
-            return
-        last = self._latest_sent
-        if last is not None and sent_at <= last[0]:
-            return
-        if last is not None and last[1] + self.MARGIN <= remaining < self._capacity - self.MARGIN:
-            self._frees = True
-        self._latest_sent = (sent_at, remaining)
+    def _see_freeing(self, now: float, reset_at: float) -> None:
+        """Whether the server frees budget as it goes (a bucket, a sliding window: the default),
+        or only at a window's end (a fixed window): then the announced reset stays put while
+        time passes, where a bucket's or a sliding window's moves on with it."""
+        anchor = self._reset_anchor
+        if anchor is None or abs(reset_at - anchor[1]) > 1.5:  # whole seconds: a second of play
+            self._reset_anchor = (now, reset_at)
+        elif now - anchor[0] >= 2.0 and reset_at - now >= 1.0:
+            self._frees = False
 
     def _observe_rtt(self, rtt: float) -> None:
         if rtt >= 0:
