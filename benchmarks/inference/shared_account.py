@@ -15,7 +15,9 @@ same key (one account) against one emulator (a child process) that limits the ac
 (a) the adaptive default, the server sending ``X-RateLimit-*`` headers;
 (b) the adaptive default, the server hiding them (``Retry-After`` only);
 (c) the earlier releases' static split: a fixed ``requests_per_minute = limit / P`` per task;
-(d) the naive setting: each task at a fixed ``requests_per_minute = limit``.
+(d) the naive setting: each task at a fixed ``requests_per_minute = limit``;
+(e) the adaptive default with the user's ceiling ``requests_per_minute = limit / P``, headers
+    hidden (with ``--tasks 1 --variants ce``: one task with a ceiling, new pacer vs the fixed one).
 
 The job is ``bound x seconds`` texts split into P equal shards; the tasks start together
 (after a barrier: Airflow's imports are not timed). Measured per cell: aggregate texts/s
@@ -60,6 +62,7 @@ VARIANTS = {
     "b": "adaptive, Retry-After only",
     "c": "static split (limit/P)",
     "d": "naive (limit each)",
+    "e": "adaptive, ceiling limit/P, Retry-After only",
 }
 
 
@@ -182,7 +185,7 @@ def counted_between(samples: list[tuple[float, int, int]], t1: float, t2: float)
 def cell(emu: Any, variant: str, p: int, *, work: Path, batch_size: int, seconds: float) -> dict[str, Any]:
     bound = LIMIT_RPM * batch_size / 60.0
     per_shard = int(bound * seconds / p)
-    rpm = {"a": None, "b": None, "c": LIMIT_RPM / p, "d": LIMIT_RPM}[variant]
+    rpm = {"a": None, "b": None, "c": LIMIT_RPM / p, "d": LIMIT_RPM, "e": LIMIT_RPM / p}[variant]
     go = work / f"go-{variant}-{p}"
     procs = []
     for shard in range(p):
