@@ -37,6 +37,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -194,7 +195,10 @@ def cell(emu: Any, variant: str, p: int, *, work: Path, batch_size: int, seconds
             make_input(data, per_shard)
         out = work / f"out-{variant}-{p}-{shard}.jsonl"
         for stale in work.glob(f"{out.name}*"):
-            stale.unlink()
+            if stale.is_dir():  # a failed task's checkpoint (``.parts``): --repeats crashed on it
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
         args = {"url": emu.url, "key": emu.api_key, "input": str(data), "output": str(out),
                 "batch_size": batch_size, "rpm": rpm, "static": variant in "cd", "go": str(go)}  # fmt: skip
         procs.append(subprocess.Popen(
