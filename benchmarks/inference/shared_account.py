@@ -15,7 +15,9 @@ same key (one account) against one emulator (a child process) that limits the ac
 (a) the adaptive default, the server sending ``X-RateLimit-*`` headers;
 (b) the adaptive default, the server hiding them (``Retry-After`` only);
 (c) the earlier releases' static split: a fixed ``requests_per_minute = limit / P`` per task;
-(d) the naive setting: each task at a fixed ``requests_per_minute = limit``.
+(d) the naive setting: each task at a fixed ``requests_per_minute = limit``;
+(e) the adaptive default with the user's ceiling ``requests_per_minute = limit / P``, headers
+    hidden (with ``--tasks 1 --variants ce``: one task with a ceiling, new pacer vs the fixed one).
 
 The job is ``bound x seconds`` texts split into P equal shards; the tasks start together
 (after a barrier: Airflow's imports are not timed). Measured per cell: aggregate texts/s
@@ -35,6 +37,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,6 +63,7 @@ VARIANTS = {
     "b": "adaptive, Retry-After only",
     "c": "static split (limit/P)",
     "d": "naive (limit each)",
+    "e": "adaptive, ceiling limit/P, Retry-After only",
 }
 
 
@@ -182,7 +186,7 @@ def counted_between(samples: list[tuple[float, int, int]], t1: float, t2: float)
 def cell(emu: Any, variant: str, p: int, *, work: Path, batch_size: int, seconds: float) -> dict[str, Any]:
     bound = LIMIT_RPM * batch_size / 60.0
     per_shard = int(bound * seconds / p)
-    rpm = {"a": None, "b": None, "c": LIMIT_RPM / p, "d": LIMIT_RPM}[variant]
+    rpm = {"a": None, "b": None, "c": LIMIT_RPM / p, "d": LIMIT_RPM, "e": LIMIT_RPM / p}[variant]
     go = work / f"go-{variant}-{p}"
     procs = []
     for shard in range(p):
@@ -191,7 +195,10 @@ def cell(emu: Any, variant: str, p: int, *, work: Path, batch_size: int, seconds
             make_input(data, per_shard)
         out = work / f"out-{variant}-{p}-{shard}.jsonl"
         for stale in work.glob(f"{out.name}*"):
-            stale.unlink()
+            if stale.is_dir():  # a failed task's checkpoint (``.parts``): --repeats crashed on it
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
         args = {"url": emu.url, "key": emu.api_key, "input": str(data), "output": str(out),
                 "batch_size": batch_size, "rpm": rpm, "static": variant in "cd", "go": str(go)}  # fmt: skip
         procs.append(subprocess.Popen(
