@@ -20,6 +20,7 @@ from airflow_provider_pioneer.exceptions import (
     PioneerConnectionError,
     PioneerError,
 )
+from airflow_provider_pioneer.hooks._store_key import key_store_of, read_store_key, reread_store_key
 from airflow_provider_pioneer.key_info import info_variable_name, lost_key_name
 from airflow_provider_pioneer.stored_key import parse_stored, problem_message
 from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, normalize_host
@@ -100,6 +101,7 @@ class PioneerHook(BaseHook):
     default_conn_name = "pioneer_default"
     conn_type = "pioneer"
     hook_name = "Pioneer"
+    key_store = cached_property(key_store_of)  # the store the extra key_store names, or None
 
     def __init__(
         self,
@@ -217,7 +219,7 @@ class PioneerHook(BaseHook):
                 SecretCache.invalidate_variable(name)
             except Exception:  # the cache is an optimisation; never fail the call over it
                 self.log.debug("Could not invalidate the cached Variable %r.", name)
-        return self.read_variable_key()
+        return self.read_variable_key() if name else reread_store_key(self.key_store)
 
     def get_api_key(self) -> str:
         """The key to use now: the Variable's (when ``key_variable`` names one that exists), else the password.
@@ -227,8 +229,9 @@ class PioneerHook(BaseHook):
         """
         from airflow_provider_pioneer.client import check_api_key
 
-        key = self.read_variable_key()
+        key = self.read_variable_key() if self.key_variable else read_store_key(self.key_store)
         where = f"Variable {self.key_variable!r}" if key else f"connection {self.pioneer_conn_id!r}"
+        where = self.key_store.label if key and self.key_store and not self.key_variable else where
         key = key or (self._connection.password or "")
         if key:
             mask_secret(key)
@@ -240,7 +243,8 @@ class PioneerHook(BaseHook):
     def client(self) -> PioneerClient:
         """The authenticated client, built once per hook."""
         return self.client_for_key(
-            self.get_api_key(), refresh_key=self._reread_variable_key if self.key_variable else None
+            self.get_api_key(),
+            refresh_key=self._reread_variable_key if self.key_variable or self.key_store else None,
         )
 
     def client_for_key(
