@@ -13,8 +13,8 @@ import pytest
 
 from airflow_provider_pioneer.exceptions import PioneerConfigurationError
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
-from airflow_provider_pioneer.rotation.secrets_manager import SecretsManagerKeyStore
-from airflow_provider_pioneer.stored_key import build_document
+from airflow_provider_pioneer.rotation.document import build_document, parse_stored
+from airflow_provider_pioneer.rotation.secrets_manager import PromotionRefused, SecretsManagerKeyStore
 from airflow_provider_pioneer.testing import PioneerEmulator
 from tests.secret_stores import AWS_CONN_ID, MotoSecretsManager, deployment_backend, secrets_manager
 
@@ -93,7 +93,7 @@ def test_a_secret_that_holds_no_key_or_cannot_be_read_fails_clearly(
 ) -> None:
     broken = secrets_manager.new_secret('{"api_key": ')
     connect(monkeypatch, pioneer_emulator, pioneer_emulator.api_key, **store_extras(broken))
-    with pytest.raises(PioneerConfigurationError, match=f"secret {broken!r} holds no usable API key"):
+    with pytest.raises(PioneerConfigurationError, match=f"secret {broken!r} holds malformed JSON in its AWSCURRENT version"):
         PioneerHook().get_api_key()
     connect(monkeypatch, pioneer_emulator, pioneer_emulator.api_key, **store_extras("pioneer/no-such-secret"))
     with pytest.raises(
@@ -105,7 +105,7 @@ def test_a_secret_that_holds_no_key_or_cannot_be_read_fails_clearly(
     connect(monkeypatch, pioneer_emulator, pioneer_emulator.api_key, **store_extras(empty))
     assert PioneerHook().get_api_key() == pioneer_emulator.api_key
     connect(monkeypatch, pioneer_emulator, pioneer_emulator.api_key, key_store="vault")
-    with pytest.raises(PioneerConfigurationError, match="key_store is 'vault'"):
+    with pytest.raises(PioneerConfigurationError, match="unknown key_store 'vault'; use one of aws_secrets_manager, variable"):
         PioneerHook().get_api_key()
     assert pioneer_emulator.api_key not in capfd.readouterr().out
 
@@ -114,17 +114,22 @@ def test_promotion_moves_awscurrent_only_from_the_version_read(secrets_manager: 
     # Secrets Manager's compare-and-swap: the rotation moves AWSCURRENT from the version it read; a
     # writer that read an older version changes nothing (two rotations at once cannot both win).
     secret = secrets_manager.new_secret(build_document("k0", "n0", None, []))
-    store = SecretsManagerKeyStore(secret, aws_conn_id=AWS_CONN_ID)
-    read = store.current()
-    mine = store.put_pending(build_document("k1", "n1", None, ["n0"]), "n1")
-    assert store.put_pending(build_document("k1", "n1", None, ["n0"]), "n1") == mine  # same key, same version
-    assert store.read().name == "n0" and store.version(mine).name == "n1"  # pending: nobody reads it yet
-    theirs = store.put_pending(build_document("k2", "n2", None, ["n0"]), "n2")
-    assert store.promote(theirs, read.version_id)
-    assert not store.promote(mine, read.version_id)  # AWSCURRENT moved since this writer read it
-    assert store.read().name == "n2"
-    assert store.drop_pending(theirs)
-    stages = secrets_manager.stages(secret)
-    assert stages[theirs] == ["AWSCURRENT"] and stages[read.version_id] == ["AWSPREVIOUS"]
-    described = store.describe()
-    assert described["current_version"] == theirs and described["current_created"] is not None
+    mine, theirs = (SecretsManagerKeyStore(secret, aws_conn_id=AWS_CONN_ID) for _ in range(2))
+    read = mine.read()
+    mine.stage(build_document("k1", "n1", None, ["n0"]))
+    assert mine.read().name == "n0"  # pending: nobody reads it yet
+    (pending,) = [v for v, labels in secrets_manager.stages(secret).items() if labels == ["AWSPENDING"]]
+    assert parse_stored(secrets_manager.value_of(secret, pending)).name == "n1"
+    theirs.stage(build_document("k2", "n2", None, ["n0"]))
+    theirs.promote(build_document("k2", "n2", None, ["n0"]), theirs.read())
+    with pytest.raises(PromotionRefused):
+        mine.promote(build_document("k1", "n1", None, ["n0"]), read)  # AWSCURRENT moved since
+    after = mine.read()
+    assert (after.name, after.api_key) == ("n2", "k2")
+    # The old version is AWSPREVIOUS, the promoted one AWSCURRENT only; the loser's is unlabelled.
+    assert sorted(secrets_manager.stages(secret).values()) == [["AWSCURRENT"], ["AWSPREVIOUS"]]
+    assert secrets_manager.stages(secret)[read.version] == ["AWSPREVIOUS"]
+    mine.record("n2", "2026-12-07T03:00:00Z", "n0", [])
+    facts = mine.describe()
+    assert (facts.name, facts.created_at, facts.present) == ("n2", "2026-12-07T03:00:00Z", True)
+    assert facts.last_rotated is not None
