@@ -93,7 +93,9 @@ def test_a_secret_that_holds_no_key_or_cannot_be_read_fails_clearly(
 ) -> None:
     broken = secrets_manager.new_secret('{"api_key": ')
     connect(monkeypatch, pioneer_emulator, pioneer_emulator.api_key, **store_extras(broken))
-    with pytest.raises(PioneerConfigurationError, match=f"secret {broken!r} holds malformed JSON in its AWSCURRENT version"):
+    with pytest.raises(
+        PioneerConfigurationError, match=f"secret {broken!r} holds malformed JSON in its AWSCURRENT version"
+    ):
         PioneerHook().get_api_key()
     connect(monkeypatch, pioneer_emulator, pioneer_emulator.api_key, **store_extras("pioneer/no-such-secret"))
     with pytest.raises(
@@ -105,7 +107,9 @@ def test_a_secret_that_holds_no_key_or_cannot_be_read_fails_clearly(
     connect(monkeypatch, pioneer_emulator, pioneer_emulator.api_key, **store_extras(empty))
     assert PioneerHook().get_api_key() == pioneer_emulator.api_key
     connect(monkeypatch, pioneer_emulator, pioneer_emulator.api_key, key_store="vault")
-    with pytest.raises(PioneerConfigurationError, match="unknown key_store 'vault'; use one of aws_secrets_manager, variable"):
+    with pytest.raises(
+        PioneerConfigurationError, match="unknown key_store 'vault'; use one of aws_secrets_manager, variable"
+    ):
         PioneerHook().get_api_key()
     assert pioneer_emulator.api_key not in capfd.readouterr().out
 
