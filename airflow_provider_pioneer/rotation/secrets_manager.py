@@ -142,18 +142,25 @@ class SecretsManagerKeyStore(KeyStore):
     # -- reads ----------------------------------------------------------------------------------
 
     def read(self, *, fresh: bool = True) -> StoredKey:
-        """``AWSCURRENT`` now, asked for by label (what every reader of the secret gets), with its
-        version id. A direct read has no cache in front of it; ``fresh`` also drops Airflow's
-        cached copy of ``key_variable`` so that later reads through the backend see it too."""
+        """The current document.
+
+        :param fresh: ``True`` (a rotation, a 401): ``AWSCURRENT`` asked of Secrets Manager by label,
+            with its version id, and Airflow's cached copy of ``key_variable`` dropped, so that
+            later reads through the backend see it too. ``False`` (a task's first read): with
+            ``key_variable`` set, that Variable the way Airflow reads it (the deployment's
+            ``SecretsManagerBackend``, its cache); else the secret, as with ``True``.
+        """
         from airflow.sdk.log import mask_secret
 
-        if fresh and self.key_variable:
-            try:
-                from airflow.sdk.execution_time.cache import SecretCache
+        if self.key_variable:
+            if not fresh:
+                from airflow.sdk import Variable
 
-                SecretCache.invalidate_variable(self.key_variable)
-            except Exception:  # the cache is an optimisation
-                self.log.debug("Could not invalidate the cached Variable %r.", self.key_variable)
+                stored = parse_stored(Variable.get(self.key_variable, default=None))
+                if stored.api_key:
+                    mask_secret(stored.api_key)
+                return stored
+            self._forget_cached()
         try:
             answer = self.client.get_secret_value(SecretId=self.secret_id, VersionStage=CURRENT)
         except Exception as exc:
@@ -164,6 +171,14 @@ class SecretsManagerKeyStore(KeyStore):
         if stored.api_key:
             mask_secret(stored.api_key)
         return _with_version(stored, str(answer["VersionId"]))
+
+    def _forget_cached(self) -> None:
+        try:
+            from airflow.sdk.execution_time.cache import SecretCache
+
+            SecretCache.invalidate_variable(str(self.key_variable))
+        except Exception:  # the cache is an optimisation
+            self.log.debug("Could not invalidate the cached Variable %r.", self.key_variable)
 
     def _exists(self) -> bool:
         try:
@@ -200,12 +215,7 @@ class SecretsManagerKeyStore(KeyStore):
         # secrets backend must serve exactly this secret under that name.
         from airflow.sdk import Variable
 
-        try:
-            from airflow.sdk.execution_time.cache import SecretCache
-
-            SecretCache.invalidate_variable(self.key_variable)
-        except Exception:
-            self.log.debug("Could not invalidate the cached Variable %r.", self.key_variable)
+        self._forget_cached()
         try:
             seen = Variable.get(self.key_variable, default=None)
         except Exception as exc:
@@ -258,7 +268,14 @@ class SecretsManagerKeyStore(KeyStore):
         return version_id
 
     def stage(self, document: str) -> None:
-        """The new document as an ``AWSPENDING`` version (moving the label off any older one)."""
+        """The new document as an ``AWSPENDING`` version (moving the label off any older one).
+
+        Not in a secret without versions: Secrets Manager makes its first version ``AWSCURRENT``
+        whatever the labels asked, and the key is not verified yet (the first rotation, from the
+        connection's password, then writes once, at the promotion).
+        """
+        if self._current_version() is None:
+            return
         self._staged = self._put_pending(document)
 
     def discard_staged(self) -> None:
