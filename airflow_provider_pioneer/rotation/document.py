@@ -119,7 +119,7 @@ def problem_message(
     :param stored: what :func:`parse_stored` read from it.
     :param lost_name: the lost key's name, as the rotation's unmasked companion Variable records it
         (the masked document's own ``name`` is ``***`` too, when saved from the UI).
-    :param info_variable: that companion Variable's name (see :mod:`~airflow_provider_pioneer.key_info`).
+    :param info_variable: that companion Variable's name (see :mod:`~airflow_provider_pioneer.rotation.companion`).
     """
     if stored.problem == "masked":
         name = lost_name or (stored.name if stored.name and not is_masked_placeholder(stored.name) else None)
