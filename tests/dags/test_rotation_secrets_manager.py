@@ -264,7 +264,10 @@ class SecretWatch:
         while not self._stop.is_set():
             first = self.secret.value()
             doc = json.loads(first) if first else {}
-            if not (doc.get("api_key") and self.emu.key_is_alive(doc["api_key"])) and self.secret.value() == first:
+            if (
+                not (doc.get("api_key") and self.emu.key_is_alive(doc["api_key"]))
+                and self.secret.value() == first
+            ):
                 self.violations.append(doc.get("name"))
             self.checks += 1
             self._stop.wait(0.005)

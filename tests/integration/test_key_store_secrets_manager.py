@@ -97,11 +97,11 @@ def test_a_secret_that_holds_no_key_or_cannot_be_read_fails_clearly(
         PioneerConfigurationError, match=f"secret {broken!r} holds malformed JSON in its AWSCURRENT version"
     ):
         PioneerHook().get_api_key()
+    # A store that cannot be read (here: no such secret) falls back to the connection's key, as a
+    # Variable that cannot be read does, and says so.
     connect(monkeypatch, pioneer_emulator, pioneer_emulator.api_key, **store_extras("pioneer/no-such-secret"))
-    with pytest.raises(
-        PioneerConfigurationError, match=r"GetSecretValue of secret .* \(ResourceNotFoundException\)"
-    ):
-        PioneerHook().get_api_key()
+    assert PioneerHook().get_api_key() == pioneer_emulator.api_key
+    assert "Could not read AWS Secrets Manager secret 'pioneer/no-such-secret'" in capfd.readouterr().out
     # A secret with no version yet: the connection's own key (the first rotation starts from it).
     empty = secrets_manager.new_secret(None)
     connect(monkeypatch, pioneer_emulator, pioneer_emulator.api_key, **store_extras(empty))
