@@ -211,46 +211,10 @@ class SecretsManagerKeyStore(KeyStore):
             )
         if not self.key_variable:
             return None
-        # The connection reads the key as a Variable, the way Airflow does: the deployment's
-        # secrets backend must serve exactly this secret under that name.
-        from airflow.sdk import Variable
+        from airflow_provider_pioneer.rotation.secrets_backend import backend_mismatch
 
         self._forget_cached()
-        try:
-            seen = Variable.get(self.key_variable, default=None)
-        except Exception as exc:
-            seen, why = None, type(exc).__name__
-        else:
-            why = "absent" if seen is None else "another value"
-        current = self.read().raw
-        if seen is not None and seen == current:
-            return None
-        if seen is None and current is None and self._backend_path() == self.secret_id:
-            return None  # an empty secret: the backend's settings say it is the one
-        if seen is None and current is None:
-            why = "no SecretsManagerBackend maps the Variable to this secret"
-        return (
-            f"Connection {conn_id!r} reads the key as Variable {self.key_variable!r}, which Airflow does "
-            f"not serve from {self.label} ({why}). Configure Airflow's SecretsManagerBackend with "
-            "variables_prefix so that the Variable is this secret (secret "
-            f"'<variables_prefix>/{self.key_variable}'), or remove the extra key_variable so that "
-            "the connection reads the secret itself."
-        )
-
-    def _backend_path(self) -> str | None:
-        """The secret Airflow's configured ``SecretsManagerBackend`` reads ``key_variable`` from."""
-        try:
-            from airflow.providers.amazon.aws.secrets.secrets_manager import SecretsManagerBackend
-            from airflow.sdk.execution_time.supervisor import ensure_secrets_backend_loaded
-
-            for backend in ensure_secrets_backend_loaded():
-                if isinstance(backend, SecretsManagerBackend) and backend.variables_prefix:
-                    return str(
-                        backend.build_path(backend.variables_prefix, str(self.key_variable), backend.sep)
-                    )
-        except Exception:  # an Airflow without these internals: the values must then agree
-            self.log.debug("Could not find Airflow's SecretsManagerBackend settings.")
-        return None
+        return backend_mismatch(self.key_variable, self.secret_id, self.read().raw, self.label, conn_id)
 
     def describe(self) -> KeyFacts:
         """Name and dates from the secret's tags and its current version's date; no value is read."""

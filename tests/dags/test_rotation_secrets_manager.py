@@ -143,6 +143,20 @@ def test_rotation_into_secrets_manager_promotes_verified_keys_and_leaks_nothing(
     assert (tags[TAGS["name"]], tags[TAGS["previous_name"]]) == (doc2["name"], doc["name"])
     assert doc2["api_key"] not in json.dumps(tags)
 
+    # The Pioneer view shows the key's name, age and last rotation without reading the secret.
+    from datetime import UTC, datetime
+
+    from airflow.utils.session import create_session
+
+    from airflow_provider_pioneer.ui.rotation import rotation_statuses
+
+    with create_session() as session:
+        (row,) = rotation_statuses(
+            session, {(ROTATE, "rotate")}, {ROTATE}, datetime.now(UTC), 30, "", lambda name: True
+        )
+    assert (row.key_name, row.last_state, row.key_problem) == (doc2["name"], "success", None)
+    assert row.key_age_days is not None and 0 <= row.key_age_days < 1 and not row.warnings
+
     from tests.airflow_compat import redact
 
     seen = capfd.readouterr()
