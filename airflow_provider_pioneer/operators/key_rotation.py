@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
+from airflow_provider_pioneer._compat import AirflowFailException
 from airflow_provider_pioneer.exceptions import PioneerConfigurationError
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
 from airflow_provider_pioneer.rotation import revoke, steps
@@ -27,7 +27,6 @@ from airflow_provider_pioneer.rotation.naming import (
     check_key_name_prefix,
     check_variable_key,
     default_key_name_prefix,
-    is_managed,
 )
 from airflow_provider_pioneer.rotation.run import Policy, Run, SupersededBeforeStart
 
@@ -144,14 +143,8 @@ class PioneerKeyRotationOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
         # A retry in the same process must not reuse a client holding the key of an earlier try.
         self.__dict__.pop("hook", None)
-        policy = Policy(
-            self.pioneer_conn_id,
-            self._prefix,
-            self.revoke_old,
-            self.old_key_name,
-            self.orphan_grace_period,
-            self.max_keys_created_per_hour,
-        )
+        grace, budget = self.orphan_grace_period, self.max_keys_created_per_hour
+        policy = Policy(self.pioneer_conn_id, self._prefix, self.revoke_old, self.old_key_name, grace, budget)
         run = Run(policy, self._open_store(), self.hook, self.log)
         try:
             result = self._rotate(run)
@@ -187,28 +180,6 @@ class PioneerKeyRotationOperator(BaseOperator):
         winner = steps.store(run, document, new, pre, replaced)
         if winner is not None:
             return revoke.superseded(run, new, pending, winner, stored=False)
-        store, label = run.store, run.store.label
-        store.record(new.name, new.created_at, pre.old_name, pending)
+        run.store.record(new.name, new.created_at, pre.old_name, pending)
         revoked, failed = revoke.revoke(run, new, pre, pending, records)
-        now_held = run.read(strict=False)
-        if now_held.api_key != new.key:
-            if now_held.api_key and now_held.name and is_managed(now_held.name, self._prefix):
-                # Stored, then replaced by a concurrent rotation while this run was revoking (which
-                # may have revoked this run's key too: then some revocations failed with 401).
-                return revoke.superseded(run, new, failed, now_held, stored=True, revoked=revoked)
-            raise AirflowFailException(
-                f"Rotated to key {new.name!r} and stored it in {label} (revoked "
-                f"{revoked or 'nothing'}), but the {store.noun} was then changed to a value this rotation did "
-                f"not write. Key {new.name!r} is kept alive. Make the rotation the only writer of the "
-                f"{store.noun}, check what it holds now, then rerun."
-            )
-        store.record(new.name, new.created_at, pre.old_name, failed, revoked=revoked)
-        self.log.info(
-            "Pioneer key rotated: %s is stored in %s; revoked %s.", new.name, label, revoked or "nothing"
-        )
-        if failed:
-            raise AirflowException(
-                f"Rotated to key {new.name!r} (stored and working) but could not revoke {failed}; they stay "
-                f"in the pending_revoke list of {label} and the next run revokes them."
-            )
-        return {"name": new.name, "created_at": new.created_at, "revoked": revoked}
+        return revoke.confirm(run, new, pre, revoked, failed)

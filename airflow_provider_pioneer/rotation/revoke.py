@@ -13,12 +13,13 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
+from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.exceptions import PioneerError, PioneerNotFoundError
 from airflow_provider_pioneer.rotation.document import StoredKey
-from airflow_provider_pioneer.rotation.naming import key_birth, orphans
+from airflow_provider_pioneer.rotation.naming import is_managed, key_birth, orphans
 from airflow_provider_pioneer.rotation.run import NewKey, Preflight, Run
 
-__all__ = ["revoke", "revoke_names", "superseded", "superseded_before_start"]
+__all__ = ["confirm", "revoke", "revoke_names", "superseded", "superseded_before_start"]
 
 
 def revoke(
@@ -55,6 +56,36 @@ def revoke(
             strays,
         )
     return revoke_names(run, [*pending, *strays], spare=new.name)
+
+
+def confirm(run: Run, new: NewKey, pre: Preflight, revoked: list[str], failed: list[str]) -> dict[str, Any]:
+    """Step 6: the store must still hold the new key; record, report, and return ``{name, created_at, revoked}``.
+
+    :raises AirflowException: some revocations failed (they stay pending; the next run revokes them).
+    """
+    store, label = run.store, run.store.label
+    now_held = run.read(strict=False)
+    if now_held.api_key != new.key:
+        if now_held.api_key and now_held.name and is_managed(now_held.name, run.policy.prefix):
+            # Stored, then replaced by a concurrent rotation while this run was revoking (which
+            # may have revoked this run's key too: then some revocations failed with 401).
+            return superseded(run, new, failed, now_held, stored=True, revoked=revoked)
+        raise AirflowFailException(
+            f"Rotated to key {new.name!r} and stored it in {label} (revoked "
+            f"{revoked or 'nothing'}), but the {store.noun} was then changed to a value this rotation did "
+            f"not write. Key {new.name!r} is kept alive. Make the rotation the only writer of the "
+            f"{store.noun}, check what it holds now, then rerun."
+        )
+    store.record(new.name, new.created_at, pre.old_name, failed, revoked=revoked)
+    run.log.info(
+        "Pioneer key rotated: %s is stored in %s; revoked %s.", new.name, label, revoked or "nothing"
+    )
+    if failed:
+        raise AirflowException(
+            f"Rotated to key {new.name!r} (stored and working) but could not revoke {failed}; they stay "
+            f"in the pending_revoke list of {label} and the next run revokes them."
+        )
+    return {"name": new.name, "created_at": new.created_at, "revoked": revoked}
 
 
 def revoke_names(run: Run, names: list[str], spare: str | None) -> tuple[list[str], list[str]]:
