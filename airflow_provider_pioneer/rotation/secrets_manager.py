@@ -55,11 +55,12 @@ class SecretsManagerError(PioneerConfigurationError):
     """A Secrets Manager call failed; the message names the secret and the error code, no value."""
 
     def __init__(self, action: str, secret_id: str, exc: BaseException) -> None:
-        self.code = error_code(exc)
+        code = error_code(exc)
         super().__init__(
-            f"AWS Secrets Manager {action} of secret {secret_id!r} failed ({self.code}). Check the AWS "
+            f"AWS Secrets Manager {action} of secret {secret_id!r} failed ({code}). Check the AWS "
             "connection's credentials and region, the secret's name, and that the worker's role allows "
-            f"secretsmanager:{action} on it (see the key rotation docs, AWS Secrets Manager)."
+            f"secretsmanager:{action} on it (see the key rotation docs, AWS Secrets Manager).",
+            code=code,
         )
 
 
@@ -258,9 +259,14 @@ class SecretsManagerKeyStore(KeyStore):
         whatever the labels asked, and the key is not verified yet (the first rotation, from the
         connection's password, then writes once, at the promotion).
         """
-        if self._current_version() is None:
-            return
-        self._staged = self._put_pending(document)
+        try:
+            if self._current_version() is None:
+                return
+            self._staged = self._put_pending(document)
+        except SecretsManagerError as exc:
+            # The promotion puts the document itself and fails the same way, after which the
+            # rotation deletes the new key; failing here would leave that key alive, unstored.
+            self.log.warning("Could not stage the new key in %s (%s).", self.label, exc.code)
 
     def discard_staged(self) -> None:
         if self._staged is not None:
@@ -280,6 +286,14 @@ class SecretsManagerKeyStore(KeyStore):
 
         :raises PromotionRefused: ``AWSCURRENT`` is on another version (another writer came first).
         """
+        try:
+            self._promote(document, expected)
+        except SecretsManagerError as exc:
+            # The steps only name the exception's type: say what AWS answered (never a value).
+            self.log.warning("%s", exc.message)
+            raise
+
+    def _promote(self, document: str, expected: StoredKey) -> None:
         version_id = self._put_pending(document)
         kwargs: dict[str, Any] = {"VersionStage": CURRENT, "MoveToVersionId": version_id}
         if expected.version is not None:

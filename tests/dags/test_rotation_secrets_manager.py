@@ -437,3 +437,33 @@ def test_the_example_dag_rotates_into_secrets_manager(pioneer_emulator: Any, sec
     assert is_managed(doc["name"], default_key_name_prefix(VAR))
     checked = xcom_value(EXAMPLE, dag_run.run_id, "check_connection", "return_value")
     assert checked["key_name"] == doc["name"] and secret.id in checked["store"]
+
+
+@pytest.mark.parametrize("action", ["put_secret_value", "update_secret_version_stage"])
+def test_a_denied_write_deletes_the_new_key_and_leaves_the_secret(
+    pioneer_emulator: Any,
+    secret: Secret,
+    action: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # The worker's role lacks the permission: the server (in this process) answers AccessDenied.
+    from moto.core.exceptions import JsonRESTError
+    from moto.secretsmanager.models import SecretsManagerBackend
+
+    emu = pioneer_emulator
+    assert run(ROTATE_ONCE)["state"] == "success"
+    before = secret.value()
+
+    def denied(*args: Any, **kwargs: Any) -> None:
+        raise JsonRESTError("AccessDeniedException", "not authorized")
+
+    monkeypatch.setattr(SecretsManagerBackend, action, denied)
+    result = run(ROTATE_ONCE)
+    monkeypatch.undo()
+    assert result["state"] == "failed"
+    assert secret.value() == before
+    assert emu.alive_key_names() == [json.loads(before or "{}")["name"]]  # the new key is deleted
+    out = capfd.readouterr().out
+    assert "failed (AccessDeniedException). Check the AWS connection's credentials" in out
+    assert "Key 'airflow-pioneer_api_key-" in out and "was deleted. The stored key is unchanged" in out
