@@ -41,7 +41,6 @@ from airflow_provider_pioneer.exceptions import (
 )
 from airflow_provider_pioneer.http_core import (
     MAX_BODY_BYTES,
-    Answer,
     decode_answer,
     request_headers,
     result_problem,
@@ -360,9 +359,16 @@ class PioneerClient:
                     f"{self.deadline:g} s deadline. Lower the request rate or raise the deadline."
                 )
             key = self._key.get()
-            answer = self._send(
-                route, body, params, {**headers, **request_headers(self.auth_scheme, key)}, call
-            )
+            try:
+                answer = exchange(
+                    self._session, route.method, self.base_url + route.path, body=body, params=params,
+                    headers={**headers, **request_headers(self.auth_scheme, key)}, timeout=self.timeout, call=call,
+                )  # fmt: skip
+            except requests.RequestException:
+                self.stats.record()
+                raise
+            self.stats.record(status=answer.status)
+            self.pacer.observe(answer.status, answer.headers)
             if answer.ok:
                 self.pacer.on_success()
                 self.retry_policy.on_success()
@@ -376,23 +382,3 @@ class PioneerClient:
             except PioneerError as error:
                 self.retry_policy.hold_gate(error, self.pacer)
                 raise
-
-    def _send(
-        self,
-        route: Route,
-        body: Any,
-        params: dict[str, Any] | None,
-        headers: dict[str, str],
-        call: CallRecord,
-    ) -> Answer:
-        try:
-            answer = exchange(
-                self._session, route.method, self.base_url + route.path,
-                body=body, params=params, headers=headers, timeout=self.timeout, call=call,
-            )  # fmt: skip
-        except requests.RequestException:
-            self.stats.record()
-            raise
-        self.stats.record(status=answer.status)
-        self.pacer.observe(answer.status, answer.headers)
-        return answer
