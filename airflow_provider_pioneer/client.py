@@ -91,8 +91,9 @@ class PioneerClient:
     :param allow_insecure_http: allow ``http://`` to a non-loopback host.
     :param pacer: shared pacing (``Retry-After`` gate, steady rate); one is created if omitted. Retry
         backoffs sleep through it too (``pacer.sleep``), so a pacer that a run can stop ends them.
-    :param refresh_key: called once after a 401; returning a different key retries with it
-        (how a key rotated mid-run is picked up).
+    :param refresh_key: a :data:`~airflow_provider_pioneer.credentials.KeyRefresher`, called once
+        per call after a 401; returning a different key sends the call again with it (how a key
+        rotated mid-run, in any key store, is picked up).
     :param backoff_base: first backoff ceiling, seconds.
     :param backoff_cap: largest backoff ceiling, seconds.
     :param max_retry_after: longest ``Retry-After`` obeyed, seconds (a server asking for more is capped).

@@ -4,7 +4,8 @@ What only requests needs: the pooled session, the streamed body read with the si
 deadline (a server trickling its answer is cut off at the deadline, plus at most one ``timeout``),
 and requests' exceptions as the retry policy's :class:`~airflow_provider_pioneer.retry.Failure`
 and, once the retries are over, as a :class:`~airflow_provider_pioneer.exceptions.PioneerConnectionError`.
-Headers, decoding and errors are :mod:`~airflow_provider_pioneer.http_core`'s.
+Headers, decoding and errors are :mod:`~airflow_provider_pioneer.http_core`'s. The client's
+running totals of its exchanges (:class:`ClientStats`) are kept here too.
 """
 
 from __future__ import annotations
