@@ -15,7 +15,7 @@ how the client reads the answer, and the method's docstring. From it:
 Why a typed registry and not generated code: the methods must stay visible to mypy, so the client
 class names each call once (``inject = client_method(INJECT)``) and nothing is made at run time
 that mypy cannot see; a parameter (a new fault's, say) is then one field of its dataclass, and
-``tests/unit/test_emulator_admin.py`` fails when a call and the client's methods disagree.
+``tests/integration/test_emulator_admin.py`` fails when a call and the client's methods disagree.
 
 Kept import-light (no FastAPI): the client side loads it in every test process.
 """

@@ -49,7 +49,12 @@ def _object(doc: Any) -> dict[str, Any]:
 
 def _on(method: Callable[..., Any]) -> Callable[[EmulatorState, Any], Any]:
     """``run`` of a call whose parameters are the keyword arguments of that state method."""
-    return lambda state, params: method(state, **fields_of(params))
+
+    def run(state: EmulatorState, params: Any) -> Any:
+        return method(state, **fields_of(params))
+
+    run.state_method = method  # type: ignore[attr-defined]  # the agreement test checks its signature
+    return run
 
 
 INFO = AdminCall(
