@@ -31,7 +31,20 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol
 if TYPE_CHECKING:
     from airflow_provider_pioneer.testing.state import EmulatorState
 
-__all__ = ["ADMIN_PREFIX", "AdminCall", "AdminClient", "body_of", "client_method", "serve"]
+__all__ = [
+    "ADMIN_PREFIX",
+    "AdminCall",
+    "AdminClient",
+    "NoParams",
+    "body_of",
+    "client_method",
+    "fields_of",
+    "json_object",
+    "keyword_settings",
+    "no_answer",
+    "on_state",
+    "serve",
+]
 
 ADMIN_PREFIX = "/_emulator"
 
@@ -84,6 +97,36 @@ def fields_of(parameters: Any) -> dict[str, Any]:
     return body_of(parameters) or {}
 
 
+@dataclass
+class NoParams:
+    """The parameters of a call that takes none."""
+
+
+def keyword_settings(**settings: Any) -> dict[str, Any]:
+    """The parameters of a call that takes any keywords (``set_lifecycle(**settings)``)."""
+    return settings
+
+
+def no_answer(_: Any) -> None:
+    """``decode`` of a call whose client method returns nothing."""
+    return None
+
+
+def json_object(doc: Any) -> dict[str, Any]:
+    """``decode`` of a call whose client method returns the answer's object."""
+    return dict(doc)
+
+
+def on_state(method: Callable[..., Any]) -> Callable[[EmulatorState, Any], Any]:
+    """``run`` of a call whose parameters are the keyword arguments of that state method."""
+
+    def run(state: EmulatorState, params: Any) -> Any:
+        return method(state, **fields_of(params))
+
+    run.state_method = method  # type: ignore[attr-defined]  # the agreement test checks its signature
+    return run
+
+
 def serve(call: AdminCall[..., Any], state: EmulatorState, body: Any) -> Any:
     """The JSON answer of ``call`` to a request with JSON ``body`` (``{}`` when it had none).
 
@@ -105,7 +148,8 @@ def client_method(call: AdminCall[P, R]) -> Callable[Concatenate[AdminClient, P]
 
     params = inspect.signature(call.params).parameters.values()
     own = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
-    method.__signature__ = inspect.Signature([own, *params])  # type: ignore[attr-defined]
+    returns = inspect.signature(call.decode).return_annotation
+    method.__signature__ = inspect.Signature([own, *params], return_annotation=returns)  # type: ignore[attr-defined]
     method.__name__ = call.name
     method.__qualname__ = f"EmulatorControl.{call.name}"
     method.__doc__ = inspect.cleandoc(call.doc)

@@ -11,12 +11,19 @@ answers) is the one the admin API has always had.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from airflow_provider_pioneer.testing import extractor
-from airflow_provider_pioneer.testing.admin import AdminCall, fields_of
+from airflow_provider_pioneer.testing.admin import (
+    AdminCall,
+    NoParams,
+    fields_of,
+    json_object,
+    keyword_settings,
+    no_answer,
+    on_state,
+)
 from airflow_provider_pioneer.testing.faults import FaultSpec
 from airflow_provider_pioneer.testing.state import EmulatorState
 
@@ -26,42 +33,27 @@ _ACCOUNT_DOC = "``account_of_key`` names an account by any of its keys; None: th
 
 
 @dataclass
-class _NoParams:
-    """A call without parameters."""
-
-
-@dataclass
 class _AccountOf:
     account_of_key: str | None = None
 
 
-def _settings(**settings: Any) -> dict[str, Any]:
-    return settings
+def _fault_id(doc: Any) -> str:
+    return str(doc["fault_id"])
 
 
-def _nothing(_: Any) -> None:
-    return None
+def _key(doc: Any) -> str:
+    return str(doc["key"])
 
 
-def _object(doc: Any) -> dict[str, Any]:
-    return dict(doc)
-
-
-def _on(method: Callable[..., Any]) -> Callable[[EmulatorState, Any], Any]:
-    """``run`` of a call whose parameters are the keyword arguments of that state method."""
-
-    def run(state: EmulatorState, params: Any) -> Any:
-        return method(state, **fields_of(params))
-
-    run.state_method = method  # type: ignore[attr-defined]  # the agreement test checks its signature
-    return run
+def _alive(doc: Any) -> bool:
+    return bool(doc["alive"])
 
 
 INFO = AdminCall(
-    "_fetch_info", "GET", "info", _NoParams,
+    "_fetch_info", "GET", "info", NoParams,
     run=lambda s, _: {"api_key": s.bootstrap_key, "api_key_name": s.key_name_of(s.bootstrap_key),
                       "api_profile": s.profile.name},
-    decode=_object, doc="The bootstrap key, its name and the API profile (behind ``api_key``...).",
+    decode=json_object, doc="The bootstrap key, its name and the API profile (behind ``api_key``...).",
 )  # fmt: skip
 
 
@@ -95,7 +87,7 @@ class _CreateKey:
 
 CREATE_KEY = AdminCall(
     "create_key", "POST", "keys", _CreateKey,
-    run=lambda s, p: s.create_key(p.name, p.account_of_key), decode=lambda doc: str(doc["key"]),
+    run=lambda s, p: s.create_key(p.name, p.account_of_key), decode=_key,
     doc="Create a key directly (not through ``/create-api-key``, so no rate limit); returns its value.",
 )  # fmt: skip
 
@@ -107,7 +99,7 @@ class _KeyAlive:
 
 KEY_IS_ALIVE = AdminCall(
     "key_is_alive", "POST", "keys/alive", _KeyAlive,
-    run=lambda s, p: {"alive": s.key_is_alive(p.key)}, decode=lambda doc: bool(doc["alive"]),
+    run=lambda s, p: {"alive": s.key_is_alive(p.key)}, decode=_alive,
     doc="Whether ``key`` was issued by this emulator and is not revoked.",
 )  # fmt: skip
 
@@ -131,7 +123,7 @@ class _Credits:
 
 
 SET_CREDITS = AdminCall(
-    "set_credits", "PUT", "credits", _Credits, run=_on(EmulatorState.set_credits), decode=_nothing,
+    "set_credits", "PUT", "credits", _Credits, run=on_state(EmulatorState.set_credits), decode=no_answer,
     doc="""Set remaining credits in tokens (None: unlimited).
 
         :param code: current profile: the 402's ``code``, ``"out_of_credits"`` (default) or
@@ -147,7 +139,7 @@ class _SpendCap:
 
 
 SET_SPEND_CAP = AdminCall(
-    "set_spend_cap", "PUT", "spend-cap", _SpendCap, run=_on(EmulatorState.set_spend_cap), decode=_nothing,
+    "set_spend_cap", "PUT", "spend-cap", _SpendCap, run=on_state(EmulatorState.set_spend_cap), decode=no_answer,
     doc="""Legacy profile: the daily spend cap in tokens (None: off), answered 429 +
         ``X-RateLimit-Reason: daily_spend_cap_exceeded``; also resets today's spend.""",
 )  # fmt: skip
@@ -162,7 +154,7 @@ class _CreditCeiling:
 
 SET_CREDIT_CEILING = AdminCall(
     "set_credit_ceiling", "PUT", "credit-ceiling", _CreditCeiling,
-    run=_on(EmulatorState.set_credit_ceiling), decode=_nothing,
+    run=on_state(EmulatorState.set_credit_ceiling), decode=no_answer,
     doc="""Current profile: the monthly credit ceiling in tokens (None: off), answered 403
         ``{code, message, resolution_url}`` with ``code`` ``"credit_ceiling_reached"`` or
         ``"card_required"``; also resets this month's spend.""",
@@ -176,7 +168,7 @@ class _Latency:
 
 
 SET_LATENCY = AdminCall(
-    "set_latency", "PUT", "latency", _Latency, run=_on(EmulatorState.set_latency), decode=_nothing,
+    "set_latency", "PUT", "latency", _Latency, run=on_state(EmulatorState.set_latency), decode=no_answer,
     doc="The wait of each ``/inference`` call: ``latency_ms`` plus ``per_text_latency_ms`` a text.",
 )  # fmt: skip
 
@@ -192,7 +184,7 @@ class _RateLimit:
 
 
 SET_RATE_LIMIT = AdminCall(
-    "set_rate_limit", "PUT", "rate-limit", _RateLimit, run=_on(EmulatorState.set_rate_limit), decode=_nothing,
+    "set_rate_limit", "PUT", "rate-limit", _RateLimit, run=on_state(EmulatorState.set_rate_limit), decode=no_answer,
     doc="""Limit of ``/inference``, per key (legacy) or per account (current); None disables.
         Limits start afresh; ``burst`` is the token bucket's capacity (None: one second's worth).
         ``model``, ``window_seconds``, ``window_in_limit``: the ``rate_limit_*`` settings of
@@ -207,7 +199,7 @@ class _Enabled:
 
 SET_RATE_LIMIT_HEADERS = AdminCall(
     "set_rate_limit_headers", "PUT", "rate-limit-headers", _Enabled,
-    run=_on(EmulatorState.set_rate_limit_headers), decode=_nothing,
+    run=on_state(EmulatorState.set_rate_limit_headers), decode=no_answer,
     doc="Send or hide ``X-RateLimit-Limit/-Remaining/-Reset`` (e.g. to pace from Retry-After only).",
 )  # fmt: skip
 
@@ -219,7 +211,7 @@ class _PerMinute:
 
 SET_KEY_RATE_LIMIT = AdminCall(
     "set_key_rate_limit", "PUT", "key-rate-limit", _PerMinute,
-    run=_on(EmulatorState.set_key_rate_limit), decode=_nothing,
+    run=on_state(EmulatorState.set_key_rate_limit), decode=no_answer,
     doc="Per-key limit of the key-management endpoints (None disables).",
 )  # fmt: skip
 
@@ -232,7 +224,7 @@ class _KeyListing:
 
 SET_KEY_LISTING = AdminCall(
     "set_key_listing", "PUT", "key-listing", _KeyListing,
-    run=lambda s, p: s.key_variants.set_listing(p.style, p.page_size), decode=_nothing,
+    run=lambda s, p: s.key_variants.set_listing(p.style, p.page_size), decode=no_answer,
     doc="""Page ``GET /list-api-keys`` in Pioneer's ``"cursor"`` style (``after_id``; ``has_more``,
         ``last_id``) or ``"offset"`` style (``offset``; ``total``, ``has_more``), ``page_size`` keys a
         page; ``None``: one page (API.md).""",
@@ -246,7 +238,7 @@ class _Revocation:
 
 SET_KEY_REVOCATION = AdminCall(
     "set_key_revocation", "PUT", "key-revocation", _Revocation,
-    run=lambda s, p: s.key_variants.set_revocation(p.accepts), decode=_nothing,
+    run=lambda s, p: s.key_variants.set_revocation(p.accepts), decode=no_answer,
     doc="""What ``DELETE /delete-api-key`` accepts: ``"any"`` (default), only ``"name"`` or only
         ``"key_id"``; the other field alone answers 422.""",
 )  # fmt: skip
@@ -259,7 +251,7 @@ class _PerHour:
 
 SET_CREATE_KEY_LIMIT = AdminCall(
     "set_create_key_limit", "PUT", "create-key-limit", _PerHour,
-    run=_on(EmulatorState.set_create_key_limit), decode=_nothing,
+    run=on_state(EmulatorState.set_create_key_limit), decode=no_answer,
     doc="``POST /create-api-key`` calls per account and rolling hour (None: unlimited).",
 )  # fmt: skip
 
@@ -270,7 +262,7 @@ class _Warmup:
 
 
 SET_WARMUP = AdminCall(
-    "set_warmup", "PUT", "warmup", _Warmup, run=_on(EmulatorState.set_warmup), decode=_nothing,
+    "set_warmup", "PUT", "warmup", _Warmup, run=on_state(EmulatorState.set_warmup), decode=no_answer,
     doc="""Current profile: a model answers 425 + ``Retry-After`` for ``seconds`` after its first
         use; every model becomes cold again.""",
 )  # fmt: skip
@@ -280,10 +272,13 @@ SET_WARMUP = AdminCall(
 class _Models:
     models: list[str]
 
+    def __post_init__(self) -> None:
+        self.models = list(self.models)  # any iterable of ids, as before
+
 
 SET_UNSERVABLE_MODELS = AdminCall(
     "set_unservable_models", "PUT", "unservable-models", _Models,
-    run=lambda s, p: s.set_unservable_models(list(p.models)), decode=_nothing,
+    run=lambda s, p: s.set_unservable_models(list(p.models)), decode=no_answer,
     doc="Current profile: these model ids answer 409 (ids starting with ``job_unservable`` always do).",
 )  # fmt: skip
 
@@ -296,14 +291,14 @@ class _BodyLimit:
 
 SET_MAX_BODY_BYTES = AdminCall(
     "set_max_body_bytes", "PUT", "max-body-bytes", _BodyLimit,
-    run=_on(EmulatorState.set_max_body_bytes), decode=_nothing,
+    run=on_state(EmulatorState.set_max_body_bytes), decode=no_answer,
     doc="""Answer request bodies over ``limit`` bytes with a proxy's 413 before the API sees them
         (nothing billed); ``response`` is ``"html"`` (nginx's page) or ``"json"``. None: no limit.""",
 )  # fmt: skip
 
 INJECT = AdminCall(
     "inject", "POST", "faults", FaultSpec,
-    run=lambda s, spec: {"fault_id": s.inject(spec)}, decode=lambda doc: str(doc["fault_id"]),
+    run=lambda s, spec: {"fault_id": s.inject(spec)}, decode=_fault_id,
     doc='Inject a fault; returns its id (the key of ``counters()["faults_fired"]``).\n\n'
     + inspect.cleandoc(FaultSpec.__doc__ or ""),
 )  # fmt: skip
@@ -314,15 +309,15 @@ def _faults(doc: Any) -> list[dict[str, Any]]:
 
 
 FAULTS = AdminCall(
-    "faults", "GET", "faults", _NoParams, run=lambda s, _: {"faults": s.faults()}, decode=_faults,
+    "faults", "GET", "faults", NoParams, run=lambda s, _: {"faults": s.faults()}, decode=_faults,
     doc="The injected faults in the order they are tried: ``id``, ``status``, ``fault``, ``fired``...",
 )  # fmt: skip
 CLEAR_FAULTS = AdminCall(
-    "clear_faults", "DELETE", "faults", _NoParams, run=_on(EmulatorState.clear_faults), decode=_nothing,
+    "clear_faults", "DELETE", "faults", NoParams, run=on_state(EmulatorState.clear_faults), decode=no_answer,
     doc="Remove every injected fault.",
 )  # fmt: skip
 COUNTERS = AdminCall(
-    "counters", "GET", "counters", _NoParams, run=_on(EmulatorState.counters), decode=_object,
+    "counters", "GET", "counters", NoParams, run=on_state(EmulatorState.counters), decode=json_object,
     doc="""Counters of the whole emulator: ``requests`` and ``statuses`` by name, ``text_counts``
         (texts billed, per text), ``tokens_billed``, ``rate_limited`` (429s of the ``/inference``
         limiter), ``inference_rpm_peak`` / ``inference_rpm_peak_admitted`` (most ``/inference``
@@ -332,17 +327,17 @@ COUNTERS = AdminCall(
 )  # fmt: skip
 ACCOUNT_COUNTERS = AdminCall(
     "account_counters", "POST", "account-counters", _AccountOf,
-    run=_on(EmulatorState.account_counters), decode=_object,
+    run=on_state(EmulatorState.account_counters), decode=json_object,
     doc="""One account's counters: ``inference_requests``, ``inference_rpm_peak``,
         ``inference_rpm_peak_admitted``, ``rate_limited``, ``keys_created_last_hour``, ``credits``,
         ``spent_today``, ``spent_this_month``.""",
 )  # fmt: skip
 RESET_COUNTERS = AdminCall(
-    "reset_counters", "POST", "reset-counters", _NoParams, run=_on(EmulatorState.reset_counters),
-    decode=_nothing, doc="Zero every counter (keys, accounts, credits, limits and faults are kept).",
+    "reset_counters", "POST", "reset-counters", NoParams, run=on_state(EmulatorState.reset_counters),
+    decode=no_answer, doc="Zero every counter (keys, accounts, credits, limits and faults are kept).",
 )  # fmt: skip
 SET_LIFECYCLE = AdminCall(
-    "set_lifecycle", "PUT", "lifecycle", _settings, run=lambda s, p: s.lifecycle.configure(**p), decode=_object,
+    "set_lifecycle", "PUT", "lifecycle", keyword_settings, run=lambda s, p: s.lifecycle.configure(**p), decode=json_object,
     doc="""Change the model-lifecycle simulation (durations, doc variants, faults); returns every setting.
 
         See :class:`~airflow_provider_pioneer.testing.lifecycle.LifecycleSettings` for the names
@@ -350,8 +345,8 @@ SET_LIFECYCLE = AdminCall(
         """,
 )  # fmt: skip
 LIFECYCLE_COUNTERS = AdminCall(
-    "lifecycle_counters", "GET", "lifecycle/counters", _NoParams,
-    run=lambda s, _: s.lifecycle.snapshot_counters(), decode=_object,
+    "lifecycle_counters", "GET", "lifecycle/counters", NoParams,
+    run=lambda s, _: s.lifecycle.snapshot_counters(), decode=json_object,
     doc="""Lifecycle counters: ``jobs_submitted``, ``idempotent_replays``, ``jobs_stopped``,
         ``presigned_puts``, ``presigned_puts_with_key``, ``evaluations_submitted``, ``submits_rate_limited``...
         and ``jobs`` (each job id's status now).""",
@@ -366,9 +361,12 @@ class _Extract:
     include_confidence: bool = True
     include_spans: bool = True
 
+    def __post_init__(self) -> None:
+        self.labels = list(self.labels)
+
 
 EXTRACT = AdminCall(
-    "extract", "POST", "extract", _Extract, run=lambda _, p: extractor.extract(**fields_of(p)), decode=_object,
+    "extract", "POST", "extract", _Extract, run=lambda _, p: extractor.extract(**fields_of(p)), decode=json_object,
     doc="The per-text ``result`` the server returns for this text and these labels.",
 )  # fmt: skip
 

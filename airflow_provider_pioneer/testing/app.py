@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from airflow_provider_pioneer.testing import admin, extractor, transport
 from airflow_provider_pioneer.testing.admin import ADMIN_PREFIX, AdminCall
+from airflow_provider_pioneer.testing.admin_calls import ADMIN_CALLS
 from airflow_provider_pioneer.testing.faults import Fault, corrupt_results
 from airflow_provider_pioneer.testing.state import ApiKey, AuthError, EmulatorState
 
@@ -315,8 +316,6 @@ def _spoil_results(payload: dict[str, Any], single: bool, fault: Fault) -> None:
 def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
     """The ``/_emulator/`` API that :class:`~airflow_provider_pioneer.testing.EmulatorControl` speaks:
     one route per call of ``admin_calls.ADMIN_CALLS``."""
-    from airflow_provider_pioneer.testing.admin_calls import ADMIN_CALLS
-
     for call in ADMIN_CALLS:
         app.add_api_route(
             f"{ADMIN_PREFIX}/{call.path}", _admin_endpoint(call, state), methods=[call.verb], name=call.name
