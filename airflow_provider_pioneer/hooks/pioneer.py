@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook
@@ -20,8 +20,8 @@ from airflow_provider_pioneer.exceptions import (
     PioneerConnectionError,
     PioneerError,
 )
-from airflow_provider_pioneer.key_info import info_variable_name, lost_key_name
-from airflow_provider_pioneer.stored_key import parse_stored, problem_message
+from airflow_provider_pioneer.hooks._options import ConnectionOptions
+from airflow_provider_pioneer.rotation.variable import parse_stored_key, recorded_key_name
 from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, normalize_host
 
 if TYPE_CHECKING:
@@ -29,50 +29,12 @@ if TYPE_CHECKING:
     from airflow_provider_pioneer.lifecycle.aio import ConnectionSettings
     from airflow_provider_pioneer.lifecycle.api import LifecycleClient
     from airflow_provider_pioneer.pacing import Pacer
+    from airflow_provider_pioneer.rotation.store import KeyStore
 
 __all__ = ["PioneerHook", "parse_stored_key", "recorded_key_name"]
 
-_TRUE = {"true", "1", "yes", "on"}
 #: Longest the Test button waits, seconds (connect and answer alike); it never retries.
 TEST_TIMEOUT = 5.0
-_N = TypeVar("_N", int, float)
-
-
-def parse_stored_key(
-    value: Any, variable: str = "the key Variable", lost_name: Callable[[], str | None] | None = None
-) -> str | None:
-    """The API key inside a Variable's value: a plain key, or the rotation JSON ``{"api_key": ...}``.
-
-    :param value: the Variable's value (``None``: absent).
-    :param variable: its name, for the error message.
-    :param lost_name: reads the lost key's name from the rotation's unmasked companion Variable,
-        called only for a masked value.
-    :raises PioneerConfigurationError: the value holds no usable key (malformed JSON, a document
-        without a key, Airflow's masked ``***`` placeholder), with how to fix it.
-    """
-    stored = parse_stored(value)
-    recorded = lost_name() if stored.problem == "masked" and lost_name is not None else None
-    message = problem_message(variable, stored, recorded, info_variable_name(variable))
-    if message:
-        raise PioneerConfigurationError(message)
-    return stored.api_key
-
-
-def recorded_key_name(variable_key: str) -> str | None:
-    """The key name the rotation's unmasked companion Variable records for ``variable_key`` (or ``None``)."""
-    info = info_variable_name(variable_key)
-    if info is None:
-        return None
-    from airflow.sdk import Variable
-
-    try:
-        return lost_key_name(Variable.get(info, default=None), variable_key)
-    except Exception:  # advice only: never hide the real problem behind a read failure
-        return None
-
-
-def _as_bool(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in _TRUE
 
 
 class PioneerHook(BaseHook):
@@ -141,6 +103,11 @@ class PioneerHook(BaseHook):
         return self._connection.extra_dejson or {}
 
     @cached_property
+    def _options(self) -> ConnectionOptions:
+        """The transport extras, parsed once for the client and the triggers' settings alike."""
+        return ConnectionOptions.parse(self._extras, self.pioneer_conn_id)
+
+    @cached_property
     def _connection(self) -> Any:
         return self.get_connection(self.pioneer_conn_id)
 
@@ -181,43 +148,57 @@ class PioneerHook(BaseHook):
             parts = parts._replace(netloc=f"{parts.netloc}:{conn.port}")
         return urlunsplit(parts).rstrip("/")
 
-    def read_variable_key(self) -> str | None:
-        """The key in the ``key_variable`` Variable now, or ``None`` (unset, missing or unreadable).
+    @cached_property
+    def key_store(self) -> KeyStore | None:
+        """Where this connection's current key lives (extras ``key_store``, ``key_variable``), or ``None``.
 
-        :raises PioneerConfigurationError: the Variable exists but holds no usable key (malformed
+        :raises PioneerConfigurationError: the extras name an unknown kind of store.
+        """
+        return self.open_key_store()
+
+    def open_key_store(
+        self, kind: str | None = None, *, name: str | None = None, log: Any = None
+    ) -> KeyStore | None:
+        """A key store by this connection's extras (see :func:`~airflow_provider_pioneer.rotation.store.open_store`).
+
+        :raises PioneerConfigurationError: an unknown kind of store.
+        """
+        from airflow_provider_pioneer.rotation.store import open_store
+
+        try:
+            return open_store(
+                kind, self._extras, conn_id=self.pioneer_conn_id, name=name, log=log or self.log
+            )
+        except ValueError as exc:
+            raise PioneerConfigurationError(str(exc)) from None
+
+    def read_variable_key(self, *, fresh: bool = False) -> str | None:
+        """The key in the connection's key store (the ``key_variable`` Variable) now, or ``None``
+        (none named, missing or unreadable).
+
+        :param fresh: read past Airflow's secrets cache (after a 401).
+        :raises PioneerConfigurationError: the store holds a value without a usable key (malformed
             JSON, Airflow's masked placeholder...): falling back to the password then would hide
             the problem behind a 401 from a key that may be revoked.
         """
-        name = self.key_variable
-        if not name:
+        store = self.key_store
+        if store is None:
             return None
-        from airflow.sdk import Variable
-
         try:
-            value = Variable.get(name, default=None)
+            stored = store.read(fresh=fresh)
         except Exception:  # a secrets backend outage must not hide the password fallback
             self.log.warning(
-                "Could not read Variable %r for the Pioneer API key; using the connection's.", name
+                "Could not read %s for the Pioneer API key; using the connection's.", store.label
             )
             return None
-        key = parse_stored_key(value, name, lambda: recorded_key_name(name))
-        if key:
-            mask_secret(key)
-        return key
+        message = store.explain(stored)
+        if message:
+            raise PioneerConfigurationError(message)
+        return stored.api_key  # masked by the store
 
     def _reread_variable_key(self) -> str | None:
-        """After a 401: the Variable's key as stored now, past Airflow's secrets cache."""
-        name = self.key_variable
-        if name:
-            # With [secrets] use_cache on, Variable.get may serve the pre-rotation key for the
-            # cache's whole TTL, and the one re-read would be wasted on it.
-            try:
-                from airflow.sdk.execution_time.cache import SecretCache
-
-                SecretCache.invalidate_variable(name)
-            except Exception:  # the cache is an optimisation; never fail the call over it
-                self.log.debug("Could not invalidate the cached Variable %r.", name)
-        return self.read_variable_key()
+        """After a 401: the store's key as stored now, past Airflow's secrets cache."""
+        return self.read_variable_key(fresh=True)
 
     def get_api_key(self) -> str:
         """The key to use now: the Variable's (when ``key_variable`` names one that exists), else the password.
@@ -228,7 +209,7 @@ class PioneerHook(BaseHook):
         from airflow_provider_pioneer.client import check_api_key
 
         key = self.read_variable_key()
-        where = f"Variable {self.key_variable!r}" if key else f"connection {self.pioneer_conn_id!r}"
+        where = self.key_store.label if key and self.key_store else f"connection {self.pioneer_conn_id!r}"
         key = key or (self._connection.password or "")
         if key:
             mask_secret(key)
@@ -240,7 +221,7 @@ class PioneerHook(BaseHook):
     def client(self) -> PioneerClient:
         """The authenticated client, built once per hook."""
         return self.client_for_key(
-            self.get_api_key(), refresh_key=self._reread_variable_key if self.key_variable else None
+            self.get_api_key(), refresh_key=self._reread_variable_key if self.key_store else None
         )
 
     def client_for_key(
@@ -260,48 +241,39 @@ class PioneerHook(BaseHook):
         :param timeout: override the per-request timeout, seconds.
         :param deadline: override the per-call deadline, seconds.
         """
-        # requests and tenacity load here, in the task, never when a DAG file is parsed.
+        # requests and the client load here, in the task, never when a DAG file is parsed.
         from airflow_provider_pioneer.client import PioneerClient
         from airflow_provider_pioneer.pacing import Pacer
 
         mask_secret(api_key)
-        if timeout is None:
-            timeout = (
-                self._timeout if self._timeout is not None else self._extra_number("timeout", 60.0, float)
-            )
-        if max_retries is None:
-            max_retries = self._max_retries
-        if max_retries is None:
-            max_retries = self._extra_number("max_retries", 5, int)
         mask_secret(api_key.strip())
-        warmup = self._warmup_timeout
-        if warmup is None:
-            warmup = self._extra_number("warmup_timeout", 600.0, float)
+        options = self._options
+        if max_retries is None:
+            max_retries = self._max_retries if self._max_retries is not None else options.max_retries
+        warmup = self._warmup_timeout if self._warmup_timeout is not None else options.warmup_timeout
         return PioneerClient(
             self.base_url,
             api_key,
-            timeout=timeout,
-            max_retries=max_retries,
-            deadline=self._extra_number("deadline", 600.0, float) if deadline is None else deadline,
+            timeout=self._request_timeout() if timeout is None else timeout,
+            max_retries=5 if max_retries is None else max_retries,
+            deadline=self._call_deadline() if deadline is None else deadline,
             pool_size=self.pool_size,
-            allow_insecure_http=_as_bool(self._extras.get("allow_insecure_http", False)),
+            allow_insecure_http=options.allow_insecure_http,
             pacer=self._pacer or Pacer(self.requests_per_minute),
             refresh_key=refresh_key,
-            auth_scheme=str(self._extras.get("auth_scheme") or "x-api-key"),
-            warmup_timeout=warmup,
+            auth_scheme=options.auth_scheme,
+            warmup_timeout=600.0 if warmup is None else warmup,
         )
 
-    def _extra_number(self, name: str, default: _N, kind: Callable[[Any], _N]) -> _N:
-        """A numeric extra; absent, null or empty (a cleared form field) means the default."""
-        value = self._extras.get(name)
-        if value is None or value == "":
-            return default
-        try:
-            return kind(value)
-        except (TypeError, ValueError):
-            raise PioneerConfigurationError(
-                f"Connection {self.pioneer_conn_id!r}: extra {name!r} must be a number, not {value!r}."
-            ) from None
+    def _request_timeout(self) -> float:
+        """Seconds per request: the hook's argument, else the extra, else 60."""
+        if self._timeout is not None:
+            return self._timeout
+        return 60.0 if self._options.timeout is None else self._options.timeout
+
+    def _call_deadline(self) -> float:
+        """Seconds per call, retries included: the extra, else 600."""
+        return 600.0 if self._options.deadline is None else self._options.deadline
 
     def get_conn(self) -> PioneerClient:
         """The authenticated :class:`PioneerClient`."""
@@ -353,17 +325,14 @@ class PioneerHook(BaseHook):
         from airflow_provider_pioneer.lifecycle.aio import ConnectionSettings
         from airflow_provider_pioneer.urls import validate_base_url
 
-        base_url = validate_base_url(
-            self.base_url, allow_insecure_http=_as_bool(self._extras.get("allow_insecure_http", False))
-        )
+        options = self._options
+        base_url = validate_base_url(self.base_url, allow_insecure_http=options.allow_insecure_http)
         return ConnectionSettings(
             base_url=base_url,
             api_key=self.get_api_key(),
-            auth_scheme=str(self._extras.get("auth_scheme") or "x-api-key").lower(),
-            timeout=self._timeout
-            if self._timeout is not None
-            else self._extra_number("timeout", 60.0, float),
-            deadline=self._extra_number("deadline", 600.0, float),
+            auth_scheme=options.auth_scheme,
+            timeout=self._request_timeout(),
+            deadline=self._call_deadline(),
         )
 
     def test_connection(self) -> tuple[bool, str]:
@@ -376,7 +345,8 @@ class PioneerHook(BaseHook):
         timeout = TEST_TIMEOUT
         try:
             key = self.get_api_key()
-            timeout = min(TEST_TIMEOUT, self._extra_number("timeout", TEST_TIMEOUT, float))
+            extra_timeout = self._options.timeout
+            timeout = TEST_TIMEOUT if extra_timeout is None else min(TEST_TIMEOUT, extra_timeout)
             # The deadline only backs the timeout up (a trickled answer): a second past it.
             client = self.client_for_key(key, max_retries=0, timeout=timeout, deadline=timeout + 1.0)
             try:
