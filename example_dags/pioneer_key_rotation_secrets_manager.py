@@ -6,9 +6,11 @@ For deployments that keep their secrets in AWS Secrets Manager (MWAA's recommend
 ``rotate_api_key`` creates a new key, puts it in the secret as a new version labelled
 ``AWSPENDING``, proves the key works, moves ``AWSCURRENT`` to that version (only from the version
 it read: two rotations at once cannot both win; the old version becomes ``AWSPREVIOUS``), then
-revokes the old key. ``check_connection`` proves that ``pioneer_default`` reads the new key.
+revokes the old key. ``check_connection`` proves that the connection reads the new key.
 
-The connection ``pioneer_default`` names the secret in its extras::
+The connection ``pioneer_default`` (or the one ``PIONEER_SECRETS_MANAGER_CONN_ID`` names, read when the
+DAG is parsed: ``make e2e`` rotates a second Pioneer account beside ``pioneer_default``'s) names the
+secret in its extras::
 
     {"key_store": "aws_secrets_manager", "key_store_id": "airflow/variables/pioneer_api_key",
      "aws_conn_id": "aws_default", "region_name": "eu-west-1", "key_name": "<the first key's name>"}
@@ -22,6 +24,7 @@ settings and what each failure leaves behind: docs, Key rotation, AWS Secrets Ma
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -42,6 +45,7 @@ from airflow_provider_pioneer.hooks.pioneer import PioneerHook
 from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOperator
 
 log = logging.getLogger(__name__)
+CONN_ID = os.environ.get("PIONEER_SECRETS_MANAGER_CONN_ID") or "pioneer_default"
 
 with DAG(
     dag_id="pioneer_key_rotation_secrets_manager",
@@ -58,7 +62,7 @@ with DAG(
     # --8<-- [start:rotate]
     rotate = PioneerKeyRotationOperator(
         task_id="rotate_api_key",
-        pioneer_conn_id="pioneer_default",
+        pioneer_conn_id=CONN_ID,
         # The secret, its AWS connection and region come from the connection's extras.
         key_store="aws_secrets_manager",
         revoke_old=True,
@@ -68,19 +72,19 @@ with DAG(
 
     @task
     def check_connection(rotation: dict[str, Any]) -> dict[str, Any]:
-        """Fail loudly if ``pioneer_default`` does not read the key the rotation just promoted."""
-        hook = PioneerHook(pioneer_conn_id="pioneer_default")
+        """Fail loudly if the connection does not read the key the rotation just promoted."""
+        hook = PioneerHook(pioneer_conn_id=CONN_ID)
         store = hook.key_store
         if store is None or store.kind != "aws_secrets_manager":
             raise AirflowFailException(
-                "Connection pioneer_default does not read its key from AWS Secrets Manager: set its extras "
+                f"Connection {CONN_ID} does not read its key from AWS Secrets Manager: set its extras "
                 'key_store to "aws_secrets_manager" and key_store_id to the secret the rotation writes.'
             )
         try:
             keys = hook.list_api_keys()
         except PioneerAuthError as exc:
-            raise AirflowFailException(f"pioneer_default does not work with the rotated key: {exc}") from None
-        log.info("pioneer_default reads key %r from %s", rotation.get("name"), store.label)
+            raise AirflowFailException(f"{CONN_ID} does not work with the rotated key: {exc}") from None
+        log.info("%s reads key %r from %s", CONN_ID, rotation.get("name"), store.label)
         return {"key_name": rotation.get("name"), "store": store.label, "keys_on_account": len(keys)}
 
     check_connection(rotate.output)

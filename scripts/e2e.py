@@ -12,13 +12,16 @@ What it builds, all on 127.0.0.1 and all stopped at the end (also on failure or 
    LocalExecutor, the example DAGs (with their ``data/`` folder) as the dags folder;
 5. ``pioneer_batch_inference`` on generated texts in 4 shards (REST API trigger with a conf); one
    shard's task process gets SIGKILL mid-shard and Airflow's retry resumes it from its checkpoint;
-   ``pioneer_key_rotation`` runs while the batch is in flight (the shards switch to the new key);
+   ``pioneer_key_rotation`` runs while the batch is in flight (the shards switch to the new key),
+   then ``pioneer_key_rotation_secrets_manager`` twice, beside the batch, on a second Pioneer
+   account whose key lives in a secret on moto's Secrets Manager server (``e2e_secrets.py``);
 6. ``pioneer_model_lifecycle``: upload, fine-tune with the wait deferred to the triggerer process,
    evaluate, gate, extract with the new job id (on the rotated key);
 7. checks: every DAG run succeeded (batch, rotation, the asset-triggered ``pioneer_entity_report``,
    the lifecycle), every input id exactly once in the output, re-sent texts within the killed
    shard's in-flight window, one training job whose log reached the task log through the
-   triggerer, no API key in any log file, the asset event and the report.
+   triggerer, the secret's ``AWSCURRENT`` key alive and its ``AWSPREVIOUS`` and seed keys revoked
+   at the emulator, no API key (of either account) in any log file, the asset event and the report.
 
 On CeleryExecutor (the default, ``--executor celery``; ``make e2e EXECUTOR=local`` for
 LocalExecutor) the deployment adds Redis (Debian's ``redis-server``) as the broker, PostgreSQL as
@@ -55,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import e2e_celery as celery
+import e2e_secrets
 import requests
 from e2e_base import (
     BIN,
@@ -420,6 +424,8 @@ def scenario(
     with report.step("Pioneer emulator"):
         emulator.start(base_env)
         say(f"Pioneer emulator on {emulator.url} ({PER_TEXT_MS:g} ms per text)")
+    secrets_manager = e2e_secrets.SecretsManager()
+    secrets_manager.launch(procs, base_env)  # boots during the migration; seeded after it
     if on_celery:
         with report.step("Redis (broker) and moto's S3 server (input and output)"):
             redis.start(procs, base_env)
@@ -430,11 +436,12 @@ def scenario(
     else:
         input_url, output_url = str(data), str(home.parent / "output")
     api_port = free_port()
-    env = airflow_env(
-        home, pg, emulator, api_port, input_url, output_url, executor_env(executor, pg, redis, s3)
-    )
+    more_env = {**executor_env(executor, pg, redis, s3), **secrets_manager.env(emulator.url)}
+    env = airflow_env(home, pg, emulator, api_port, input_url, output_url, more_env)
     with report.step("airflow db migrate"):
         run([AIRFLOW, "db", "migrate"], env, logs / "db-migrate.log", timeout=900)
+    with report.step("moto's Secrets Manager server, a secret holding account 2's key"):
+        secrets_manager.seed(procs, emulator.url)
 
     api = Api(f"http://127.0.0.1:{api_port}")
     workers: list[celery.Worker] = []
@@ -471,10 +478,10 @@ def scenario(
             if errors:
                 raise Failed(f"DAG import errors: {json.dumps(errors)[:1500]}")
             ids = {d["dag_id"] for d in api.call("GET", "dags", params={"limit": 100})["dags"]}
-            return {BATCH, ROTATION, REPORT, LIFECYCLE} <= ids
+            return {BATCH, ROTATION, REPORT, LIFECYCLE, e2e_secrets.DAG_ID} <= ids
 
         wait_for("the example DAGs to be parsed", parsed, 300, procs)
-        for dag_id in (BATCH, ROTATION, REPORT, LIFECYCLE):
+        for dag_id in (BATCH, ROTATION, REPORT, LIFECYCLE, e2e_secrets.DAG_ID):
             api.call("PATCH", f"dags/{dag_id}", json={"is_paused": False})
 
     entities_dir = home.parent / "output" / "news_entities" / BATCH_RUN_ID / "entities"
@@ -510,6 +517,9 @@ def scenario(
             "POST", f"dags/{LIFECYCLE}/dagRuns", json={"dag_run_id": LIFECYCLE_RUN_ID, "logical_date": None}
         )
         say("model lifecycle run triggered (its training wait deferred to the triggerer)")
+        # Beside them, on account 2: two rotations into the secret, one after the other.
+        e2e_secrets.trigger_both(api)
+        say(f"{e2e_secrets.DAG_ID} triggered twice (the second queued until the first ends)")
     with report.step("batch run to the end" + (" (retries resume the killed shards)" if killed else "")):
         batch = wait_run(api, BATCH, BATCH_RUN_ID, 900, procs)
     batch_wall = time.monotonic() - batch_started
@@ -522,6 +532,8 @@ def scenario(
         report_run = wait_for("the pioneer_entity_report run", report_done, 300, procs, every=3.0)
     with report.step("model lifecycle run to the end (beside the batch since the rotation)"):
         lifecycle = wait_run(api, LIFECYCLE, LIFECYCLE_RUN_ID, 600, procs)
+    with report.step("Secrets Manager rotation runs to the end (beside the batch since the rotation)"):
+        sm_runs = e2e_secrets.wait_rotations(api, procs, 300)
     # Give a scheduled run that should not exist a moment to show up before counting runs.
     time.sleep(5)
 
@@ -655,24 +667,31 @@ def scenario(
             f"{lifecycle_counters.get('inference_on_jobs')} /inference calls with the job id",
         )  # fmt: skip
 
+        sm_keys = e2e_secrets.check_rotations(report.check, api, sm_runs, secrets_manager, emulator.url)
         rotated = stored_key(env, logs / "variables-get.log")
-        known = {k for k in (emulator.api_key, rotated) if k}
+        known = {k for k in (emulator.api_key, rotated, *sm_keys) if k}
         # The values scanned for are the real ones: the rotated key works, the bootstrap key is revoked.
         real = bool(rotated) and emulator.key_alive(rotated) and not emulator.key_alive(emulator.api_key)
         hits = scan_for_keys([home / "logs", logs, home.parent / "output"], sorted(known))
         if on_celery:
             hits += celery.s3_scan_for_keys(s3, sorted(known))
-        # keys_created counts the bootstrap key too: more than the two we know would be a key we
-        # cannot scan for (e.g. a rotation retry that created one more).
+        # keys_created counts the bootstrap keys too: more than the keys we know (account 1's two,
+        # account 2's seed and its two rotations') would be a key we cannot scan for (e.g. a
+        # rotation retry that created one more).
         created = int(counters.get("keys_created") or 0)
         task_files = sum(1 for p in (home / "logs").rglob("*") if p.is_file())
         report.check(
             "no API key in any log file",
-            not hits and len(known) == 2 and real and created <= len(known),
+            not hits
+            and len(known) == 2 + len(sm_keys)
+            and len(sm_keys) == 3
+            and real
+            and created <= len(known),
             f"{task_files} task log files, {sum(1 for _ in logs.iterdir())} component logs and the output "
             + ("(every object in the bucket) " if on_celery else "")
             + f"scanned for {len(known)} keys (bootstrap, revoked; rotated, {'alive' if real else 'NOT the live key'}; "
-            f"the emulator created {created})" + (f"; FOUND in {hits[:5]}" if hits else ""),
+            f"{len(sm_keys)} the secret held; the emulator created {created})"
+            + (f"; FOUND in {hits[:5]}" if hits else ""),
         )
         # Where the shards ran and how long each one's last try took (for the benchmarks).
         per_host = dict(sorted(Counter(str(ti.get("hostname")) for ti in shard_tis).items()))

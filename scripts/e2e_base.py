@@ -101,7 +101,7 @@ class Processes:
                 return
         raise Failed(f"no process named {name} to kill")
 
-    def stop_all(self, last: tuple[str, ...] = ("redis", "moto-s3")) -> None:
+    def stop_all(self, last: tuple[str, ...] = ("redis", "moto-s3", "moto-secretsmanager")) -> None:
         """Every Airflow process at once (each takes seconds to shut down), then the servers they use."""
         for tier in ([p for p in self.procs if p[0] not in last], [p for p in self.procs if p[0] in last]):
             t0 = time.monotonic()
