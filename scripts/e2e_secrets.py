@@ -140,11 +140,11 @@ def trigger_both(api: Api) -> None:
         api.call("POST", f"dags/{DAG_ID}/dagRuns", json={"dag_run_id": run_id, "logical_date": None})
 
 
-def rotation_result(api: Api, run_id: str) -> dict[str, Any]:
-    """``rotate_api_key``'s return value: ``{name, created_at, revoked}``, never the key."""
+def returned(api: Api, run_id: str, task_id: str) -> dict[str, Any]:
+    """A task's return value (``rotate_api_key``: ``{name, created_at, revoked}``, never the key)."""
     try:
         doc = api.call(
-            "GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/rotate_api_key/xcomEntries/return_value"
+            "GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
         )
     except Failed:
         return {}
@@ -168,17 +168,21 @@ def check_rotations(
     """Check what the two runs left; returns every key the secret held (for the log scan)."""
     from airflow_provider_pioneer.testing import EmulatorControl
 
-    first, second = (rotation_result(api, str(r["dag_run_id"])) for r in runs)
+    first, second = (returned(api, str(r["dag_run_id"]), "rotate_api_key") for r in runs)
+    # check_connection: the connection read the key the run had just promoted, and it worked.
+    checked = [returned(api, str(r["dag_run_id"]), "check_connection") for r in runs]
     sequential = bool(runs[0].get("end_date")) and str(runs[0]["end_date"]) <= str(runs[1].get("start_date"))
     check(
         "the Secrets Manager rotation ran twice, one after the other, each revoking the key before it",
         all(r["state"] == "success" for r in runs) and sequential
         and first.get("revoked") == [sm.seed_name] and second.get("revoked") == [first.get("name")]
-        and bool(second.get("name")) and second.get("name") != first.get("name"),
+        and bool(second.get("name")) and second.get("name") != first.get("name")
+        and [c.get("key_name") for c in checked] == [first.get("name"), second.get("name")],
         f"{DAG_ID}: {[(r['dag_run_id'], r['state']) for r in runs]}, the second started "
         f"{'after' if sequential else 'BEFORE'} the first ended; run 1 created {first.get('name')!r}, revoked "
         f"{first.get('revoked')} (the seed {sm.seed_name!r}); run 2 created {second.get('name')!r}, revoked "
-        f"{second.get('revoked')}",
+        f"{second.get('revoked')}; check_connection read {[c.get('key_name') for c in checked]} from "
+        f"{checked[-1].get('store')}",
     )  # fmt: skip
 
     control = EmulatorControl(emulator_url)
