@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -256,21 +256,25 @@ class FileSource(Source):
         if rest:
             yield lineno + 1, rest
 
+    def _values(
+        self, handle: IO[bytes], hasher: Any, invalid: Callable[[int], InputError]
+    ) -> Iterator[tuple[int, Any]]:
+        # The non-blank lines as JSON values; ``invalid(lineno)`` is the error for a line that is not.
+        for lineno, line in self._lines(handle, hasher):
+            if not line.strip():
+                continue
+            try:
+                value = safe_json.loads(line)
+            except ValueError:
+                raise invalid(lineno) from None
+            yield lineno, value
+
     def _scan(self) -> tuple[int, str]:
         h = hashlib.sha256(b"jsonl\n")
         check = _InputCheck(self._id_field)
         total = 0
         with self._open() as handle:
-            for lineno, line in self._lines(handle, h):
-                if not line.strip():
-                    continue
-                try:
-                    value = safe_json.loads(line)
-                except ValueError:
-                    raise InputError(
-                        f"input_path {self._path}, line {lineno}: not valid JSON. Each line must be a JSON "
-                        "record (or a JSON string)."
-                    ) from None
+            for lineno, value in self._values(handle, h, self._not_json):
                 check.add(
                     _item(total, value, self._id_field, self._text_field),
                     f"input_path {self._path}, line {lineno}",
@@ -278,6 +282,12 @@ class FileSource(Source):
                 total += 1
         self._keep(check)
         return total, h.hexdigest()
+
+    def _not_json(self, lineno: int) -> InputError:
+        return InputError(
+            f"input_path {self._path}, line {lineno}: not valid JSON. Each line must be a JSON "
+            "record (or a JSON string)."
+        )
 
     def items(self) -> Iterator[Item]:
         """The records, read a second time; the file must still be the one :attr:`digest` describes.
@@ -289,13 +299,9 @@ class FileSource(Source):
         index = 0
         h = hashlib.sha256(b"jsonl\n")
         with self._open() as handle:
-            for lineno, line in self._lines(handle, h):
-                if not line.strip():
-                    continue
-                try:
-                    value = safe_json.loads(line)
-                except ValueError:
-                    raise self._changed(f"line {lineno} is no longer valid JSON") from None
+            for _lineno, value in self._values(
+                handle, h, lambda lineno: self._changed(f"line {lineno} is no longer valid JSON")
+            ):
                 if index >= self.total:
                     raise self._changed(f"it now holds more than the {self.total} records it held")
                 yield _item(index, value, self._id_field, self._text_field)

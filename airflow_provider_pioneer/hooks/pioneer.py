@@ -20,8 +20,7 @@ from airflow_provider_pioneer.exceptions import (
     PioneerConnectionError,
     PioneerError,
 )
-from airflow_provider_pioneer.key_info import info_variable_name, lost_key_name
-from airflow_provider_pioneer.stored_key import parse_stored, problem_message
+from airflow_provider_pioneer.rotation.variable import parse_stored_key, recorded_key_name
 from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, normalize_host
 
 if TYPE_CHECKING:
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from airflow_provider_pioneer.lifecycle.aio import ConnectionSettings
     from airflow_provider_pioneer.lifecycle.api import LifecycleClient
     from airflow_provider_pioneer.pacing import Pacer
+    from airflow_provider_pioneer.rotation.store import KeyStore
 
 __all__ = ["PioneerHook", "parse_stored_key", "recorded_key_name"]
 
@@ -36,39 +36,6 @@ _TRUE = {"true", "1", "yes", "on"}
 #: Longest the Test button waits, seconds (connect and answer alike); it never retries.
 TEST_TIMEOUT = 5.0
 _N = TypeVar("_N", int, float)
-
-
-def parse_stored_key(
-    value: Any, variable: str = "the key Variable", lost_name: Callable[[], str | None] | None = None
-) -> str | None:
-    """The API key inside a Variable's value: a plain key, or the rotation JSON ``{"api_key": ...}``.
-
-    :param value: the Variable's value (``None``: absent).
-    :param variable: its name, for the error message.
-    :param lost_name: reads the lost key's name from the rotation's unmasked companion Variable,
-        called only for a masked value.
-    :raises PioneerConfigurationError: the value holds no usable key (malformed JSON, a document
-        without a key, Airflow's masked ``***`` placeholder), with how to fix it.
-    """
-    stored = parse_stored(value)
-    recorded = lost_name() if stored.problem == "masked" and lost_name is not None else None
-    message = problem_message(variable, stored, recorded, info_variable_name(variable))
-    if message:
-        raise PioneerConfigurationError(message)
-    return stored.api_key
-
-
-def recorded_key_name(variable_key: str) -> str | None:
-    """The key name the rotation's unmasked companion Variable records for ``variable_key`` (or ``None``)."""
-    info = info_variable_name(variable_key)
-    if info is None:
-        return None
-    from airflow.sdk import Variable
-
-    try:
-        return lost_key_name(Variable.get(info, default=None), variable_key)
-    except Exception:  # advice only: never hide the real problem behind a read failure
-        return None
 
 
 def _as_bool(value: Any) -> bool:
@@ -181,43 +148,57 @@ class PioneerHook(BaseHook):
             parts = parts._replace(netloc=f"{parts.netloc}:{conn.port}")
         return urlunsplit(parts).rstrip("/")
 
-    def read_variable_key(self) -> str | None:
-        """The key in the ``key_variable`` Variable now, or ``None`` (unset, missing or unreadable).
+    @cached_property
+    def key_store(self) -> KeyStore | None:
+        """Where this connection's current key lives (extras ``key_store``, ``key_variable``), or ``None``.
 
-        :raises PioneerConfigurationError: the Variable exists but holds no usable key (malformed
+        :raises PioneerConfigurationError: the extras name an unknown kind of store.
+        """
+        return self.open_key_store()
+
+    def open_key_store(
+        self, kind: str | None = None, *, name: str | None = None, log: Any = None
+    ) -> KeyStore | None:
+        """A key store by this connection's extras (see :func:`~airflow_provider_pioneer.rotation.store.open_store`).
+
+        :raises PioneerConfigurationError: an unknown kind of store.
+        """
+        from airflow_provider_pioneer.rotation.store import open_store
+
+        try:
+            return open_store(
+                kind, self._extras, conn_id=self.pioneer_conn_id, name=name, log=log or self.log
+            )
+        except ValueError as exc:
+            raise PioneerConfigurationError(str(exc)) from None
+
+    def read_variable_key(self, *, fresh: bool = False) -> str | None:
+        """The key in the connection's key store (the ``key_variable`` Variable) now, or ``None``
+        (none named, missing or unreadable).
+
+        :param fresh: read past Airflow's secrets cache (after a 401).
+        :raises PioneerConfigurationError: the store holds a value without a usable key (malformed
             JSON, Airflow's masked placeholder...): falling back to the password then would hide
             the problem behind a 401 from a key that may be revoked.
         """
-        name = self.key_variable
-        if not name:
+        store = self.key_store
+        if store is None:
             return None
-        from airflow.sdk import Variable
-
         try:
-            value = Variable.get(name, default=None)
+            stored = store.read(fresh=fresh)
         except Exception:  # a secrets backend outage must not hide the password fallback
             self.log.warning(
-                "Could not read Variable %r for the Pioneer API key; using the connection's.", name
+                "Could not read %s for the Pioneer API key; using the connection's.", store.label
             )
             return None
-        key = parse_stored_key(value, name, lambda: recorded_key_name(name))
-        if key:
-            mask_secret(key)
-        return key
+        message = store.explain(stored)
+        if message:
+            raise PioneerConfigurationError(message)
+        return stored.api_key  # masked by the store
 
     def _reread_variable_key(self) -> str | None:
-        """After a 401: the Variable's key as stored now, past Airflow's secrets cache."""
-        name = self.key_variable
-        if name:
-            # With [secrets] use_cache on, Variable.get may serve the pre-rotation key for the
-            # cache's whole TTL, and the one re-read would be wasted on it.
-            try:
-                from airflow.sdk.execution_time.cache import SecretCache
-
-                SecretCache.invalidate_variable(name)
-            except Exception:  # the cache is an optimisation; never fail the call over it
-                self.log.debug("Could not invalidate the cached Variable %r.", name)
-        return self.read_variable_key()
+        """After a 401: the store's key as stored now, past Airflow's secrets cache."""
+        return self.read_variable_key(fresh=True)
 
     def get_api_key(self) -> str:
         """The key to use now: the Variable's (when ``key_variable`` names one that exists), else the password.
@@ -228,7 +209,7 @@ class PioneerHook(BaseHook):
         from airflow_provider_pioneer.client import check_api_key
 
         key = self.read_variable_key()
-        where = f"Variable {self.key_variable!r}" if key else f"connection {self.pioneer_conn_id!r}"
+        where = self.key_store.label if key and self.key_store else f"connection {self.pioneer_conn_id!r}"
         key = key or (self._connection.password or "")
         if key:
             mask_secret(key)
@@ -240,7 +221,7 @@ class PioneerHook(BaseHook):
     def client(self) -> PioneerClient:
         """The authenticated client, built once per hook."""
         return self.client_for_key(
-            self.get_api_key(), refresh_key=self._reread_variable_key if self.key_variable else None
+            self.get_api_key(), refresh_key=self._reread_variable_key if self.key_store else None
         )
 
     def client_for_key(

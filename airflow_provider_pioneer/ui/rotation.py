@@ -11,7 +11,6 @@ JSON, a document without a key) is flagged, with what to do: every task that rea
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -19,12 +18,8 @@ from sqlalchemy import and_, select, tuple_
 from sqlalchemy.orm import Session
 
 from airflow_provider_pioneer import safe_json
-from airflow_provider_pioneer.stored_key import (
-    is_masked_placeholder,
-    parse_iso_time,
-    parse_stored,
-    problem_message,
-)
+from airflow_provider_pioneer.rotation.document import StoredKey, parse_iso_time
+from airflow_provider_pioneer.rotation.variable import VariableKeyStore
 from airflow_provider_pioneer.ui.records import (
     RotationStatus,
     iso,
@@ -61,9 +56,9 @@ def _rendered_variable(session: Session, dag_id: str, task_id: str) -> str | Non
     return value if isinstance(value, str) and value else None
 
 
-def _shown(value: str | None) -> str | None:
-    """A name or date as stored, unless it is Airflow's mask (a masked document masks them all)."""
-    return None if value is None or is_masked_placeholder(value) else value
+def _variable_value(session: Session, variable: Any, name: str) -> Any:
+    row = session.scalar(select(variable).where(variable.key == name))
+    return row.val if row is not None else None
 
 
 def _returned(session: Session, dag_id: str, task_id: str) -> dict[str, Any]:
@@ -117,15 +112,16 @@ def rotation_statuses(
         key_name = created = problem = None
         pending: list[str] = []
         if readable:
-            row = session.scalar(select(variable).where(variable.key == name))
-            # parse_stored keeps the key in a field no caller here reads: only names and dates leave.
-            stored = parse_stored(row.val if row is not None else None)
-            key_name, created = _shown(stored.name), _shown(stored.created_at)
-            pending = [n for n in stored.pending_revoke if _shown(n)]
-            if stored.problem is not None:
+            # The store's facts: names and dates, never the key (read from the metadata DB here).
+            store = VariableKeyStore(name, read_value=lambda key: _variable_value(session, variable, key))
+            facts = store.describe()
+            key_name, created = facts.name, facts.created_at
+            pending = list(facts.pending_revoke)
+            if facts.problem is not None:
                 # The name in a masked document is masked too: the last rotation's return value
                 # names the key that was lost (the one it stored).
-                problem = problem_message(name, replace(stored, name=key_name or returned_name))
+                lost = StoredKey(present=True, name=key_name or returned_name, problem=facts.problem)
+                problem = store.explain(lost, consult_records=False)
                 key_name = created = None
             elif key_name is None:
                 key_name = returned_name

@@ -19,7 +19,8 @@ from airflow import __version__ as _airflow_version
 
 from airflow_provider_pioneer.client import PioneerClient
 from airflow_provider_pioneer.exceptions import PioneerAuthError
-from airflow_provider_pioneer.operators._rotation import build_document, default_key_name_prefix, is_managed
+from airflow_provider_pioneer.rotation.document import build_document
+from airflow_provider_pioneer.rotation.naming import default_key_name_prefix, is_managed
 from tests.dags.support import load_dag
 
 AIRFLOW_VERSION = tuple(int(part) for part in _airflow_version.split(".")[:2])
@@ -436,9 +437,9 @@ def test_failed_revocation_stays_pending_and_the_next_run_finishes_it(
 @pytest.mark.parametrize(
     "target, when",
     [
-        ("PioneerKeyRotationOperator._create", "after"),
-        ("PioneerKeyRotationOperator._write_variable", "after"),
-        ("PioneerKeyRotationOperator._revoke", "before"),
+        ("steps.create", "after"),
+        ("VariableKeyStore.promote", "after"),
+        ("revoke.revoke", "before"),
         ("PioneerClient.delete_api_key", "after"),
     ],
     ids=["after-create", "after-variable-write", "before-revoke", "mid-revoke"],
@@ -453,9 +454,9 @@ def test_rerun_after_a_kill_converges(emu: Any, target: str, when: str) -> None:
     doc = stored_doc()
     assert works(emu, doc["api_key"]), "the Variable holds a key that does not work"
     leftovers = set(emu.alive_key_names()) - {doc["name"]}
-    if target.endswith("_create"):
+    if target.endswith("create"):
         assert doc == night_one and len(leftovers) == 1  # an orphan nobody holds
-    elif target.endswith("_write_variable") or target.endswith("_revoke"):
+    elif target.endswith("promote") or target.endswith("revoke"):
         assert doc["name"] != night_one["name"] and doc["pending_revoke"] == [night_one["name"]]
         assert leftovers == {night_one["name"]}
 
@@ -821,7 +822,7 @@ def test_masked_placeholder_fails_clearly_and_the_documented_recovery_converges(
 def test_create_budget_refuses_before_creating_anything(emu: Any, capfd: pytest.CaptureFixture[str]) -> None:
     # Ten managed keys created in the last hour: five alive (orphans), five revoked but remembered
     # in the Variable's document (GET /list-api-keys does not show revoked keys).
-    from airflow_provider_pioneer.operators._rotation import managed_name
+    from airflow_provider_pioneer.rotation.naming import managed_name
 
     prefix = default_key_name_prefix(VAR)
     for _ in range(5):

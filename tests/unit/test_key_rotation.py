@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from airflow_provider_pioneer.operators._rotation import (
-    build_document,
+from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOperator
+from airflow_provider_pioneer.rotation.document import build_document, parse_stored, problem_message
+from airflow_provider_pioneer.rotation.naming import (
     check_key_name_prefix,
     check_variable_key,
     created_within,
@@ -18,11 +20,10 @@ from airflow_provider_pioneer.operators._rotation import (
     key_names,
     managed_name,
     orphans,
-    parse_stored,
-    problem_message,
     still_pending,
 )
-from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOperator
+from airflow_provider_pioneer.rotation.run import NewKey, Policy, Preflight, Run
+from airflow_provider_pioneer.rotation.variable import VariableKeyStore
 
 KEY = "pio_sk_unit_test_secret_value_0123456789"
 
@@ -276,6 +277,12 @@ def test_operator_defaults_and_templated_names_checked_later() -> None:
         PioneerKeyRotationOperator(task_id="rotate5", key_name_prefix="")
 
 
+def _run() -> Run:
+    """A run of the default rotation (no connection is read: the steps under test need none)."""
+    policy = Policy("pioneer_default", "airflow-pioneer_api_key")
+    return Run(policy, VariableKeyStore("pioneer_api_key"), None, logging.getLogger(__name__))  # type: ignore[arg-type]
+
+
 class _ShadowedVariable:
     """Stands in for airflow.sdk.Variable: a shadow always reads back; writes may fail."""
 
@@ -299,23 +306,22 @@ def test_shadowed_write_deletes_the_new_key_only_once_the_variable_is_restored(
     monkeypatch: pytest.MonkeyPatch, restore_fails: bool
 ) -> None:
     from airflow_provider_pioneer._compat import AirflowFailException
-    from airflow_provider_pioneer.operators import key_rotation
+    from airflow_provider_pioneer.rotation import steps
+    from airflow_provider_pioneer.rotation import variable as variable_store
 
     new_key = "pio_sk_unit_test_new_key_value_9876543210"
     before = parse_stored(build_document(KEY, "old", None, []))
-    pre = key_rotation._Preflight(KEY, "Variable", before, "old", "Variable", ({"name": "old"},), ())
-    new = key_rotation._NewKey(new_key, "airflow-pioneer_api_key-20250101T000000000000Z", "t")
-    from airflow_provider_pioneer.operators import _rotation_io
+    pre = Preflight(KEY, "Variable", before, "old", "Variable", ({"name": "old"},), ())
+    new = NewKey(new_key, "airflow-pioneer_api_key-20250101T000000000000Z", "t")
 
     variable = _ShadowedVariable(writes_fail=restore_fails)
-    monkeypatch.setattr(key_rotation, "Variable", variable)
-    monkeypatch.setattr(_rotation_io, "Variable", variable)  # the restore's write
-    op = PioneerKeyRotationOperator(task_id="rotate")
+    monkeypatch.setattr(variable_store, "Variable", variable)  # the restore's write
+    run = _run()
     discarded: list[str] = []
-    monkeypatch.setattr(op, "_discard", lambda name: (discarded.append(name), (True, "Key was deleted."))[1])
+    monkeypatch.setattr(run, "discard", lambda name: (discarded.append(name), (True, "Key was deleted."))[1])
 
     with pytest.raises(AirflowFailException, match="shadows it") as failure:
-        op._shadowed(new, pre, None)
+        steps._unchanged(run, new, pre, None)
 
     message = str(failure.value)
     assert new_key not in message and KEY not in message
@@ -339,7 +345,9 @@ def test_shadowed_write_deletes_the_new_key_only_once_the_variable_is_restored(
 def test_each_revocation_rereads_the_variable_and_spares_the_key_it_holds(
     monkeypatch: pytest.MonkeyPatch, held: str, revoked: list[str], failed: list[str]
 ) -> None:
-    op = PioneerKeyRotationOperator(task_id="rotate")
+    from airflow_provider_pioneer.rotation import revoke
+
+    run = _run()
     reads: list[int] = []
     deleted: list[str] = []
 
@@ -347,9 +355,9 @@ def test_each_revocation_rereads_the_variable_and_spares_the_key_it_holds(
         reads.append(1)
         return parse_stored(held)
 
-    monkeypatch.setattr(op, "_read_variable", read)
-    monkeypatch.setattr(op, "_delete_key", deleted.append)
-    assert op._revoke_names(["x", "new", "y", "x"], spare="new") == (revoked, failed)
+    monkeypatch.setattr(run, "read", read)
+    monkeypatch.setattr(run, "delete_key", deleted.append)
+    assert revoke.revoke_names(run, ["x", "new", "y", "x"], spare="new") == (revoked, failed)
     assert deleted == revoked
     assert len(reads) == 2  # once per candidate, right before it
 
@@ -357,22 +365,21 @@ def test_each_revocation_rereads_the_variable_and_spares_the_key_it_holds(
 def test_a_failed_write_deletes_the_new_key_and_writes_nothing_back(monkeypatch: pytest.MonkeyPatch) -> None:
     # Writing back what preflight read could overwrite the key a concurrent rotation stored since.
     from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
-    from airflow_provider_pioneer.operators import key_rotation
+    from airflow_provider_pioneer.rotation import steps
+    from airflow_provider_pioneer.rotation import variable as variable_store
 
     before = parse_stored(build_document(KEY, "old", None, []))
-    pre = key_rotation._Preflight(KEY, "Variable", before, "old", "Variable", ({"name": "old"},), ())
-    new = key_rotation._NewKey(
-        "pio_sk_unit_new_0123456789abcdef", "airflow-pioneer_api_key-20250101T000000000000Z", "t"
-    )
+    pre = Preflight(KEY, "Variable", before, "old", "Variable", ({"name": "old"},), ())
+    new = NewKey("pio_sk_unit_new_0123456789abcdef", "airflow-pioneer_api_key-20250101T000000000000Z", "t")
     variable = _ShadowedVariable(writes_fail=True)
-    monkeypatch.setattr(key_rotation, "Variable", variable)
-    op = PioneerKeyRotationOperator(task_id="rotate")
-    monkeypatch.setattr(op, "_read_variable", lambda strict=True: before)  # the write did not land
+    monkeypatch.setattr(variable_store, "Variable", variable)
+    run = _run()
+    monkeypatch.setattr(run, "read", lambda strict=True: before)  # the write did not land
     discarded: list[str] = []
-    monkeypatch.setattr(op, "_discard", lambda name: (discarded.append(name), (True, "Key was deleted."))[1])
+    monkeypatch.setattr(run, "discard", lambda name: (discarded.append(name), (True, "Key was deleted."))[1])
 
     with pytest.raises(AirflowException, match=r"failed \(RuntimeError\)") as failure:
-        op._store("{}", new, pre)
+        steps.store(run, "{}", new, pre, before)
 
     assert not isinstance(failure.value, AirflowFailException)  # a metastore hiccup: retry
     assert discarded == [new.name] and variable.written == []

@@ -1,7 +1,7 @@
-"""Pure bookkeeping of key rotation: the stored document, managed key names, what to revoke.
+"""Pure bookkeeping of key rotation: managed key names, the checks on names, what to revoke.
 
 No Airflow and no HTTP here, so every rule that decides which key lives or dies is
-unit-testable on its own. :mod:`~airflow_provider_pioneer.operators.key_rotation` does the calls.
+unit-testable on its own. The steps (:mod:`~airflow_provider_pioneer.rotation.steps`) do the calls.
 """
 
 from __future__ import annotations
@@ -11,17 +11,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow_provider_pioneer.stored_key import (
-    StoredKey,
-    build_document,
-    parse_iso_time,
-    parse_stored,
-    problem_message,
-)
+from airflow_provider_pioneer.rotation.document import parse_iso_time
 
 __all__ = [
-    "StoredKey",
-    "build_document",
     "check_key_name_prefix",
     "check_variable_key",
     "created_within",
@@ -31,8 +23,6 @@ __all__ = [
     "key_names",
     "managed_name",
     "orphans",
-    "parse_stored",
-    "problem_message",
     "still_pending",
 ]
 

@@ -1,0 +1,140 @@
+"""The key store interface's own logic: choosing a store, the view's facts, the Variable store's
+reads and writes (Airflow's Variable API stood in for: this is the store's logic, not Airflow's)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from airflow_provider_pioneer.rotation import store as store_module
+from airflow_provider_pioneer.rotation import variable as variable_module
+from airflow_provider_pioneer.rotation.document import build_document, parse_stored
+from airflow_provider_pioneer.rotation.store import KeyFacts, KeyStore, kinds, open_store
+from airflow_provider_pioneer.rotation.variable import VariableKeyStore
+
+KEY = "pio_sk_unit_store_secret_0123456789abcdef"
+
+
+def test_the_variable_is_the_default_store_and_follows_the_extras() -> None:
+    chosen = open_store(None, {"key_variable": "pioneer_api_key"}, conn_id="c")
+    assert isinstance(chosen, VariableKeyStore) and chosen.label == "Variable 'pioneer_api_key'"
+    # The operator's own name wins over the extra (the mismatch is then reported, not hidden).
+    named = open_store(None, {"key_variable": "other_api_key"}, conn_id="c", name="pioneer_api_key")
+    assert isinstance(named, VariableKeyStore) and named.name == "pioneer_api_key"
+    assert open_store(None, {}, conn_id="c") is None  # no Variable named: the hook uses the password
+    assert open_store(" Variable ", {"key_variable": "k_api_key"}, conn_id="c") is not None
+    assert "variable" in kinds()
+
+
+def test_an_unknown_store_kind_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"Connection 'c': unknown key_store 'vault'; use one of .*variable"):
+        open_store(None, {"key_store": "vault"}, conn_id="c")
+
+
+def test_a_registered_store_is_chosen_by_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[tuple[Any, ...]] = []
+
+    def factory(extras: Any, conn_id: str, name: str | None, log: Any) -> KeyStore | None:
+        made.append((dict(extras), conn_id, name))
+        return None
+
+    monkeypatch.setitem(store_module._FACTORIES, "fake", factory)
+    assert open_store(None, {"key_store": "fake", "x": 1}, conn_id="c", name="n") is None
+    assert made == [({"key_store": "fake", "x": 1}, "c", "n")]
+
+
+def test_the_views_facts_never_hold_the_key_nor_show_a_mask() -> None:
+    facts = KeyFacts.from_stored(
+        parse_stored(build_document(KEY, "airflow-x-1", "2026-01-01T00:00:00Z", ["old"]))
+    )
+    assert facts == KeyFacts(True, "airflow-x-1", "2026-01-01T00:00:00Z", None, ("old",), None)
+    assert KEY not in repr(facts)
+    masked = KeyFacts.from_stored(
+        parse_stored(
+            json.dumps({"api_key": "***", "name": "***", "created_at": "***", "pending_revoke": ["***"]})
+        )
+    )
+    assert (masked.name, masked.created_at, masked.pending_revoke, masked.problem) == (
+        None,
+        None,
+        (),
+        "masked",
+    )
+
+
+class _Variables:
+    """Stands in for airflow.sdk.Variable: a dict, and writes that may fail."""
+
+    def __init__(self, values: dict[str, str], fail: bool = False) -> None:
+        self.values = values
+        self.fail = fail
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: str, description: str | None = None) -> None:
+        if self.fail:
+            raise RuntimeError("metastore unavailable")
+        self.values[key] = value
+
+    def delete(self, key: str) -> None:
+        if self.fail:
+            raise RuntimeError("metastore unavailable")
+        self.values.pop(key, None)
+
+
+def test_the_variable_store_promotes_records_and_explains(monkeypatch: pytest.MonkeyPatch) -> None:
+    variables = _Variables({})
+    monkeypatch.setattr(variable_module, "Variable", variables)
+    store = VariableKeyStore("pioneer_api_key")
+    store.stage("ignored")  # no versions: staging writes nothing
+    assert variables.values == {}
+    document = build_document(KEY, "airflow-x-1", "t", ["old"])
+    store.promote(document, parse_stored(None))
+    store.record("airflow-x-1", "t", "old", ["old"])
+    assert store.read(fresh=False).api_key == KEY
+    assert json.loads(variables.values["pioneer_key_rotation"])["name"] == "airflow-x-1"
+    assert KEY not in variables.values["pioneer_key_rotation"]
+    # Saved masked from the UI: the message quotes the companion's name (and only in a task).
+    variables.values["pioneer_api_key"] = json.dumps({"api_key": "***", "name": "***"})
+    stored = store.read()
+    assert "The lost key is named 'airflow-x-1' (recorded in Variable 'pioneer_key_rotation')" in str(
+        store.explain(stored)
+    )
+    assert "recorded in" not in str(store.explain(stored, consult_records=False))
+
+
+def test_the_variable_store_restores_or_says_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = parse_stored(build_document(KEY, "old", None, []))
+    variables = _Variables({"pioneer_api_key": "new"})
+    monkeypatch.setattr(variable_module, "Variable", variables)
+    store = VariableKeyStore("pioneer_api_key")
+    assert store.restore(before) == (True, "restored") and variables.values["pioneer_api_key"] == before.raw
+    assert (
+        store.restore(parse_stored(None)) == (True, "restored") and "pioneer_api_key" not in variables.values
+    )
+    variables.fail = True
+    assert store.restore(before) == (False, "RuntimeError")
+
+
+def test_the_connection_must_read_the_variable_the_rotation_writes() -> None:
+    store = VariableKeyStore("pioneer_api_key")
+    assert store.reader_mismatch(VariableKeyStore("pioneer_api_key"), "c") is None
+    assert store.reader_mismatch(None, "c") == (
+        "Connection 'c' must read the key this task rotates: set its extra key_variable to "
+        "'pioneer_api_key' (it is None)."
+    )
+    assert "(it is 'other_api_key')" in str(store.reader_mismatch(VariableKeyStore("other_api_key"), "c"))
+
+
+def test_the_view_reads_the_variable_through_its_own_reader() -> None:
+    seen: list[str] = []
+
+    def read(name: str) -> str:
+        seen.append(name)
+        return build_document(KEY, "airflow-x-2", "2026-02-02T00:00:00Z", [])
+
+    facts = VariableKeyStore("pioneer_api_key", read_value=read).describe()
+    assert seen == ["pioneer_api_key"] and facts.name == "airflow-x-2"
