@@ -32,6 +32,28 @@ CONN_FIELDS: dict[str, Any] = {
         "when it exists it wins over the API key field.",
         "schema": {"type": ["string", "null"]},
     },
+    # Not "secret_id": Airflow masks the values of extras whose names contain "secret".
+    "key_store": {
+        "label": "Key store",
+        "description": "Where the rotated key is kept: variable (the Key Variable, default) or "
+        "aws_secrets_manager (the secret Key store id names).",
+        "schema": {"type": ["string", "null"], "enum": ["variable", "aws_secrets_manager", None]},
+    },
+    "key_store_id": {
+        "label": "Key store id",
+        "description": "With key_store aws_secrets_manager: the secret's name or ARN.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "aws_conn_id": {
+        "label": "AWS connection",
+        "description": "With key_store aws_secrets_manager: the Airflow AWS connection (default aws_default).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "region_name": {
+        "label": "AWS region",
+        "description": "With key_store aws_secrets_manager: overrides the AWS connection's region.",
+        "schema": {"type": ["string", "null"]},
+    },
     "key_name": {
         "label": "Key name",
         "description": "Pioneer-side name of the key in the API key field, so the first rotation can revoke it.",

@@ -2,7 +2,7 @@
 
     python -m tests.rotation_crash DAG_ID [CLASS.METHOD {before,after}]
 
-``CLASS`` is ``PioneerClient``, ``VariableKeyStore`` or a module of the rotation's steps
+``CLASS`` is ``PioneerClient``, ``VariableKeyStore``, ``SecretsManagerKeyStore`` or a module of the rotation's steps
 (``steps``, ``revoke``: the operator calls its steps through them). ``after`` kills right after the
 first call of the method returns, ``before`` right as it is entered: no test-only code in the
 product, the crash is the real thing. Run with the test suite's environment (AIRFLOW_HOME, the
@@ -21,12 +21,14 @@ from typing import Any
 from airflow_provider_pioneer.client import PioneerClient
 from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOperator
 from airflow_provider_pioneer.rotation import revoke, steps
+from airflow_provider_pioneer.rotation.secrets_manager import SecretsManagerKeyStore
 from airflow_provider_pioneer.rotation.variable import VariableKeyStore
 
 _CLASSES: dict[str, Any] = {
     "PioneerKeyRotationOperator": PioneerKeyRotationOperator,
     "PioneerClient": PioneerClient,
     "VariableKeyStore": VariableKeyStore,
+    "SecretsManagerKeyStore": SecretsManagerKeyStore,
     "steps": steps,
     "revoke": revoke,
 }

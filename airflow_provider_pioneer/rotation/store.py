@@ -186,7 +186,7 @@ StoreFactory = Callable[[Mapping[str, Any], str, "str | None", Any], "KeyStore |
 
 _FACTORIES: dict[str, StoreFactory] = {}
 #: Modules of this package that register a store when imported (a new store adds its module here).
-_BUILTIN = ("variable",)
+_BUILTIN = ("variable", "secrets_manager")
 
 
 def register(kind: str, factory: StoreFactory) -> None:

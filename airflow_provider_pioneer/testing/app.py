@@ -1,14 +1,18 @@
 """FastAPI app of the Pioneer emulator: Pioneer's HTTP API plus the admin API under ``/_emulator/``.
 
 Counting, the body-size limit and faults live in ``transport.py``, the outermost ASGI layer
-(see there why); this module holds the routes and their request validation.
+(see there why); this module holds the routes and their request validation. The admin routes are
+made from the registry of admin calls (``admin_calls.py``), the lifecycle's routes in
+``lifecycle_app.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
@@ -17,13 +21,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
-from airflow_provider_pioneer.testing import extractor, key_variants, transport
+from airflow_provider_pioneer.testing import admin, extractor, transport
+from airflow_provider_pioneer.testing.admin import ADMIN_PREFIX, AdminCall
+from airflow_provider_pioneer.testing.admin_calls import ADMIN_CALLS
 from airflow_provider_pioneer.testing.faults import Fault, corrupt_results
 from airflow_provider_pioneer.testing.state import ApiKey, AuthError, EmulatorState
 
 __all__ = ["create_app"]
 
-ADMIN_PREFIX = "/_emulator"
 MAX_BATCH = 1000
 _SUNSET = "Wed, 30 Jun 2027 23:59:59 GMT"
 
@@ -292,9 +297,8 @@ def create_app(state: EmulatorState) -> FastAPI:
 
     from airflow_provider_pioneer.testing.lifecycle_app import add_lifecycle_routes
 
-    add_lifecycle_routes(app, state, ADMIN_PREFIX)
+    add_lifecycle_routes(app, state)
     _add_admin_routes(app, state)
-    key_variants.add_admin_routes(app, ADMIN_PREFIX, state.key_variants)
     return app
 
 
@@ -310,114 +314,22 @@ def _spoil_results(payload: dict[str, Any], single: bool, fault: Fault) -> None:
 
 
 def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
-    """The ``/_emulator/`` API that :class:`~airflow_provider_pioneer.testing.EmulatorControl` speaks."""
-    p = ADMIN_PREFIX
+    """The ``/_emulator/`` API that :class:`~airflow_provider_pioneer.testing.EmulatorControl` speaks:
+    one route per call of ``admin_calls.ADMIN_CALLS``."""
+    for call in ADMIN_CALLS:
+        app.add_api_route(
+            f"{ADMIN_PREFIX}/{call.path}", _admin_endpoint(call, state), methods=[call.verb], name=call.name
+        )
 
-    def admin(fn: Any, *args: Any, **kwargs: Any) -> Response:
+
+def _admin_endpoint(
+    call: AdminCall[..., Any], state: EmulatorState
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        raw = await request.body()
         try:
-            result = fn(*args, **kwargs)
-            return JSONResponse({"ok": True} if result is None else result)
-        except (KeyError, ValueError, TypeError) as exc:
+            return JSONResponse(admin.serve(call, state, json.loads(raw) if raw else {}))
+        except (KeyError, ValueError, TypeError) as exc:  # what the state refuses; bad JSON is a ValueError
             return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.get(f"{p}/info")
-    async def info() -> Response:
-        return JSONResponse(
-            {
-                "api_key": state.bootstrap_key,
-                "api_key_name": state.key_name_of(state.bootstrap_key),
-                "api_profile": state.profile.name,
-            }
-        )
-
-    @app.get(f"{p}/counters")
-    async def counters() -> Response:
-        return JSONResponse(state.counters())
-
-    @app.post(f"{p}/reset-counters")
-    async def reset_counters() -> Response:
-        state.reset_counters()
-        return JSONResponse({"ok": True})
-
-    @app.get(f"{p}/faults")
-    async def list_faults() -> Response:
-        return JSONResponse({"faults": state.faults()})
-
-    @app.post(f"{p}/faults")
-    async def inject(body: JsonBody) -> Response:
-        return admin(lambda: {"fault_id": state.inject(**body)})
-
-    @app.delete(f"{p}/faults")
-    async def clear_faults() -> Response:
-        state.clear_faults()
-        return JSONResponse({"ok": True})
-
-    @app.post(f"{p}/accounts")
-    async def new_account(body: JsonBody) -> Response:
-        return admin(lambda: dict(zip(("key", "key_name"), state.new_account(**body), strict=True)))
-
-    @app.post(f"{p}/keys")
-    async def create_key(body: JsonBody) -> Response:
-        return admin(state.create_key, body["name"], body.get("account_of_key"))
-
-    @app.post(f"{p}/keys/alive")
-    async def key_alive(body: JsonBody) -> Response:
-        return admin(lambda: {"alive": state.key_is_alive(body["key"])})
-
-    @app.post(f"{p}/keys/list")
-    async def alive_keys(body: JsonBody) -> Response:
-        return admin(lambda: {"keys": state.list_keys(body.get("account_of_key"))})
-
-    @app.put(f"{p}/credits")
-    async def credits(body: JsonBody) -> Response:
-        return admin(
-            lambda: state.set_credits(body.get("tokens"), body.get("account_of_key"), body.get("code"))
-        )
-
-    @app.put(f"{p}/credit-ceiling")
-    async def credit_ceiling(body: JsonBody) -> Response:
-        return admin(lambda: state.set_credit_ceiling(**body))
-
-    @app.put(f"{p}/spend-cap")
-    async def spend_cap(body: JsonBody) -> Response:
-        return admin(lambda: state.set_spend_cap(body.get("tokens"), body.get("account_of_key")))
-
-    @app.put(f"{p}/latency")
-    async def latency(body: JsonBody) -> Response:
-        return admin(lambda: state.set_latency(**body))
-
-    @app.put(f"{p}/rate-limit")
-    async def rate_limit(body: JsonBody) -> Response:
-        return admin(lambda: state.set_rate_limit(**{"per_minute": None, **body}))
-
-    @app.put(f"{p}/key-rate-limit")
-    async def key_rate_limit(body: JsonBody) -> Response:
-        return admin(lambda: state.set_key_rate_limit(body.get("per_minute")))
-
-    @app.put(f"{p}/rate-limit-headers")
-    async def rate_limit_headers(body: JsonBody) -> Response:
-        return admin(lambda: state.set_rate_limit_headers(body["enabled"]))
-
-    @app.put(f"{p}/create-key-limit")
-    async def create_key_limit(body: JsonBody) -> Response:
-        return admin(lambda: state.set_create_key_limit(body.get("per_hour")))
-
-    @app.put(f"{p}/warmup")
-    async def warmup(body: JsonBody) -> Response:
-        return admin(lambda: state.set_warmup(body["seconds"]))
-
-    @app.put(f"{p}/unservable-models")
-    async def unservable_models(body: JsonBody) -> Response:
-        return admin(lambda: state.set_unservable_models(list(body["models"])))
-
-    @app.put(f"{p}/max-body-bytes")
-    async def max_body_bytes(body: JsonBody) -> Response:
-        return admin(lambda: state.set_max_body_bytes(body.get("limit"), body.get("response", "html")))
-
-    @app.post(f"{p}/account-counters")
-    async def account_counters(body: JsonBody) -> Response:
-        return admin(lambda: state.account_counters(body.get("account_of_key")))
-
-    @app.post(f"{p}/extract")
-    async def extract(body: JsonBody) -> Response:
-        return admin(lambda: extractor.extract(**body))
+    return endpoint

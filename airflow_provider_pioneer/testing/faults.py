@@ -1,6 +1,7 @@
-"""Injected faults of the emulator: their description (:class:`Fault`), the checks of
-:meth:`EmulatorState.inject`'s arguments, and the pure builders of faulty answers
-(echoed keys, corrupted ``result`` lists). The HTTP layer (``transport.py``) plays them.
+"""Injected faults of the emulator: their parameters (:class:`FaultSpec`, the one list that the
+client, the admin route and the state share), an injected :class:`Fault`, the checks of a spec
+and the pure builders of faulty answers (echoed keys, corrupted ``result`` lists). The HTTP layer
+(``transport.py``) plays them.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ __all__ = [
     "FAULT_KINDS",
     "REASONS",
     "Fault",
+    "FaultSpec",
     "corrupt_results",
     "echo_body",
     "html_error_page",
     "validate",
 ]
 
-#: Values of ``fault=`` for :meth:`EmulatorState.inject` (``status=`` alone covers plain error answers).
+#: Values of ``fault=`` (:class:`FaultSpec`) (``status=`` alone covers plain error answers).
 FAULT_KINDS = ("drop", "lose_response", "redirect", "trickle", "echo_key", "bad_results")
 #: Where ``fault="echo_key"`` puts the key: ``{"detail": ...}``, ``{"error": ..., "message": ...}``,
 #: an HTML page (title and body) or a plain-text body.
@@ -48,19 +50,51 @@ def html_error_page(status: int) -> str:
 
 
 @dataclass
-class Fault:
-    """An injected fault; see :meth:`EmulatorState.inject` for the meaning of each field."""
+class FaultSpec:
+    """What to inject: the parameters of ``EmulatorControl.inject`` (and of its admin call), written once.
 
-    id: str
-    status: int | None
-    kind: str | None
-    rate: float | None
-    times: int | None
-    after: int
-    path: str | None
-    headers: dict[str, str]
-    body: Any
-    content_type: str | None
+    Give ``status`` alone (answer that status) or a ``fault`` kind:
+
+    - ``"drop"``: close the connection before processing;
+    - ``"lose_response"``: process fully (bill), then close without answering;
+    - ``"redirect"``: 307 with ``headers["Location"]``;
+    - ``"trickle"``: send the answer's body ``trickle_bytes`` at a time, ``trickle_interval``
+      seconds apart (headers at once). Without ``status`` the request is processed and its
+      real answer (success or error) is trickled; with ``status`` that error answer is;
+    - ``"echo_key"``: an error answer (``status``, default 401) whose body echoes the request's
+      key (its ``X-API-Key``, else its ``Authorization: Bearer`` value) ``offset`` characters
+      into the text of ``envelope``: ``"detail"`` (``{"detail": text}``), ``"message"``
+      (``{"error": ..., "message": text}``), ``"html"`` (the text in the page's title and in
+      its body) or ``"text"`` (text/plain). ``body_size`` is the body's exact size in bytes
+      (None: just long enough for the whole key); a negative offset or a short body leaves
+      only a piece of the key;
+    - ``"bad_results"``: a normal, billed 200 of ``/inference`` whose ``result`` entries at
+      ``indices`` (None: all; negative from the end) are replaced by ``bad``: ``"null"``,
+      ``"string"``, ``"entities_null"`` (``{"entities": null}``), ``"no_entities"`` (``{}``)
+      or ``"missing"`` (removed: the list gets shorter; for a single text, no ``result``).
+
+    ``rate`` is the probability per matching request (seeded), ``times`` caps how often it
+    fires, ``after`` skips the first N matching requests. ``path`` None matches every path but
+    ``/health`` (the admin API is never faulted). Faults are tried in order; the first that
+    fires wins and the later ones do not see that request. Request faults are evaluated before
+    authentication; a ``lose_response`` fault only sees successful (2xx) answers, so its
+    ``after`` counts successes. ``headers`` are added to the answer; ``body`` replaces the
+    default ``{"detail": ...}`` (with ``content_type`` "text/html" and no body, a proxy-style
+    HTML page is sent).
+    """
+
+    # A new fault's parameter is a field here: EmulatorControl.inject, its admin route and
+    # EmulatorState.inject all take it from this class. Its check goes in validate(), its answer
+    # in transport.py.
+    status: int | None = None
+    fault: str | None = None
+    rate: float | None = None
+    times: int | None = None
+    after: int = 0
+    path: str | None = "/inference"
+    headers: dict[str, str] | None = None
+    body: Any = None
+    content_type: str | None = None
     trickle_bytes: int = 1
     trickle_interval: float = 1.0
     envelope: str = "detail"
@@ -68,15 +102,26 @@ class Fault:
     offset: int = 0
     indices: list[int] | None = None
     bad: str = "null"
+
+
+@dataclass
+class Fault(FaultSpec):
+    """An injected fault: its :class:`FaultSpec`, its id and how often it was seen and fired."""
+
+    id: str = ""
     seen: int = 0
     fired: int = 0
+
+    @property
+    def kind(self) -> str | None:
+        return self.fault
 
     def matches(self, path: str) -> bool:
         return path == self.path if self.path is not None else path != "/health"
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "status": self.status, "fault": self.kind, "rate": self.rate,
+            "id": self.id, "status": self.status, "fault": self.fault, "rate": self.rate,
             "times": self.times, "after": self.after, "path": self.path, "fired": self.fired,
         }  # fmt: skip
 
@@ -99,21 +144,16 @@ def _echo_skeleton(envelope: str, status: int, first: str, second: str) -> str:
     return first
 
 
-def validate(
-    status: int | None,
-    fault: str | None,
-    rate: float | None,
-    times: int | None,
-    headers: dict[str, str] | None,
-    path: str | None,
-    trickle_bytes: int,
-    trickle_interval: float,
-    envelope: str,
-    body_size: int | None,
-    indices: list[int] | None,
-    bad: str,
-) -> None:
-    """Refuse arguments of :meth:`EmulatorState.inject` that cannot describe a fault (``ValueError``)."""
+def validate(spec: FaultSpec) -> None:
+    """Refuse a :class:`FaultSpec` that cannot describe a fault (``ValueError``, saying what to give)."""
+    status, fault, rate, times, path = spec.status, spec.fault, spec.rate, spec.times, spec.path
+    headers, envelope, body_size, indices, bad = (
+        spec.headers,
+        spec.envelope,
+        spec.body_size,
+        spec.indices,
+        spec.bad,
+    )
     if fault is None and status is None:
         raise ValueError("give status= or fault=")
     if fault is not None and fault not in FAULT_KINDS:
@@ -126,7 +166,7 @@ def validate(
         raise ValueError("rate must be within 0..1")
     if times is not None and times < 0:
         raise ValueError("times must be >= 0")
-    if trickle_bytes < 1 or trickle_interval < 0:
+    if spec.trickle_bytes < 1 or spec.trickle_interval < 0:
         raise ValueError("trickle_bytes must be >= 1 and trickle_interval >= 0")
     if fault == "echo_key":
         if envelope not in ECHO_ENVELOPES:

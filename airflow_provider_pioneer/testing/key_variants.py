@@ -11,22 +11,18 @@ the emulator can:
 * accept only ``name`` or only ``key_id`` in a revocation, refusing the other with FastAPI's 422.
 
 The settings live in one :class:`KeyVariants` per emulator (``EmulatorState.key_variants``); the
-builders are pure functions. :func:`add_admin_routes` adds their ``/_emulator/`` settings.
+builders are pure functions. Their ``/_emulator/`` settings are admin calls (``admin_calls.py``).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # FastAPI only where a server runs: the state is plain Python (state.py)
-    from fastapi import FastAPI
+from typing import Any
 
 __all__ = [
     "PAGING_STYLES",
     "REVOCATION_FIELDS",
     "KeyVariants",
-    "add_admin_routes",
     "check_listing",
     "check_revocation",
     "key_page",
@@ -149,24 +145,3 @@ class KeyVariants:
 
             raise RequestValidationError([refused])
         return (None if accepts == "key_id" else name), (None if accepts == "name" else key_id)
-
-
-def add_admin_routes(app: FastAPI, prefix: str, variants: KeyVariants) -> None:
-    """``PUT {prefix}/key-listing`` ``{style, page_size}`` and ``PUT {prefix}/key-revocation`` ``{accepts}``."""
-    from fastapi import Body
-    from fastapi.responses import JSONResponse, Response
-
-    def admin(fn: Any) -> Response:
-        try:
-            fn()
-        except (KeyError, ValueError, TypeError) as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=400)
-        return JSONResponse({"ok": True})
-
-    @app.put(f"{prefix}/key-listing")
-    async def key_listing(body: dict[str, Any] = Body(...)) -> Response:  # noqa: B008
-        return admin(lambda: variants.set_listing(body.get("style"), body.get("page_size")))
-
-    @app.put(f"{prefix}/key-revocation")
-    async def key_revocation(body: dict[str, Any] = Body(...)) -> Response:  # noqa: B008
-        return admin(lambda: variants.set_revocation(body["accepts"]))

@@ -1,4 +1,4 @@
-"""HTTP routes of the emulator's model lifecycle (datasets, training jobs, evaluations) and their admin API.
+"""HTTP routes of the emulator's model lifecycle (datasets, training jobs, evaluations).
 
 The logic is :class:`~airflow_provider_pioneer.testing.lifecycle.LifecycleStore`'s; this module only
 maps HTTP onto it. The presigned upload (``PUT /_presigned/{dataset_id}``) is S3's part of the
@@ -22,12 +22,11 @@ if TYPE_CHECKING:
 __all__ = ["add_lifecycle_routes"]
 
 
-def add_lifecycle_routes(app: FastAPI, state: EmulatorState, admin_prefix: str) -> None:
-    """Register the lifecycle routes on ``app``.
+def add_lifecycle_routes(app: FastAPI, state: EmulatorState) -> None:
+    """Register the lifecycle routes on ``app`` (its admin calls are in ``admin_calls.py``).
 
     :param app: the emulator's FastAPI app.
     :param state: its state (``state.lifecycle`` is the store).
-    :param admin_prefix: where the admin API lives (``/_emulator``).
     """
     store = state.lifecycle
 
@@ -120,15 +119,3 @@ def add_lifecycle_routes(app: FastAPI, state: EmulatorState, admin_prefix: str) 
     @app.post("/inferences/{inference_id}/feedback")
     async def feedback(inference_id: str, body: JsonBody, key: Key) -> Response:
         return ok(store.post_feedback(key.account_id, inference_id, body))
-
-    # -- admin -------------------------------------------------------------------------------------
-    @app.put(f"{admin_prefix}/lifecycle")
-    async def configure(body: JsonBody) -> Response:
-        try:
-            return ok(store.configure(**body))
-        except (TypeError, ValueError) as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=400)
-
-    @app.get(f"{admin_prefix}/lifecycle/counters")
-    async def counters() -> Response:
-        return ok(store.snapshot_counters())

@@ -1,7 +1,8 @@
 """Run the emulator: :class:`PioneerEmulator` (thread or child process) and :class:`EmulatorControl`.
 
-Every test-side behaviour (faults, credits, counters...) is implemented once, as an
-admin endpoint over :class:`~airflow_provider_pioneer.testing.state.EmulatorState`;
+Every test-side behaviour (faults, credits, counters...) is implemented once, as an admin call
+over :class:`~airflow_provider_pioneer.testing.state.EmulatorState` (the registry in
+``admin_calls.py``, which makes both the routes and :class:`EmulatorControl`'s methods);
 :class:`EmulatorControl` is its HTTP client and :class:`PioneerEmulator` delegates to one,
 so in-process and subprocess emulators behave identically.
 """
@@ -22,7 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import requests
 
 from airflow_provider_pioneer.loopback import is_loopback
+from airflow_provider_pioneer.testing import admin_calls as calls
 from airflow_provider_pioneer.testing._deps import require_server_dependencies
+from airflow_provider_pioneer.testing.admin import ADMIN_PREFIX, client_method
 from airflow_provider_pioneer.testing.state import DEFAULT, EmulatorConfig
 
 if TYPE_CHECKING:
@@ -52,7 +55,8 @@ class EmulatorControl:
         self._info: dict[str, Any] | None = None
 
     def _call(self, method: str, path: str, json: Any = None) -> Any:
-        resp = self._session.request(method, f"{self.url}/_emulator/{path}", json=json, timeout=self.timeout)
+        url = f"{self.url}{ADMIN_PREFIX}/{path}"
+        resp = self._session.request(method, url, json=json, timeout=self.timeout)
         if resp.status_code == 400:
             raise ValueError(resp.json().get("detail"))
         resp.raise_for_status()
@@ -75,219 +79,57 @@ class EmulatorControl:
                 raise TimeoutError(f"Pioneer emulator at {self.url} did not answer /health in {timeout}s")
             time.sleep(0.02)
 
+    def _info_value(self, name: str) -> str:
+        if self._info is None:
+            self._info = self._fetch_info()
+        return str(self._info[name])
+
     @property
     def api_key(self) -> str:
         """Bootstrap key of the default account."""
-        if self._info is None:
-            self._info = self._call("GET", "info")
-        return str(self._info["api_key"])
+        return self._info_value("api_key")
 
     @property
     def api_key_name(self) -> str:
-        if self._info is None:
-            self._info = self._call("GET", "info")
-        return str(self._info["api_key_name"])
+        return self._info_value("api_key_name")
 
     @property
     def api_profile(self) -> str:
         """The API generation the emulator speaks: ``"current"`` or ``"legacy"``."""
-        if self._info is None:
-            self._info = self._call("GET", "info")
-        return str(self._info["api_profile"])
-
-    def new_account(
-        self,
-        credits: int | None = None,
-        spend_cap_tokens: int | None = None,
-        credit_ceiling_tokens: int | None = None,
-    ) -> tuple[str, str]:
-        """Create an account; returns ``(key, key_name)`` of its bootstrap key.
-
-        ``spend_cap_tokens`` (daily, 429) is legacy only; ``credit_ceiling_tokens`` (monthly, 403) current only.
-        """
-        body = {
-            "credits": credits,
-            "spend_cap_tokens": spend_cap_tokens,
-            "credit_ceiling_tokens": credit_ceiling_tokens,
-        }
-        out = self._call("POST", "accounts", body)
-        return out["key"], out["key_name"]
-
-    def create_key(self, name: str, account_of_key: str | None = None) -> str:
-        """Create a key directly (not through ``/create-api-key``, so no rate limit); returns its value."""
-        return str(self._call("POST", "keys", {"name": name, "account_of_key": account_of_key})["key"])
-
-    def key_is_alive(self, key: str) -> bool:
-        return bool(self._call("POST", "keys/alive", {"key": key})["alive"])
-
-    def alive_keys(self, account_of_key: str | None = None) -> list[dict[str, Any]]:
-        """Alive keys of an account as ``{id, name, created_at}``, oldest first."""
-        return list(self._call("POST", "keys/list", {"account_of_key": account_of_key})["keys"])
+        return self._info_value("api_profile")
 
     def alive_key_names(self, account_of_key: str | None = None) -> list[str]:
         return [k["name"] for k in self.alive_keys(account_of_key)]
 
-    def set_credits(
-        self, tokens: int | None, account_of_key: str | None = None, code: str | None = None
-    ) -> None:
-        """Set remaining credits in tokens (None: unlimited).
-
-        :param code: current profile: the 402's ``code``, ``"out_of_credits"`` (default) or
-            ``"direct_model_requires_credits"``.
-        """
-        self._call("PUT", "credits", {"tokens": tokens, "account_of_key": account_of_key, "code": code})
-
-    def set_spend_cap(self, tokens: int | None, account_of_key: str | None = None) -> None:
-        """Legacy profile: the daily spend cap in tokens (None: off), answered 429 +
-        ``X-RateLimit-Reason: daily_spend_cap_exceeded``; also resets today's spend."""
-        self._call("PUT", "spend-cap", {"tokens": tokens, "account_of_key": account_of_key})
-
-    def set_credit_ceiling(
-        self, tokens: int | None, code: str = "credit_ceiling_reached", account_of_key: str | None = None
-    ) -> None:
-        """Current profile: the monthly credit ceiling in tokens (None: off), answered 403
-        ``{code, message, resolution_url}`` with ``code`` ``"credit_ceiling_reached"`` or
-        ``"card_required"``; also resets this month's spend."""
-        self._call(
-            "PUT", "credit-ceiling", {"tokens": tokens, "code": code, "account_of_key": account_of_key}
-        )
-
-    def set_latency(self, latency_ms: float, per_text_latency_ms: float = 0.0) -> None:
-        self._call("PUT", "latency", {"latency_ms": latency_ms, "per_text_latency_ms": per_text_latency_ms})
-
-    def set_rate_limit(
-        self,
-        per_minute: float | None,
-        burst: float | None = None,
-        *,
-        model: str | None = None,
-        window_seconds: float | None = None,
-        window_in_limit: bool | None = None,
-    ) -> None:
-        """Limit of ``/inference``, per key (legacy) or per account (current); None disables.
-        Limits start afresh; ``burst`` is the token bucket's capacity (None: one second's worth).
-        ``model``, ``window_seconds``, ``window_in_limit``: the ``rate_limit_*`` settings of
-        :class:`~airflow_provider_pioneer.testing.state.EmulatorConfig` (None keeps the current)."""
-        body = {"model": model, "window_seconds": window_seconds, "window_in_limit": window_in_limit}
-        self._call("PUT", "rate-limit", {"per_minute": per_minute, "burst": burst, **body})
-
-    def set_rate_limit_headers(self, enabled: bool) -> None:
-        """Send or hide ``X-RateLimit-Limit/-Remaining/-Reset`` (e.g. to pace from Retry-After only)."""
-        self._call("PUT", "rate-limit-headers", {"enabled": enabled})
-
-    def set_key_rate_limit(self, per_minute: float | None) -> None:
-        """Per-key limit of the key-management endpoints (None disables)."""
-        self._call("PUT", "key-rate-limit", {"per_minute": per_minute})
-
-    def set_key_listing(self, style: str | None, page_size: int | None = None) -> None:
-        """Page ``GET /list-api-keys`` in Pioneer's ``"cursor"`` style (``after_id``; ``has_more``,
-        ``last_id``) or ``"offset"`` style (``offset``; ``total``, ``has_more``), ``page_size`` keys a
-        page; ``None``: one page (API.md)."""
-        self._call("PUT", "key-listing", {"style": style, "page_size": page_size})
-
-    def set_key_revocation(self, accepts: str) -> None:
-        """What ``DELETE /delete-api-key`` accepts: ``"any"`` (default), only ``"name"`` or only
-        ``"key_id"``; the other field alone answers 422."""
-        self._call("PUT", "key-revocation", {"accepts": accepts})
-
-    def set_create_key_limit(self, per_hour: int | None) -> None:
-        """``POST /create-api-key`` calls per account and rolling hour (None: unlimited)."""
-        self._call("PUT", "create-key-limit", {"per_hour": per_hour})
-
-    def set_warmup(self, seconds: float) -> None:
-        """Current profile: a model answers 425 + ``Retry-After`` for ``seconds`` after its first
-        use; every model becomes cold again."""
-        self._call("PUT", "warmup", {"seconds": seconds})
-
-    def set_unservable_models(self, models: list[str]) -> None:
-        """Current profile: these model ids answer 409 (ids starting with ``job_unservable`` always do)."""
-        self._call("PUT", "unservable-models", {"models": list(models)})
-
-    def set_max_body_bytes(self, limit: int | None, response: str = "html") -> None:
-        """Answer request bodies over ``limit`` bytes with a proxy's 413 before the API sees them
-        (nothing billed); ``response`` is ``"html"`` (nginx's page) or ``"json"``. None: no limit."""
-        self._call("PUT", "max-body-bytes", {"limit": limit, "response": response})
-
-    def inject(
-        self,
-        status: int | None = None,
-        fault: str | None = None,
-        rate: float | None = None,
-        times: int | None = None,
-        after: int = 0,
-        path: str | None = "/inference",
-        headers: dict[str, str] | None = None,
-        body: Any = None,
-        content_type: str | None = None,
-        trickle_bytes: int = 1,
-        trickle_interval: float = 1.0,
-        envelope: str = "detail",
-        body_size: int | None = None,
-        offset: int = 0,
-        indices: list[int] | None = None,
-        bad: str = "null",
-    ) -> str:
-        """Inject a fault; see :meth:`EmulatorState.inject`. Returns the fault id."""
-        payload = {
-            "status": status, "fault": fault, "rate": rate, "times": times, "after": after, "path": path,
-            "headers": headers, "body": body, "content_type": content_type, "trickle_bytes": trickle_bytes,
-            "trickle_interval": trickle_interval, "envelope": envelope, "body_size": body_size,
-            "offset": offset, "indices": indices, "bad": bad,
-        }  # fmt: skip
-        return str(self._call("POST", "faults", payload)["fault_id"])
-
-    def clear_faults(self) -> None:
-        self._call("DELETE", "faults")
-
-    def faults(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "faults")["faults"])
-
-    def counters(self) -> dict[str, Any]:
-        """Counters of the whole emulator: ``requests`` and ``statuses`` by name, ``text_counts``
-        (texts billed, per text), ``tokens_billed``, ``rate_limited`` (429s of the ``/inference``
-        limiter), ``inference_rpm_peak`` / ``inference_rpm_peak_admitted`` (most ``/inference``
-        requests one account sent / got past the limiter in any 60 s), ``keys_created_last_hour``
-        (``/create-api-key`` calls), ``faults_fired``, ``max_concurrent_inference``,
-        ``inference_in_flight`` (``/inference`` requests being answered right now)..."""
-        return dict(self._call("GET", "counters"))
-
-    def account_counters(self, account_of_key: str | None = None) -> dict[str, Any]:
-        """One account's counters: ``inference_requests``, ``inference_rpm_peak``,
-        ``inference_rpm_peak_admitted``, ``rate_limited``, ``keys_created_last_hour``, ``credits``,
-        ``spent_today``, ``spent_this_month``."""
-        return dict(self._call("POST", "account-counters", {"account_of_key": account_of_key}))
-
-    def reset_counters(self) -> None:
-        self._call("POST", "reset-counters")
-
-    def set_lifecycle(self, **settings: Any) -> dict[str, Any]:
-        """Change the model-lifecycle simulation (durations, doc variants, faults); returns every setting.
-
-        See :class:`~airflow_provider_pioneer.testing.lifecycle.LifecycleSettings` for the names
-        (``queue_s``, ``epoch_s``, ``status_style``, ``fail_next_jobs``, ``running_status``, ``eval_f1``...).
-        """
-        return dict(self._call("PUT", "lifecycle", settings))
-
-    def lifecycle_counters(self) -> dict[str, Any]:
-        """Lifecycle counters: ``jobs_submitted``, ``idempotent_replays``, ``jobs_stopped``,
-        ``presigned_puts``, ``presigned_puts_with_key``, ``evaluations_submitted``, ``submits_rate_limited``...
-        and ``jobs`` (each job id's status now)."""
-        return dict(self._call("GET", "lifecycle/counters"))
-
-    def extract(
-        self,
-        text: str,
-        labels: list[str],
-        threshold: float = 0.5,
-        include_confidence: bool = True,
-        include_spans: bool = True,
-    ) -> dict[str, Any]:
-        """The per-text ``result`` the server returns for this text and these labels."""
-        body = {
-            "text": text, "labels": list(labels), "threshold": threshold,
-            "include_confidence": include_confidence, "include_spans": include_spans,
-        }  # fmt: skip
-        return dict(self._call("POST", "extract", body))
+    # The admin calls, one line each: signature, docstring and wire format are their entry's in
+    # admin_calls.py (see admin.py for why they are named here and not generated).
+    _fetch_info = client_method(calls.INFO)
+    new_account = client_method(calls.NEW_ACCOUNT)
+    create_key = client_method(calls.CREATE_KEY)
+    key_is_alive = client_method(calls.KEY_IS_ALIVE)
+    alive_keys = client_method(calls.ALIVE_KEYS)
+    set_credits = client_method(calls.SET_CREDITS)
+    set_spend_cap = client_method(calls.SET_SPEND_CAP)
+    set_credit_ceiling = client_method(calls.SET_CREDIT_CEILING)
+    set_latency = client_method(calls.SET_LATENCY)
+    set_rate_limit = client_method(calls.SET_RATE_LIMIT)
+    set_rate_limit_headers = client_method(calls.SET_RATE_LIMIT_HEADERS)
+    set_key_rate_limit = client_method(calls.SET_KEY_RATE_LIMIT)
+    set_key_listing = client_method(calls.SET_KEY_LISTING)
+    set_key_revocation = client_method(calls.SET_KEY_REVOCATION)
+    set_create_key_limit = client_method(calls.SET_CREATE_KEY_LIMIT)
+    set_warmup = client_method(calls.SET_WARMUP)
+    set_unservable_models = client_method(calls.SET_UNSERVABLE_MODELS)
+    set_max_body_bytes = client_method(calls.SET_MAX_BODY_BYTES)
+    inject = client_method(calls.INJECT)
+    clear_faults = client_method(calls.CLEAR_FAULTS)
+    faults = client_method(calls.FAULTS)
+    counters = client_method(calls.COUNTERS)
+    account_counters = client_method(calls.ACCOUNT_COUNTERS)
+    reset_counters = client_method(calls.RESET_COUNTERS)
+    set_lifecycle = client_method(calls.SET_LIFECYCLE)
+    lifecycle_counters = client_method(calls.LIFECYCLE_COUNTERS)
+    extract = client_method(calls.EXTRACT)
 
 
 class PioneerEmulator(EmulatorControl):

@@ -142,7 +142,7 @@ async def _answer_fault(state: EmulatorState, fault: Fault, scope: Scope, send: 
         drop_connection(send)
         return
     status = fault.status if fault.status is not None else 307
-    headers = dict(fault.headers)
+    headers = dict(fault.headers or {})
     if fault.kind == "redirect":
         body: bytes = b""
     elif fault.kind == "echo_key":
