@@ -192,8 +192,14 @@ class AdaptiveRate:
 
     def _budget_pace(self, reading: _Reading, now: float) -> float:
         """``(remaining - margin) / (time to reset * sharers)``, with the floors of the docstring."""
-        horizon = max(reading.reset_at - now, self.SPREAD_RTTS * self._rtt)
+        reset_in = reading.reset_at - now
+        horizon = max(reset_in, self.SPREAD_RTTS * self._rtt)
         spare = reading.remaining - self._margin()
+        if self._frees and self._advertised is not None and horizon > reset_in:
+            # Spread over round trips longer than the reset, a budget that frees as it goes (a
+            # bucket a second deep) frees that much more meanwhile: not counted, a task alone on
+            # a busy machine (slow answers) paced at 70% of a 1,200/min bucket.
+            spare += self._advertised * (horizon - max(reset_in, 0.0))
         if spare <= 0:
             # At or below the margin the budget says only "about empty" (a sliding window at
             # its limit always is): the AIMD pace paces, the empty budget its congestion signal,
@@ -409,6 +415,11 @@ class AdaptiveRate:
         # budget rule spends a full bucket whatever the estimate).
         refill = (self._advertised or 0.0) * span if self._frees else 0.0
         drawn = level - remaining + refill  # answers overtake each other: sums telescope, pairs do not
+        if remaining >= self._capacity - 1:
+            # A full budget says nothing of the others' draw (what the server freed was lost, not
+            # drawn): counted as drawn, a task alone on a full bucket took itself for one of ten
+            # and crawled (the benchmark's tail). Only this task's own answers are known drawn.
+            drawn = own
         keep = math.exp(-span / self.SHARE_MEMORY_S)
         self._drawn = self._drawn * keep + drawn
         self._own = self._own * keep + own
