@@ -205,7 +205,12 @@ class AdaptiveRate:
             # its limit always is): the AIMD pace paces, the empty budget its congestion signal,
             # and never more than one request per round trip among the sharers: enough to hear
             # when budget frees, never a burst into an empty budget.
-            return min(self.aimd, 1.0 / (self._rtt * self.sharers))
+            per_task = 1.0 / self._rtt
+            if self._frees and self._advertised is not None:
+                # What frees, shared: the same law as above for every task (a pace per round trip
+                # gave the tasks that saw an empty budget more than those that saw a low one).
+                per_task = self._advertised
+            return min(self.aimd, per_task / self.sharers)
         return spare / (horizon * self.sharers)
 
     def header_rate(self, now: float) -> float | None:
@@ -510,7 +515,11 @@ class AdaptiveRate:
         pace = self.rate(now)
         # What the task delivered while free to send (a Retry-After hold is not crowding): tasks
         # that all started too fast drop to their share in one episode, not in many.
-        self.aimd = max(self.floor, self.DECREASE * min(pace, self._delivered(now)))
+        # Nothing delivered yet (a 429 among the first answers) says nothing of the task's share:
+        # then it starts again as 16 tasks starting together would. At the floor instead, it sent
+        # one request every 12 s until an answer raised the pace (the benchmark's idle shards).
+        delivered = self._delivered(now) if self._deliveries else pace * self.START_FRACTION
+        self.aimd = max(self.floor, self.DECREASE * min(pace, delivered))
         self.starting = False
         self._last_decrease = now
         self.decreases += 1

@@ -31,6 +31,7 @@ first reach 90% of the limit). Results go to ``results-<date>-shared-account.jso
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import inspect
 import itertools
@@ -119,6 +120,21 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
 
     ObjectStoragePath(args["input"]).exists()
     op.hook.client  # noqa: B018
+    trace = os.environ.get("PIONEER_BENCH_TRACE")  # a directory: each task's pace, answer by answer
+    if trace:
+        from airflow_provider_pioneer.pacing.rate import AdaptiveRate
+
+        control = op.hook.client.pacer._control
+        steps: list[list[float]] = []
+        seen = AdaptiveRate.on_headers
+
+        def traced(self: Any, info: Any, now: float, sent_at: float | None = None) -> None:
+            seen(self, info, now, sent_at)
+            steps.append([round(time.time(), 3), info.remaining, info.reset_in, round(self.sharers, 2),
+                          round(self.rate(now) * 60), round(self._rtt, 3), self.decreases])  # fmt: skip
+
+        control.on_headers = traced.__get__(control)  # type: ignore[method-assign]
+        atexit.register(lambda: Path(trace, f"{Path(args['output']).name}.json").write_text(json.dumps(steps)))
     print("READY", flush=True)
     go = Path(args["go"])
     while not go.exists():

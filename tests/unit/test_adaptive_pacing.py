@@ -223,6 +223,24 @@ def test_all_the_429s_of_one_overload_are_one_decrease() -> None:
     assert (pacer.rate_per_minute or 0) < after_episode
 
 
+def test_a_slot_booked_at_a_slow_pace_is_pulled_in_when_the_pace_rises() -> None:
+    """429s before a task's first answers set its pace at the floor (a request every 12 s at
+    5,000/min); the answers in flight raised it again, but the slot booked at the floor held all
+    of the task's threads until then (the benchmark's shards idle 12 s, 1,200/min, P = 16)."""
+    pacer, clock = make()
+    for _ in range(3):  # three 429 episodes before any answer: the pace falls to the floor
+        assert pacer.acquire()
+        pacer.on_rate_limited(None)
+    assert (pacer.rate_per_minute or 0) <= 10
+    assert pacer.acquire()  # leaves now, and the next slot is ~12 s away at this pace
+    for _ in range(8):  # the requests in flight are answered: the pace is back up
+        pacer.on_success()
+    assert (pacer.rate_per_minute or 0) >= 100
+    start = clock.now
+    assert pacer.acquire()
+    assert clock.now - start <= 1.0
+
+
 def test_a_retry_after_holds_with_jitter_so_tasks_do_not_restart_together() -> None:
     waits = []
     for seed in range(5):
