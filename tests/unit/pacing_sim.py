@@ -19,7 +19,6 @@ from airflow_provider_pioneer.pacing.headers import RateLimitHeaders
 from airflow_provider_pioneer.pacing.pacer import Pacer
 from airflow_provider_pioneer.pacing.rate import AdaptiveRate, StaticRate
 
-
 RECHECK_S = Pacer.RECHECK_S
 
 
