@@ -134,7 +134,9 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
                           round(self.rate(now) * 60), round(self._rtt, 3), self.decreases])  # fmt: skip
 
         control.on_headers = traced.__get__(control)  # type: ignore[method-assign]
-        atexit.register(lambda: Path(trace, f"{Path(args['output']).name}.json").write_text(json.dumps(steps)))
+        atexit.register(
+            lambda: Path(trace, f"{Path(args['output']).name}.json").write_text(json.dumps(steps))
+        )
     print("READY", flush=True)
     go = Path(args["go"])
     while not go.exists():
