@@ -24,6 +24,7 @@ from airflow_provider_pioneer.pacing import (
     RateLimitHeaders,
     parse_rate_limit_headers,
 )
+from airflow_provider_pioneer.pacing.belief import HeaderBelief
 from tests.unit.pacing_sim import (
     SERVERS,
     Server,
@@ -324,9 +325,9 @@ def test_a_reset_far_beyond_the_recent_ones_slows_at_most_tenfold_with_a_warning
     t = _answers(ctl, [(5000, 4000 - i, 30) for i in range(50)])
     before = ctl.rate(t)
     t = _answers(ctl, [(5000, 3950, 3000)], t)  # a clock gone wrong: 50 minutes
-    assert before / AdaptiveRate.LIE_FACTOR <= ctl.rate(t) < before
+    assert before / HeaderBelief.LIE_FACTOR <= ctl.rate(t) < before
     t = _answers(ctl, [(5000, 0, 3000)], t)  # and "spent" until then: held ten resets, not 3000 s
-    assert ctl.not_before(t) - t <= AdaptiveRate.LIE_FACTOR * 30
+    assert ctl.not_before(t) - t <= HeaderBelief.LIE_FACTOR * 30
     assert any("X-RateLimit-Reset jumped to 3000 s" in n for n in ctl.notices)
 
 
