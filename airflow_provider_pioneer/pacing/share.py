@@ -56,7 +56,7 @@ class AccountShare:
         """
         self.capacity = max(self.capacity, remaining)
         self._estimate(now, remaining, reset_at, answered, advertised)
-        self._see_freeing(now, reset_at)
+        self._see_freeing(now, reset_at, remaining)
 
     def _estimate(
         self, now: float, remaining: float, reset_at: float, answered: int, advertised: float | None
@@ -85,16 +85,27 @@ class AccountShare:
             share = min(self._own / self._drawn, 1.0) + self.BONUS
             self.sharers = min(max(1.0 / share, 1.0), 1000.0)
 
+    @property
+    def measured(self) -> float:
+        """The share as measured, without ``BONUS`` (at least half the share paced by): where the
+        budget is about empty it cannot fall to correct what the bonus asks for too much."""
+        share = 1.0 / self.sharers
+        return max(share - self.BONUS, share / 2)
+
     def on_429(self) -> None:
         """A 429 while paced by the budget: more tasks share it than estimated."""
         self.sharers *= self.ON_429
         self._drawn *= self.ON_429
 
-    def _see_freeing(self, now: float, reset_at: float) -> None:
+    def _see_freeing(self, now: float, reset_at: float, remaining: float) -> None:
         """A fixed window frees budget only at its end: its announced reset stays put while time
-        passes, where a bucket's or a sliding window's moves on with it."""
+        passes, where a bucket's or a sliding window's moves on with it. A sliding window's first
+        window looks fixed (its oldest request stays put), so the latest evidence wins: a reset
+        that moves while the budget stays low (not a new window's) is a server that frees."""
         anchor = self._anchor
         if anchor is None or abs(reset_at - anchor[1]) > 1.5:  # whole seconds: a second of play
+            if anchor is not None and remaining < self.capacity / 2:
+                self.frees = True
             self._anchor = (now, reset_at)
         elif now - anchor[0] >= 2.0 and reset_at - now >= 1.0:
             self.frees = False

@@ -402,19 +402,19 @@ def test_with_headers_shards_spend_every_limiter_model_near_its_bound(
     model: str, tasks: int, apart: bool
 ) -> None:
     """Issue 17's targets with headers: at least 95% of the bound and at most 1% of requests
-    answered 429, met for P = 1 to 16 on the bucket and the fixed window and for P = 1 to 4 on the
+    answered 429, met for P = 1 to 16 on the bucket and the fixed window and for P = 1 to 8 on the
     sliding log and counter; no shard below half its fair share. Measured, not met here: the
-    sliding log and counter from P = 8 at 1,200 per 60 s (2-3% 429s at P = 8, 8-10% at 16, up to
-    16% at 32; each shard hears about once a second, too seldom to steer a budget that frees one
-    request at a time). Real shard processes did better than this simulation there (P = 4 on 5-s
-    windows: none; P = 16 on a 2-s sliding log: 4.8%). The earlier controller reached 38% of the
-    bound on a sliding window."""
+    sliding log and counter at P = 16 (0.9-1.9% 429s) and 32 (4.3-4.7%). Before, the sliding
+    windows' first window (whose oldest request stays put) was taken for a fixed window for good,
+    so a spent budget was waited out to its whole-second reset by every task, which then left
+    together: 2-3% 429s at P = 8, 7-9% at 16. The earlier controller reached 38% of the bound
+    on a sliding window."""
     job, share_429, fair = _job(model, tasks, headers=True, apart=apart)
     assert job >= (0.95 if tasks <= 16 else 0.90)
     if model in ("token_bucket", "fixed_window"):
         max_429 = 0.01 if tasks <= 16 else 0.03
     else:
-        max_429 = 0.01 if tasks <= 4 else 0.04 if tasks <= 8 else 0.12 if tasks <= 16 else 0.18
+        max_429 = 0.01 if tasks <= 8 else 0.025 if tasks <= 16 else 0.06
     assert share_429 <= max_429
     assert fair >= 0.5
 
