@@ -153,8 +153,6 @@ class AdaptiveRate:
         """How many tasks this one estimates draw on the account (:class:`AccountShare`)."""
         return self._share.sharers
 
-    # -- the pace -------------------------------------------------------------------------------
-
     def _fresh(self, now: float) -> _Reading | None:
         reading = self._reading
         if reading is None or now > max(reading.seen_at + self.HEADER_TTL_S, reading.reset_at):
@@ -231,10 +229,9 @@ class AdaptiveRate:
         if reading is None or reading.remaining >= 1:
             return now
         if self._share.frees and self._advertised is not None and reading.reset_at - reading.seen_at <= 1:
-            # "The next request fits within a second" from a server that frees as it goes at a
-            # known rate: pace at what frees (the about-empty rule) rather than wait out a whole
-            # second that every task waits out and then leaves together (a sliding window at its
-            # limit: 6-9% of requests answered 429 at P = 16).
+            # "The next request fits within a second", from a server that frees at a known rate:
+            # pace at what frees (the about-empty rule), not wait out a second that every task
+            # waits out and then leaves together (a sliding window at its limit: 6-9% 429s, P = 16).
             return now
         return reading.reset_at + self._resume_jitter
 
