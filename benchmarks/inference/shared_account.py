@@ -278,6 +278,9 @@ def cell(emu: Any, variant: str, p: int, *, work: Path, batch_size: int, seconds
         # From execute() to the task's first request (imports, input, checkpoint, client), per task.
         "startup_s": sorted(round(r.get("first_request", r["start"]) - r["start"], 2) for r in results),
         "pacers": sorted({r.get("pacer", "?") for r in results})[:4],
+        # Each shard's first request and end, seconds after the barrier: its share over its life.
+        "shards": [[round(r.get("first_request", r["start"]) - t0, 2), round(r["end"] - t0, 2)]
+                   for r in results],
         "timeline_ok_429": [
             [round(t - t0, 1), req - r4 - (prev[1] - prev[2]), r4 - prev[2]]
             for prev, (t, req, r4) in itertools.pairwise(samples)
