@@ -70,7 +70,7 @@ e2e: $(STAMP)
 	$(BIN)/python scripts/e2e.py --executor $(EXECUTOR)
 
 # One job in 8 shards over 2 Celery workers on one rate-limited account, headers sent and hidden
-# (benchmarks/celery/shards.py, about 12 minutes; options: make bench-celery ARGS="--texts 3200").
+# (benchmarks/celery/shards.py, about 5 minutes; options: make bench-celery ARGS="--texts 3200").
 bench-celery: $(STAMP)
 	$(PIP_INSTALL) -e '.[test,test-providers,e2e]'
 	$(BIN)/python benchmarks/celery/shards.py $(ARGS)

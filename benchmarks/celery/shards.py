@@ -1,6 +1,6 @@
 """One job in 8 shards over 2 Celery workers, one rate-limited account, with and without headers.
 
-    make bench-celery                                   # the recorded run (about 12 minutes)
+    make bench-celery                                   # the recorded run (about 5 minutes)
     .venv/bin/python benchmarks/celery/shards.py --texts 3200 --arms headers   # shorter
 
 Issue 17, item 6: the pacing measured on a real CeleryExecutor deployment, not in-process. It
