@@ -138,3 +138,62 @@ def test_the_view_reads_the_variable_through_its_own_reader() -> None:
 
     facts = VariableKeyStore("pioneer_api_key", read_value=read).describe()
     assert seen == ["pioneer_api_key"] and facts.name == "airflow-x-2"
+
+
+def _fake(extras: Any, conn_id: str, name: str | None, log: Any) -> KeyStore | None:
+    return None
+
+
+def test_a_kind_is_registered_as_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The extra is matched case- and blank-insensitively, so the registry must be keyed alike.
+    monkeypatch.setattr(store_module, "_FACTORIES", dict(store_module._FACTORIES))
+    store_module.register(" Memory ", _fake)
+    assert "memory" in kinds()
+    assert open_store(None, {"key_store": "MEMORY"}, conn_id="c") is None  # found, not "unknown"
+
+
+def test_a_kind_registered_twice_is_refused_not_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "_FACTORIES", dict(store_module._FACTORIES))
+    store_module.register("memory", _fake)
+    store_module.register("memory", _fake)  # the same factory again (a module imported twice): fine
+    again = type(_fake)(_fake.__code__, _fake.__globals__, _fake.__name__)  # as a re-executed module has it
+    store_module.register("memory", again)
+    assert store_module._FACTORIES["memory"] is again
+    with pytest.raises(ValueError, match=r"key_store kind 'variable' is registered already"):
+        store_module.register("Variable", _fake)  # would silently replace the built-in store
+    with pytest.raises(ValueError, match="empty"):
+        store_module.register("  ", _fake)
+    assert isinstance(open_store(None, {"key_variable": "k_api_key"}, conn_id="c"), VariableKeyStore)
+
+
+def test_a_blank_key_store_extra_means_the_default() -> None:
+    # A form field cleared to spaces is no kind: the default, as an empty one is.
+    for blank in ("", "  ", None):
+        chosen = open_store(None, {"key_store": blank, "key_variable": "k_api_key"}, conn_id="c")
+        assert isinstance(chosen, VariableKeyStore)
+    assert isinstance(open_store(" ", {"key_variable": "k_api_key"}, conn_id="c"), VariableKeyStore)
+
+
+def test_a_store_that_cannot_be_opened_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_pioneer.exceptions import PioneerConfigurationError
+    from airflow_provider_pioneer.hooks.pioneer import PioneerHook
+
+    def broken(extras: Any, conn_id: str, name: str | None, log: Any) -> KeyStore | None:
+        raise ModuleNotFoundError("No module named 'boto3'")
+
+    def refusing(extras: Any, conn_id: str, name: str | None, log: Any) -> KeyStore | None:
+        raise PioneerConfigurationError("Connection 'c': key_store 'strict' needs the extra key_store_id.")
+
+    monkeypatch.setitem(store_module._FACTORIES, "broken", broken)
+    monkeypatch.setitem(store_module._FACTORIES, "strict", refusing)
+    hook = PioneerHook("c")
+    hook.__dict__["_extras"] = {"key_store": "broken"}  # no connection is read: the extras are given
+    with pytest.raises(PioneerConfigurationError) as failure:
+        hook.open_key_store()
+    assert str(failure.value) == (
+        "Connection 'c': key_store 'broken' could not be opened (ModuleNotFoundError: No module named "
+        "'boto3'). Fix the connection's extras (or install what the store needs), then rerun."
+    )
+    assert failure.value.__cause__ is None and failure.value.__suppress_context__
+    with pytest.raises(PioneerConfigurationError, match="needs the extra key_store_id"):
+        hook.open_key_store("strict")  # the store's own message passes through as it is
