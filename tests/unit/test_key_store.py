@@ -197,3 +197,43 @@ def test_a_store_that_cannot_be_opened_fails_clearly(monkeypatch: pytest.MonkeyP
     assert failure.value.__cause__ is None and failure.value.__suppress_context__
     with pytest.raises(PioneerConfigurationError, match="needs the extra key_store_id"):
         hook.open_key_store("strict")  # the store's own message passes through as it is
+
+
+class _SecretStore(KeyStore):
+    """Another kind of store, as the connection may name one (only its label is read here)."""
+
+    kind = "other"
+    noun = "secret"
+
+    @property
+    def label(self) -> str:
+        return "secret 'pioneer'"
+
+    def read(self, *, fresh: bool = True) -> Any:
+        raise NotImplementedError
+
+    def explain(self, stored: Any, *, consult_records: bool = True) -> str | None:
+        raise NotImplementedError
+
+    def reader_mismatch(self, reader: KeyStore | None, conn_id: str) -> str | None:
+        raise NotImplementedError
+
+    def promote(self, document: str, expected: Any) -> None:
+        raise NotImplementedError
+
+    def restore(self, before: Any) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def describe(self) -> KeyFacts:
+        raise NotImplementedError
+
+
+def test_a_connection_reading_another_kind_of_store_is_told_so() -> None:
+    # Its key_variable may name the very Variable: "(it is None)" would send the user to the
+    # wrong extra. The connection reads the secret: its key_store is what to fix.
+    message = VariableKeyStore("pioneer_api_key").reader_mismatch(_SecretStore(), "c")
+    assert message == (
+        "Connection 'c' must read the key this task rotates, Variable 'pioneer_api_key', but it reads "
+        "secret 'pioneer' (its extra key_store): set key_store to 'variable' (or remove it) and "
+        "key_variable to 'pioneer_api_key'."
+    )
