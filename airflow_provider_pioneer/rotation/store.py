@@ -250,7 +250,7 @@ def open_store(
             f"Connection {conn_id!r}: unknown key_store {chosen!r}; use one of {', '.join(kinds())}."
         )
     try:
-        return factory(extras, conn_id, name, log)
+        store = factory(extras, conn_id, name, log)
     except ValueError:
         raise  # the store's own message: which setting to fix
     except Exception as exc:
@@ -264,6 +264,12 @@ def open_store(
             f"Connection {conn_id!r}: key_store {chosen!r} could not be opened ({type(exc).__name__}: "
             f"{str(exc)[:200]}). Fix the connection's extras (or install what the store needs), then rerun."
         ) from None
+    if store is not None and not isinstance(store, KeyStore):
+        raise ValueError(
+            f"Connection {conn_id!r}: key_store {chosen!r} gave a {type(store).__name__}, not a KeyStore "
+            "(a bug in the store's factory)."
+        )
+    return store
 
 
 def _load_builtin() -> None:

@@ -237,3 +237,12 @@ def test_a_connection_reading_another_kind_of_store_is_told_so() -> None:
         "secret 'pioneer' (its extra key_store): set key_store to 'variable' (or remove it) and "
         "key_variable to 'pioneer_api_key'."
     )
+
+
+def test_a_factory_must_return_a_key_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Else the hook's first read fails inside its own fallback, on the object's missing label.
+    monkeypatch.setitem(
+        store_module._FACTORIES, "loose", lambda extras, conn_id, name, log: "pioneer_api_key"
+    )
+    with pytest.raises(ValueError, match=r"key_store 'loose' gave a str, not a KeyStore"):
+        open_store("loose", {}, conn_id="c")
