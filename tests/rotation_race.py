@@ -62,7 +62,7 @@ def arm(control: Path, role: str, latency: float) -> None:
         write_atomically(control / f"result-{tag}", json.dumps({"ok": True, "value": value}))
         return value
 
-    call = PioneerClient._call
+    call = PioneerClient.request
 
     @functools.wraps(call)
     def slow(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -70,7 +70,7 @@ def arm(control: Path, role: str, latency: float) -> None:
         return call(self, *args, **kwargs)
 
     PioneerKeyRotationOperator.execute = gated  # type: ignore[method-assign]
-    PioneerClient._call = slow  # type: ignore[method-assign]
+    PioneerClient.request = slow  # type: ignore[method-assign]
 
 
 def main(argv: list[str]) -> int:

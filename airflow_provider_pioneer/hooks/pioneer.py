@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook
@@ -20,6 +20,7 @@ from airflow_provider_pioneer.exceptions import (
     PioneerConnectionError,
     PioneerError,
 )
+from airflow_provider_pioneer.hooks._options import ConnectionOptions
 from airflow_provider_pioneer.rotation.variable import parse_stored_key, recorded_key_name
 from airflow_provider_pioneer.urls import DEFAULT_BASE_URL, normalize_host
 
@@ -32,14 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PioneerHook", "parse_stored_key", "recorded_key_name"]
 
-_TRUE = {"true", "1", "yes", "on"}
 #: Longest the Test button waits, seconds (connect and answer alike); it never retries.
 TEST_TIMEOUT = 5.0
-_N = TypeVar("_N", int, float)
-
-
-def _as_bool(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in _TRUE
 
 
 class PioneerHook(BaseHook):
@@ -114,6 +109,11 @@ class PioneerHook(BaseHook):
                 f'{{"key_variable": "pioneer_api_key"}}, not {kind}. Fix it in the connection.'
             )
         return extras
+
+    @cached_property
+    def _options(self) -> ConnectionOptions:
+        """The transport extras, parsed once for the client and the triggers' settings alike."""
+        return ConnectionOptions.parse(self._extras, self.pioneer_conn_id)
 
     @cached_property
     def _connection(self) -> Any:
@@ -249,48 +249,39 @@ class PioneerHook(BaseHook):
         :param timeout: override the per-request timeout, seconds.
         :param deadline: override the per-call deadline, seconds.
         """
-        # requests and tenacity load here, in the task, never when a DAG file is parsed.
+        # requests and the client load here, in the task, never when a DAG file is parsed.
         from airflow_provider_pioneer.client import PioneerClient
         from airflow_provider_pioneer.pacing import Pacer
 
         mask_secret(api_key)
-        if timeout is None:
-            timeout = (
-                self._timeout if self._timeout is not None else self._extra_number("timeout", 60.0, float)
-            )
-        if max_retries is None:
-            max_retries = self._max_retries
-        if max_retries is None:
-            max_retries = self._extra_number("max_retries", 5, int)
         mask_secret(api_key.strip())
-        warmup = self._warmup_timeout
-        if warmup is None:
-            warmup = self._extra_number("warmup_timeout", 600.0, float)
+        options = self._options
+        if max_retries is None:
+            max_retries = self._max_retries if self._max_retries is not None else options.max_retries
+        warmup = self._warmup_timeout if self._warmup_timeout is not None else options.warmup_timeout
         return PioneerClient(
             self.base_url,
             api_key,
-            timeout=timeout,
-            max_retries=max_retries,
-            deadline=self._extra_number("deadline", 600.0, float) if deadline is None else deadline,
+            timeout=self._request_timeout() if timeout is None else timeout,
+            max_retries=5 if max_retries is None else max_retries,
+            deadline=self._call_deadline() if deadline is None else deadline,
             pool_size=self.pool_size,
-            allow_insecure_http=_as_bool(self._extras.get("allow_insecure_http", False)),
+            allow_insecure_http=options.allow_insecure_http,
             pacer=self._pacer or Pacer(self.requests_per_minute),
             refresh_key=refresh_key,
-            auth_scheme=str(self._extras.get("auth_scheme") or "x-api-key"),
-            warmup_timeout=warmup,
+            auth_scheme=options.auth_scheme,
+            warmup_timeout=600.0 if warmup is None else warmup,
         )
 
-    def _extra_number(self, name: str, default: _N, kind: Callable[[Any], _N]) -> _N:
-        """A numeric extra; absent, null or empty (a cleared form field) means the default."""
-        value = self._extras.get(name)
-        if value is None or value == "":
-            return default
-        try:
-            return kind(value)
-        except (TypeError, ValueError):
-            raise PioneerConfigurationError(
-                f"Connection {self.pioneer_conn_id!r}: extra {name!r} must be a number, not {value!r}."
-            ) from None
+    def _request_timeout(self) -> float:
+        """Seconds per request: the hook's argument, else the extra, else 60."""
+        if self._timeout is not None:
+            return self._timeout
+        return 60.0 if self._options.timeout is None else self._options.timeout
+
+    def _call_deadline(self) -> float:
+        """Seconds per call, retries included: the extra, else 600."""
+        return 600.0 if self._options.deadline is None else self._options.deadline
 
     def get_conn(self) -> PioneerClient:
         """The authenticated :class:`PioneerClient`."""
@@ -342,17 +333,14 @@ class PioneerHook(BaseHook):
         from airflow_provider_pioneer.lifecycle.aio import ConnectionSettings
         from airflow_provider_pioneer.urls import validate_base_url
 
-        base_url = validate_base_url(
-            self.base_url, allow_insecure_http=_as_bool(self._extras.get("allow_insecure_http", False))
-        )
+        options = self._options
+        base_url = validate_base_url(self.base_url, allow_insecure_http=options.allow_insecure_http)
         return ConnectionSettings(
             base_url=base_url,
             api_key=self.get_api_key(),
-            auth_scheme=str(self._extras.get("auth_scheme") or "x-api-key").lower(),
-            timeout=self._timeout
-            if self._timeout is not None
-            else self._extra_number("timeout", 60.0, float),
-            deadline=self._extra_number("deadline", 600.0, float),
+            auth_scheme=options.auth_scheme,
+            timeout=self._request_timeout(),
+            deadline=self._call_deadline(),
         )
 
     def test_connection(self) -> tuple[bool, str]:
@@ -365,7 +353,8 @@ class PioneerHook(BaseHook):
         timeout = TEST_TIMEOUT
         try:
             key = self.get_api_key()
-            timeout = min(TEST_TIMEOUT, self._extra_number("timeout", TEST_TIMEOUT, float))
+            extra_timeout = self._options.timeout
+            timeout = TEST_TIMEOUT if extra_timeout is None else min(TEST_TIMEOUT, extra_timeout)
             # The deadline only backs the timeout up (a trickled answer): a second past it.
             client = self.client_for_key(key, max_retries=0, timeout=timeout, deadline=timeout + 1.0)
             try:

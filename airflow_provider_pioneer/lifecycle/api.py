@@ -157,7 +157,7 @@ class LifecycleClient:
     ) -> dict[str, Any]:
         """``POST /felix/datasets/upload/url``: ``{upload_url, dataset_id, version_number}`` (normalised)."""
         body = {"dataset_name": dataset_name, "dataset_type": dataset_type, "filename": filename}
-        doc = self.client._call(DATASET_UPLOAD_URL, body)
+        doc = self.client.request(DATASET_UPLOAD_URL, body)
         url = doc.get("presigned_url") or doc.get("upload_url") if isinstance(doc, dict) else None
         if not isinstance(url, str) or not doc.get("dataset_id"):
             raise PioneerResponseError(
@@ -207,12 +207,12 @@ class LifecycleClient:
 
     def process_upload(self, dataset_id: str) -> dict[str, Any]:
         """``POST /felix/datasets/upload/process``: start validation (202, status ``uploading``)."""
-        doc = self.client._call(DATASET_PROCESS, {"dataset_id": dataset_id})
+        doc = self.client.request(DATASET_PROCESS, {"dataset_id": dataset_id})
         return doc if isinstance(doc, dict) else {}
 
     def get_dataset(self, name: str, version: str = "latest") -> dict[str, Any]:
         """``GET /felix/datasets/{name}/{version}``: one version's status and metadata."""
-        doc = self.client._call(DATASET_VERSION.bind(name=name, version=version))
+        doc = self.client.request(DATASET_VERSION.bind(name=name, version=version))
         if not isinstance(doc, dict):
             raise PioneerResponseError(f"Pioneer {DATASET_VERSION} answered without a dataset record.")
         return doc
@@ -225,7 +225,7 @@ class LifecycleClient:
         :param idempotency_key: sent as ``Idempotency-Key`` (the /v1 API dedupes on it).
         """
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        doc = self.client._call(CREATE_TRAINING_JOB, body, max_retries=0, headers=headers)
+        doc = self.client.request(CREATE_TRAINING_JOB, body, max_retries=0, headers=headers)
         job_id_of(doc)
         return dict(doc)
 
@@ -250,7 +250,7 @@ class LifecycleClient:
             params: dict[str, Any] = {"limit": limit, "offset": len(jobs)}
             if status:
                 params["status"] = status
-            doc = self.client._call(LIST_TRAINING_JOBS, params=params)
+            doc = self.client.request(LIST_TRAINING_JOBS, params=params)
             page = _jobs_page(doc)
             jobs.extend(page)
             more = doc.get("has_more") if isinstance(doc, dict) else None
@@ -287,35 +287,35 @@ class LifecycleClient:
         ]
 
     def get_training_job(self, job_id: str) -> dict[str, Any]:
-        doc = self.client._call(TRAINING_JOB.bind(job_id=job_id))
+        doc = self.client.request(TRAINING_JOB.bind(job_id=job_id))
         if not isinstance(doc, dict):
             raise PioneerResponseError(f"Pioneer {TRAINING_JOB} answered without a job record.")
         return doc
 
     def get_training_logs(self, job_id: str) -> list[dict[str, Any]]:
         """``GET …/logs``: the job's log snapshot (a list of ``{timestamp, level, message}``)."""
-        return logs_of(self.client._call(TRAINING_JOB_LOGS.bind(job_id=job_id)))
+        return logs_of(self.client.request(TRAINING_JOB_LOGS.bind(job_id=job_id)))
 
     def stop_training_job(self, job_id: str) -> dict[str, Any]:
-        doc = self.client._call(STOP_TRAINING_JOB.bind(job_id=job_id), {})
+        doc = self.client.request(STOP_TRAINING_JOB.bind(job_id=job_id), {})
         return doc if isinstance(doc, dict) else {}
 
     def deploy_final_checkpoint(self, job_id: str) -> dict[str, Any]:
         """Deploy the job's best (else final) deployable checkpoint (docs.fastino.ai's explicit deploy)."""
-        doc = self.client._call(TRAINING_JOB_CHECKPOINTS.bind(job_id=job_id))
+        doc = self.client.request(TRAINING_JOB_CHECKPOINTS.bind(job_id=job_id))
         items = doc.get("checkpoints") if isinstance(doc, dict) else None
         candidates = [c for c in items or [] if isinstance(c, dict) and c.get("is_deployable")]
         candidates.sort(key=lambda c: (not c.get("is_best"), not c.get("is_final")))
         if not candidates:
             raise PioneerResponseError(f"Training job {job_id} has no deployable checkpoint.")
         route = DEPLOY_CHECKPOINT.bind(job_id=job_id, checkpoint_id=str(candidates[0]["id"]))
-        result = self.client._call(route, {})
+        result = self.client.request(route, {})
         return result if isinstance(result, dict) else {}
 
     # -- inference feedback ------------------------------------------------------------------------
     def post_feedback(self, inference_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /inferences/{id}/feedback`` (idempotent: a repeat overwrites the same feedback)."""
-        doc = self.client._call(INFERENCE_FEEDBACK.bind(inference_id=inference_id), body)
+        doc = self.client.request(INFERENCE_FEEDBACK.bind(inference_id=inference_id), body)
         return doc if isinstance(doc, dict) else {}
 
     # -- evaluations -------------------------------------------------------------------------------
@@ -326,10 +326,10 @@ class LifecycleClient:
             "dataset_name": dataset_name,
             **{k: v for k, v in extra.items() if v is not None},
         }
-        return evaluation_id_of(self.client._call(CREATE_EVALUATION, body, max_retries=0))
+        return evaluation_id_of(self.client.request(CREATE_EVALUATION, body, max_retries=0))
 
     def get_evaluation(self, evaluation_id: str) -> dict[str, Any]:
-        doc = self.client._call(EVALUATION.bind(evaluation_id=evaluation_id))
+        doc = self.client.request(EVALUATION.bind(evaluation_id=evaluation_id))
         if not isinstance(doc, dict):
             raise PioneerResponseError(f"Pioneer {EVALUATION} answered without an evaluation record.")
         return doc

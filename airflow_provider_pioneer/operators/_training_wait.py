@@ -3,7 +3,7 @@
 Shared by :class:`~airflow_provider_pioneer.operators.training.PioneerTrainingJobOperator` and
 :class:`~airflow_provider_pioneer.sensors.training.PioneerTrainingJobSensor`. A checkpoint deploy
 (the newer API's explicit deploy) is asked for once per job: the task's record (see
-:mod:`~airflow_provider_pioneer.lifecycle.record`) remembers it across deferrals and tries, and the
+:mod:`~airflow_provider_pioneer.operators._task_record`) remembers it across deferrals and tries, and the
 trigger is told, so it then waits for the deployment to serve instead of asking again.
 """
 
@@ -26,7 +26,7 @@ from airflow_provider_pioneer.operators._lifecycle_common import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_pioneer.lifecycle.record import TaskRecord
+    from airflow_provider_pioneer.operators._task_record import TaskRecord
     from airflow_provider_pioneer.triggers.events import LifecycleEvent
 
 __all__ = ["JobWaitMixin", "job_result"]
@@ -60,7 +60,7 @@ class JobWaitMixin:
         return False
 
     def _record(self, context: Context) -> TaskRecord:
-        from airflow_provider_pioneer.lifecycle.record import TaskRecord
+        from airflow_provider_pioneer.operators._task_record import TaskRecord
 
         return TaskRecord(context, self._record_prefix)
 

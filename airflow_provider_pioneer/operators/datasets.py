@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from airflow_provider_pioneer.lifecycle.record import TaskRecord
+    from airflow_provider_pioneer.operators._task_record import TaskRecord
 
 __all__ = ["PioneerDatasetUploadOperator"]
 
@@ -134,7 +134,7 @@ class PioneerDatasetUploadOperator(BaseOperator):
         return {"dataset_id": saved.get("dataset_id"), "version_number": saved["version"]}
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_pioneer.lifecycle.record import TaskRecord
+        from airflow_provider_pioneer.operators._task_record import TaskRecord
 
         digest, size, filename, labels = self._check()
         api = PioneerHook(self.pioneer_conn_id).lifecycle

@@ -84,7 +84,7 @@ class PioneerEvaluationOperator(BaseOperator):
         self.pioneer_conn_id = pioneer_conn_id
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_pioneer.lifecycle.record import TaskRecord
+        from airflow_provider_pioneer.operators._task_record import TaskRecord
         from airflow_provider_pioneer.triggers.lifecycle import PioneerEvaluationTrigger
 
         record = TaskRecord(context, _RECORD_PREFIX)
@@ -119,7 +119,7 @@ class PioneerEvaluationOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None) -> Any:
         """Resume after the trigger fired: read the scores and apply the gate."""
         from airflow_provider_pioneer.lifecycle.api import evaluation_scores
-        from airflow_provider_pioneer.lifecycle.record import TaskRecord
+        from airflow_provider_pioneer.operators._task_record import TaskRecord
         from airflow_provider_pioneer.triggers.events import parse_event
 
         checked = parse_event(event, "Pioneer evaluation")

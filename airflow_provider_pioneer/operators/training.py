@@ -1,7 +1,7 @@
 """PioneerTrainingJobOperator: fine-tune a model, wait on the triggerer (or in the worker).
 
 Never two jobs for one task instance: the job id is recorded (task state store, see
-:mod:`~airflow_provider_pioneer.lifecycle.record`) the moment the API answers, before any wait;
+:mod:`~airflow_provider_pioneer.operators._task_record`) the moment the API answers, before any wait;
 a retried or restarted try reattaches to it. The submit carries an ``Idempotency-Key`` that is the
 same for every try (the API dedupes on it where it has it), and an answer lost on the way back is
 looked for by ``model_name`` before anything is sent again.
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_pioneer.lifecycle.api import LifecycleClient
-    from airflow_provider_pioneer.lifecycle.record import TaskRecord
+    from airflow_provider_pioneer.operators._task_record import TaskRecord
 
 __all__ = ["PioneerTrainingJobOperator", "PioneerTrainingJobSensor", "SubmitWindow"]
 
@@ -262,7 +262,7 @@ class PioneerTrainingJobOperator(JobWaitMixin, BaseOperator):
         self, api: LifecycleClient, record: TaskRecord, context: Context, since: datetime | None
     ) -> str:
         from airflow_provider_pioneer.lifecycle.api import job_id_of
-        from airflow_provider_pioneer.lifecycle.record import idempotency_key
+        from airflow_provider_pioneer.operators._task_record import idempotency_key
 
         body = self._body()
         key = idempotency_key(context, int(record.get("generation") or 0))

@@ -14,7 +14,7 @@ from airflow_provider_pioneer.exceptions import PioneerError, PioneerRateLimitEr
 from airflow_provider_pioneer.lifecycle.aio import AsyncPioneerReader, ConnectionSettings
 from airflow_provider_pioneer.lifecycle.api import LifecycleClient
 from airflow_provider_pioneer.testing import PioneerEmulator
-from airflow_provider_pioneer.urls import TRAINING_JOB
+from airflow_provider_pioneer.urls import STOP_TRAINING_JOB, TRAINING_JOB
 from tests.integration.lifecycle_support import FAST, lifecycle_client, ready_dataset
 
 
@@ -172,6 +172,34 @@ def test_the_async_reader_holds_its_deadline_and_size_cap(
         asyncio.run(get())
     monkeypatch.setattr(aio, "MAX_BODY_BYTES", 1 << 20)
     assert asyncio.run(get())["id"] == job["id"]
+
+
+def test_the_async_reader_judges_answers_as_the_sync_client_does(
+    emu: PioneerEmulator, api: LifecycleClient
+) -> None:
+    """One core decodes both transports' answers: the async reader took an empty 2xx (a stop's
+    204) for a body that is not JSON, and said less about a redirect than the sync client."""
+    stop, record = STOP_TRAINING_JOB.bind(job_id="j-1"), TRAINING_JOB.bind(job_id="j-1")
+    emu.inject(status=204, body="", content_type="text/plain", path=stop.path, times=2)
+    emu.inject(
+        fault="redirect", headers={"Location": "https://elsewhere.example/x"}, path=record.path, times=2
+    )
+
+    async def read() -> tuple[Any, str]:
+        async with AsyncPioneerReader(ConnectionSettings(base_url=emu.url, api_key=emu.api_key)) as reader:
+            stopped = await reader.post(stop)
+            try:
+                await reader.get(record)
+            except PioneerError as exc:
+                return stopped, exc.message
+        raise AssertionError("a redirect was followed")
+
+    stopped, redirected = asyncio.run(read())
+    assert stopped == {} == api.stop_training_job("j-1")
+    with pytest.raises(PioneerError) as sync_error:
+        api.get_training_job("j-1")
+    assert redirected == sync_error.value.message
+    assert "elsewhere.example" in redirected and "Set the connection host" in redirected
 
 
 class _TI:

@@ -68,7 +68,7 @@ def test_every_client_error_is_a_verdict_and_outages_are_not(status: int) -> Non
     import requests
 
     from airflow_provider_pioneer.exceptions import fails_without_retries
-    from airflow_provider_pioneer.responses import error_for_response
+    from airflow_provider_pioneer.http_errors import error_for_response
 
     answer = requests.Response()
     answer.status_code, answer._content = status, b'{"detail": "no"}'

@@ -7,8 +7,8 @@ import json
 import pytest
 import requests
 
+from airflow_provider_pioneer.http_errors import error_for_response
 from airflow_provider_pioneer.redaction import FRAGMENT, Redactor
-from airflow_provider_pioneer.responses import error_for_response
 
 KEY = "pio_sk_" + "0123456789abcdef" * 3  # 55 characters, like an emulator key
 RANDOM_PART = KEY.removeprefix("pio_sk_")

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from airflow_provider_pioneer import exceptions as ex
-from airflow_provider_pioneer.responses import error_for_response, parse_retry_after, summarize_body
+from airflow_provider_pioneer.http_errors import error_for_response, parse_retry_after, summarize_body
 
 
 def response(status: int, body: object = None, content_type: str = "application/json", **headers: str):

@@ -1,4 +1,8 @@
-"""Turn Pioneer's HTTP error responses into typed exceptions.
+"""The error mapping: Pioneer's HTTP error answers to typed exceptions, whichever library received them.
+
+It reads an :class:`Answer` (status, headers, body as plain values), so the sync client (requests)
+and the triggers' async reader (httpx) share it; :func:`error_for_response` also takes either
+library's response object as it is.
 
 Every error envelope of the API is understood: FastAPI's ``{"detail": ...}`` (a
 string, an object, or a list of validation errors), the older ``{"error", "message"}``,
@@ -16,10 +20,9 @@ import html
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
-
-import requests
 
 from airflow_provider_pioneer import safe_json
 from airflow_provider_pioneer.exceptions import (
@@ -40,11 +43,11 @@ from airflow_provider_pioneer.exceptions import (
 __all__ = [
     "BILLING_CODES",
     "SPEND_CAP_REASON",
+    "Answer",
     "error_for_response",
     "is_billing_code",
     "parse_retry_after",
     "request_model",
-    "result_problem",
     "summarize_body",
 ]
 
@@ -62,6 +65,37 @@ _MAX_MODEL_SHOWN = 120
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer as plain values: all the mapping (and the success decoding) reads of one.
+
+    :param status: the HTTP status.
+    :param headers: the headers, looked up case-insensitively (requests' and httpx's both are).
+    :param content: the whole body, as read (size-capped by the transport).
+    :param reason: the status line's reason phrase, shown for an empty body.
+    :param encoding: the body's charset, when the answer named one (else UTF-8 is assumed).
+    """
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes = b""
+    reason: str = ""
+    encoding: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx."""
+        return 200 <= self.status < 300
+
+    @classmethod
+    def of(cls, response: Any) -> Answer:
+        """A read ``requests.Response`` or ``httpx.Response`` (or an :class:`Answer`) as an answer."""
+        if isinstance(response, Answer):
+            return response
+        reason = getattr(response, "reason", None) or getattr(response, "reason_phrase", None) or ""
+        return cls(response.status_code, response.headers, response.content or b"", reason, response.encoding)
 
 
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
@@ -121,7 +155,7 @@ def _envelope_summary(body: dict[str, Any]) -> tuple[str, Any] | None:
     return None
 
 
-def _body_text(response: requests.Response, redact: Callable[[str], str]) -> str:
+def _body_text(response: Answer, redact: Callable[[str], str]) -> str:
     # Redact the WHOLE body before anything parses, summarises or cuts it: a cut made first
     # could leave most of an echoed key behind its edge, where no whole-key masker finds it.
     # Decoded directly: response.text would guess the charset of a whole (maybe huge) body first.
@@ -130,19 +164,18 @@ def _body_text(response: requests.Response, redact: Callable[[str], str]) -> str
     return redact(response.content.decode(response.encoding or "utf-8", errors="replace"))
 
 
-def summarize_body(
-    response: requests.Response, redact: Callable[[str], str] = lambda s: s
-) -> tuple[str, Any]:
+def summarize_body(response: Any, redact: Callable[[str], str] = lambda s: s) -> tuple[str, Any]:
     """One line that says what the server answered, and the parsed detail (if it was JSON).
 
-    :param response: the error response.
+    :param response: the error answer (an :class:`Answer`, or a requests or httpx response).
     :param redact: scrubs secrets; applied to the whole body before it is parsed or cut.
     """
+    response = Answer.of(response)
     text = _body_text(response, redact)
     return _summarize(text, response, _parse_json(text, response, redact) if text else None, redact)
 
 
-def _parse_json(text: str, response: requests.Response, redact: Callable[[str], str]) -> Any:
+def _parse_json(text: str, response: Answer, redact: Callable[[str], str]) -> Any:
     content_type = response.headers.get("Content-Type", "").lower()
     if "json" in content_type or text.lstrip()[:1] in ("{", "["):
         try:
@@ -165,9 +198,7 @@ def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
     return value
 
 
-def _summarize(
-    text: str, response: requests.Response, body: Any, redact: Callable[[str], str]
-) -> tuple[str, Any]:
+def _summarize(text: str, response: Answer, body: Any, redact: Callable[[str], str]) -> tuple[str, Any]:
     if not text:
         return (response.reason or "empty body", None)
     if isinstance(body, dict):
@@ -195,7 +226,7 @@ def _text_errors(detail: Any) -> dict[int, str]:
     return found
 
 
-def _code(body: Any, response: requests.Response, redact: Callable[[str], str]) -> str | None:
+def _code(body: Any, response: Answer, redact: Callable[[str], str]) -> str | None:
     """The machine-readable error code: the body's ``code`` (or ``error.code``), else ``X-RateLimit-Code``."""
     code: Any = None
     if isinstance(body, dict):
@@ -237,21 +268,22 @@ def request_model(body: Any) -> tuple[str, str] | None:
 
 
 def error_for_response(
-    response: requests.Response,
+    response: Any,
     what: str,
     redact: Callable[[str], str] = lambda s: s,
     model: tuple[str, str] | None = None,
 ) -> PioneerError:
     """The typed exception for an error response (either API generation, any envelope).
 
-    :param response: the HTTP response (status >= 400).
+    :param response: the answer (status >= 400): an :class:`Answer`, or a read requests or httpx response.
     :param what: the call, e.g. ``"POST /inference"``, for the message.
     :param redact: scrubs secrets from anything the server echoed back; applied to the whole
         body before it is parsed, summarised or cut.
     :param model: the model the request asked for (:func:`request_model`): a verdict that may be
         about the model (400, 404, 409, 422, 425) names it, since the body often does not.
     """
-    status = response.status_code
+    response = Answer.of(response)
+    status = response.status
     text = _body_text(response, redact)
     body = _parse_json(text, response, redact) if text else None
     summary, detail = _summarize(text, response, body, redact)
@@ -306,21 +338,3 @@ def error_for_response(
     if status >= 500 or status == 408:
         return PioneerServerError(message, **kwargs)
     return PioneerError(message, **kwargs)
-
-
-def result_problem(entry: Any, wants_entities: bool) -> str | None:
-    """Why one entry of ``result`` is not a per-text result, or ``None`` when it is one.
-
-    :param wants_entities: the request's schema asked for entities, so the entry must carry them
-        (``{}`` is then a malformed answer, not "no entity found", which is ``{label: []}``).
-    """
-    if not isinstance(entry, dict):
-        return "is null" if entry is None else f"is a {type(entry).__name__}, not an object"
-    if wants_entities and "entities" not in entry:
-        return "has no 'entities' (expected {label: [entity, ...]})"
-    entities = entry.get("entities")
-    if "entities" in entry and not (
-        isinstance(entities, dict) and all(isinstance(v, list) for v in entities.values())
-    ):
-        return "has malformed 'entities' (expected {label: [entity, ...]})"
-    return None
