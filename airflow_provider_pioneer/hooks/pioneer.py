@@ -100,7 +100,15 @@ class PioneerHook(BaseHook):
 
     @cached_property
     def _extras(self) -> dict[str, Any]:
-        return self._connection.extra_dejson or {}
+        extras = self._connection.extra_dejson or {}
+        if not isinstance(extras, dict):
+            # Airflow hands valid JSON over as it is (malformed JSON it turns into {} itself).
+            kind = {list: "an array", str: "a string", bool: "a boolean"}.get(type(extras), "a number")
+            raise PioneerConfigurationError(
+                f"Connection {self.pioneer_conn_id!r}: its extra must be a JSON object, as "
+                f'{{"key_variable": "pioneer_api_key"}}, not {kind}. Fix it in the connection.'
+            )
+        return extras
 
     @cached_property
     def _options(self) -> ConnectionOptions:
