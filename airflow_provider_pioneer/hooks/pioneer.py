@@ -202,7 +202,11 @@ class PioneerHook(BaseHook):
         message = store.explain(stored)
         if message:
             raise PioneerConfigurationError(message)
-        return stored.api_key  # masked by the store
+        if stored.api_key:
+            # The stores mask what they read; masked here too, so a store that forgets cannot leak
+            # the key a 401 re-read brings (it reaches the client without passing get_api_key).
+            mask_secret(stored.api_key)
+        return stored.api_key
 
     def _reread_variable_key(self) -> str | None:
         """After a 401: the store's key as stored now, past Airflow's secrets cache."""
