@@ -12,7 +12,7 @@ PIP_INSTALL := timeout 900 $(BIN)/python -m pip install --quiet -c $(LOCK)
 SNAPSHOT := $(CURDIR)/conformance/openapi-inference.json
 OPENAPI ?= $(firstword $(wildcard $(CURDIR)/../shared/pioneer/openapi-inference.json) $(SNAPSHOT))
 
-.PHONY: lock venv lint typecheck test unit conformance docs demo airflow e2e browser bench test-matrix release-check clean
+.PHONY: lock venv lint typecheck test unit conformance docs demo airflow e2e browser bench bench-celery test-matrix release-check clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,12 @@ EXECUTOR ?= celery
 e2e: $(STAMP)
 	$(PIP_INSTALL) -e '.[test,test-providers,e2e]'
 	$(BIN)/python scripts/e2e.py --executor $(EXECUTOR)
+
+# One job in 8 shards over 2 Celery workers on one rate-limited account, headers sent and hidden
+# (benchmarks/celery/shards.py, about 5 minutes; options: make bench-celery ARGS="--texts 3200").
+bench-celery: $(STAMP)
+	$(PIP_INSTALL) -e '.[test,test-providers,e2e]'
+	$(BIN)/python benchmarks/celery/shards.py $(ARGS)
 
 # Headless Chromium on the real UI of a `make airflow`-like deployment (tests/browser): the Pioneer
 # view, per-user DAG access, the connection Test button, readable names in the rotation log.

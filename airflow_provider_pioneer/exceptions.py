@@ -63,6 +63,9 @@ class PioneerError(AirflowException):
 
     #: What the user should do about it; appended to the message.
     hint: ClassVar[str] = ""
+    #: What to do before clearing a task that stopped on this error, when the hint does not say
+    #: it all (:meth:`next_step`); ``{model_id}`` and ``{conn_id}`` name the task's.
+    next_step_text: ClassVar[str] = ""
     #: After the client's retries, a later attempt may succeed: not a verdict on the request.
     transient: ClassVar[bool] = False
     _retried: ClassVar[bool] = False
@@ -95,6 +98,17 @@ class PioneerError(AirflowException):
         """The client sends the call again (within ``max_retries`` and the call's deadline)."""
         return self._retried
 
+    def next_step(self, *, model_id: object = None, conn_id: object = None) -> str:
+        """What the user does, then clears the task, after a batch stopped on this error.
+
+        :param model_id: the task's model, named by the errors about models.
+        :param conn_id: the task's connection, named by the errors about keys.
+        """
+        if self.next_step_text:
+            return self.next_step_text.format(model_id=repr(model_id), conn_id=repr(conn_id))
+        # With a hint, the message already says what to do.
+        return "Then clear this task" if self.hint else "Fix the cause, then clear this task"
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only arguments do not survive the default pickling that
         # Airflow uses to move exceptions between processes.
@@ -122,6 +136,7 @@ class PioneerAuthError(PioneerError):
     """401, or 403 without a billing code: the key is missing, malformed or revoked."""
 
     hint = "Check the connection's API key (or the Variable named by its extra key_variable)."
+    next_step_text = "The connection is {conn_id}; then clear this task"
 
 
 class PioneerBillingError(PioneerError):
@@ -149,6 +164,8 @@ class PioneerSpendCapError(PioneerBillingError):
 class PioneerNotFoundError(PioneerError):
     """404: unknown model or resource, or a model that is not deployed yet."""
 
+    next_step_text = "The model_id is {model_id}; then clear this task"
+
 
 class PioneerModelNotServableError(PioneerError):
     """409: the model exists but cannot serve (on-demand provisioning unfinished, not deployable)."""
@@ -157,6 +174,7 @@ class PioneerModelNotServableError(PioneerError):
         "Check that model_id names a model that supports inference (GET /base-models: "
         "supports_inference), or that the training job is deployed; then retry the task."
     )
+    next_step_text = "The model_id is {model_id}; then clear this task"
 
 
 class PioneerModelWarmingError(PioneerError):
@@ -174,6 +192,8 @@ class PioneerValidationError(PioneerError):
         its FastAPI-style ``loc`` names them (``["body", "text", 3]``).
     """
 
+    next_step_text = "Fix the request options (model_id, schema/entities, threshold...), then clear this task"
+
     def __init__(self, message: str, *, text_errors: dict[int, str] | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.text_errors = dict(text_errors or {})
@@ -186,6 +206,11 @@ class PioneerValidationError(PioneerError):
 
 class PioneerPayloadTooLargeError(PioneerValidationError):
     """413 (usually from a proxy): the request body is too large; smaller batches get through."""
+
+    next_step_text = (
+        "Even a one-text request was too large for Pioneer or a proxy in front of it: shrink "
+        "the schema, or raise the proxy's body-size limit; then clear this task"
+    )
 
 
 class PioneerRateLimitError(PioneerError):

@@ -52,7 +52,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,8 @@ BATCH_RUN_ID, ROTATION_RUN_ID = "e2e_batch", "e2e_rotation"
 
 
 class Report:
-    def __init__(self) -> None:
+    def __init__(self, title: str = "make e2e") -> None:
+        self.title = title
         self.steps: list[tuple[str, float, bool]] = []
         self.checks: list[tuple[str, bool, str]] = []
         self.started = time.monotonic()
@@ -136,7 +137,13 @@ class Report:
     def print(self, error: str | None) -> bool:
         total = time.monotonic() - self.started
         passed = error is None and bool(self.checks) and all(ok for _, ok, _ in self.checks)
-        lines = ["", "=" * 78, f"make e2e: {'PASSED' if passed else 'FAILED'} in {total:.0f} s", "", "Steps"]
+        lines = [
+            "",
+            "=" * 78,
+            f"{self.title}: {'PASSED' if passed else 'FAILED'} in {total:.0f} s",
+            "",
+            "Steps",
+        ]
         lines += [
             f"  {'ok  ' if ok else 'FAIL'} {elapsed:7.1f} s  {name}" for name, elapsed, ok in self.steps
         ]
@@ -392,7 +399,7 @@ def stored_key(env: dict[str, str], log: Path) -> str:
         return value
 
 
-def scenario(
+def deploy(
     report: Report,
     procs: Processes,
     pg: Postgres,
@@ -400,10 +407,21 @@ def scenario(
     executor: str,
     redis: celery.Redis,
     s3: celery.S3,
-) -> None:
+    home: Path,
+    data: Path | None,
+    secrets_manager: e2e_secrets.SecretsManager | None = None,
+) -> tuple[dict[str, str], Api, list[celery.Worker]]:
+    """Steps 1 to 4 of the module docstring: the servers, the metastore, Airflow's components (and,
+    on Celery, two workers), signed in to the REST API, the pool created. Also what
+    ``benchmarks/celery_shards.py`` deploys its DAG on.
+
+    :param home: the AIRFLOW_HOME, its ``dags`` folder already filled.
+    :param data: the input JSONL (put into the bucket on Celery), or None.
+    :param secrets_manager: also start moto's Secrets Manager server, seed its secret and add its
+        connections to the environment (``scenario``'s rotation into Secrets Manager), or None.
+    :returns: the Airflow processes' environment, the signed-in API, the Celery workers.
+    """
     logs = RUN / "logs"
-    home = RUN / "airflow"
-    home.mkdir()
     for module in ("psycopg2", "asyncpg"):
         try:
             __import__(module)
@@ -413,35 +431,35 @@ def scenario(
                 "Run `make e2e` (it installs the e2e extra) or `pip install -e '.[e2e]'`."
             ) from None
     on_celery = executor == "celery"
-    data = RUN / "input.jsonl"
-    inputs = write_input(data, TEXTS)
-    shutil.copytree(REPO / "example_dags", home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
     base_env = {**os.environ, MARKER: RUN_TOKEN}
-
     with report.step("PostgreSQL: private cluster"):
         pg.start(base_env)
         say(f"PostgreSQL on 127.0.0.1:{pg.port} (data in {pg.dir}, server user {pg.user or 'self'})")
     with report.step("Pioneer emulator"):
         emulator.start(base_env)
         say(f"Pioneer emulator on {emulator.url} ({PER_TEXT_MS:g} ms per text)")
-    secrets_manager = e2e_secrets.SecretsManager()
-    secrets_manager.launch(procs, base_env)  # boots during the migration; seeded after it
+    if secrets_manager is not None:
+        secrets_manager.launch(procs, base_env)  # boots during the migration; seeded after it
     if on_celery:
         with report.step("Redis (broker) and moto's S3 server (input and output)"):
             redis.start(procs, base_env)
             s3.start(procs, base_env)
-            s3.put("input.jsonl", data.read_bytes())
+            if data is not None:
+                s3.put("input.jsonl", data.read_bytes())
             say(f"Redis on {redis.url}, S3 on {s3.endpoint} (bucket {s3.bucket})")
         input_url, output_url = s3.url("input.jsonl"), s3.url("output")
     else:
         input_url, output_url = str(data), str(home.parent / "output")
     api_port = free_port()
-    more_env = {**executor_env(executor, pg, redis, s3), **secrets_manager.env(emulator.url)}
+    more_env = executor_env(executor, pg, redis, s3)
+    if secrets_manager is not None:
+        more_env.update(secrets_manager.env(emulator.url))
     env = airflow_env(home, pg, emulator, api_port, input_url, output_url, more_env)
     with report.step("airflow db migrate"):
         run([AIRFLOW, "db", "migrate"], env, logs / "db-migrate.log", timeout=900)
-    with report.step("moto's Secrets Manager server, a secret holding account 2's key"):
-        secrets_manager.seed(procs, emulator.url)
+    if secrets_manager is not None:
+        with report.step("moto's Secrets Manager server, a secret holding account 2's key"):
+            secrets_manager.seed(procs, emulator.url)
 
     api = Api(f"http://127.0.0.1:{api_port}")
     workers: list[celery.Worker] = []
@@ -470,8 +488,30 @@ def scenario(
                  300, procs)  # fmt: skip
         api.login()
 
-    with report.step("pool, DAGs parsed and unpaused"):
-        api.call("POST", "pools", json={"name": POOL, "slots": POOL_SLOTS, "description": "Pioneer account"})
+    api.call("POST", "pools", json={"name": POOL, "slots": POOL_SLOTS, "description": "Pioneer account"})
+    return env, api, workers
+
+
+def scenario(
+    report: Report,
+    procs: Processes,
+    pg: Postgres,
+    emulator: Emulator,
+    executor: str,
+    redis: celery.Redis,
+    s3: celery.S3,
+) -> None:
+    logs = RUN / "logs"
+    home = RUN / "airflow"
+    home.mkdir()
+    on_celery = executor == "celery"
+    data = RUN / "input.jsonl"
+    inputs = write_input(data, TEXTS)
+    shutil.copytree(REPO / "example_dags", home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    secrets_manager = e2e_secrets.SecretsManager()
+    env, api, workers = deploy(report, procs, pg, emulator, executor, redis, s3, home, data, secrets_manager)
+
+    with report.step("DAGs parsed and unpaused"):
 
         def parsed() -> bool:
             errors = api.call("GET", "importErrors")["import_errors"]
@@ -705,24 +745,32 @@ def scenario(
         )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--executor", choices=("celery", "local"), default="celery")
-    executor = parser.parse_args().executor
+def run_deployment(
+    executor: str,
+    body: Callable[[Report, Processes, Postgres, Emulator, celery.Redis, celery.S3], None],
+    emulator_options: Sequence[str] = (),
+    title: str = "make e2e",
+) -> int:
+    """Run ``body`` on a fresh run directory, then stop everything it started (also on a failure
+    or Ctrl-C) and check that nothing is left; print the steps and checks. Exit code 0 if all passed.
+
+    :param body: what to do with the deployment's parts (``scenario``, or a benchmark's).
+    :param emulator_options: extra command-line options of the Pioneer emulator (its rate limit).
+    """
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _on_sigterm)
     fresh_dir(RUN)
     logs = RUN / "logs"
     logs.mkdir()
     say(f"run directory {RUN}, {executor} executor")
-    report = Report()
+    report = Report(title)
     procs = Processes(logs)
     pg = Postgres(logs)
-    emulator = Emulator(logs / "emulator.log")
+    emulator = Emulator(logs / "emulator.log", list(emulator_options))
     redis, s3 = celery.Redis(logs), celery.S3()
     error: str | None = None
     try:
-        scenario(report, procs, pg, emulator, executor, redis, s3)
+        body(report, procs, pg, emulator, redis, s3)
     except Failed as exc:
         error = str(exc)
     except (KeyboardInterrupt, _Stop):
@@ -757,6 +805,19 @@ def main() -> int:
         else:
             report.check("clean shutdown", True, "no process of this run left, nothing listening")
     return 0 if report.print(error) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--executor", choices=("celery", "local"), default="celery")
+    executor = parser.parse_args().executor
+
+    def body(
+        report: Report, procs: Processes, pg: Postgres, emulator: Emulator, redis: celery.Redis, s3: celery.S3
+    ) -> None:
+        scenario(report, procs, pg, emulator, executor, redis, s3)
+
+    return run_deployment(executor, body)
 
 
 if __name__ == "__main__":

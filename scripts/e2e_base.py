@@ -313,8 +313,9 @@ class Postgres:
 class Emulator:
     """``python -m airflow_provider_pioneer.testing`` in its own session; its log hides the key."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, options: list[str] | None = None) -> None:
         self.log = log
+        self.options = options or []  # more command-line options (a benchmark's rate limit)
         self.url = ""
         self.api_key = ""
         self.proc: subprocess.Popen[str] | None = None
@@ -322,7 +323,7 @@ class Emulator:
     def start(self, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "airflow_provider_pioneer.testing", "--host", "127.0.0.1", "--port", "0",
-             "--latency-ms", "50", "--per-text-latency-ms", str(PER_TEXT_MS)],
+             "--latency-ms", "50", "--per-text-latency-ms", str(PER_TEXT_MS), *self.options],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
             start_new_session=True,
         )  # fmt: skip

@@ -83,10 +83,8 @@ class MotoSecretsManager:
 
     def start(self) -> None:
         self._server.start()
-        os.environ[f"AIRFLOW_CONN_{AWS_CONN_ID.upper()}"] = self.connection
 
     def stop(self) -> None:
-        os.environ.pop(f"AIRFLOW_CONN_{AWS_CONN_ID.upper()}", None)
         self._server.stop()
 
     def client(self) -> Any:
@@ -146,10 +144,21 @@ def moto_secrets_manager() -> Iterator[MotoSecretsManager]:
 
 
 @pytest.fixture(scope="session")
-def secrets_manager() -> Iterator[MotoSecretsManager]:
-    """One moto Secrets Manager server per test process (import this fixture into a test module)."""
+def secrets_manager_server() -> Iterator[MotoSecretsManager]:
+    """One moto Secrets Manager server per test process."""
     with moto_secrets_manager() as server:
         yield server
+
+
+@pytest.fixture
+def secrets_manager(
+    secrets_manager_server: MotoSecretsManager, monkeypatch: pytest.MonkeyPatch
+) -> MotoSecretsManager:
+    """The server, with its AWS connection in this test's environment only (import this fixture and
+    ``secrets_manager_server`` into a test module). Set per test, not per session: a child process
+    of any later test would inherit it (``test_local_setup`` checks that none does)."""
+    monkeypatch.setenv(f"AIRFLOW_CONN_{AWS_CONN_ID.upper()}", secrets_manager_server.connection)
+    return secrets_manager_server
 
 
 @contextmanager

@@ -9,13 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
-from airflow_provider_pioneer.exceptions import (
-    PioneerAuthError,
-    PioneerModelNotServableError,
-    PioneerNotFoundError,
-    PioneerPayloadTooLargeError,
-    PioneerValidationError,
-)
 
 if TYPE_CHECKING:
     import logging
@@ -161,22 +154,8 @@ class RunReport:
 
     def _fatal_message(self, stopped: FatalStop, sink: Sink, total: int) -> str:
         err = stopped.error
-        # 402, the spend cap and 401 carry their own advice in err.message (the exception's hint).
-        if isinstance(err, PioneerNotFoundError | PioneerModelNotServableError):
-            todo = f"The model_id is {self.model_id!r}; then clear this task"
-        elif isinstance(err, PioneerPayloadTooLargeError):
-            todo = (
-                "Even a one-text request was too large for Pioneer or a proxy in front of it: shrink "
-                "the schema, or raise the proxy's body-size limit; then clear this task"
-            )
-        elif isinstance(err, PioneerValidationError):
-            todo = "Fix the request options (model_id, schema/entities, threshold...), then clear this task"
-        elif isinstance(err, PioneerAuthError):
-            todo = f"The connection is {self.conn_id!r}; then clear this task"
-        elif err.hint:
-            todo = "Then clear this task"
-        else:
-            todo = "Fix the cause, then clear this task"
+        # Each error class says what to do (402, the spend cap and 401 carry it in their hint).
+        todo = err.next_step(model_id=self.model_id, conn_id=self.conn_id)
         where = self.saved(sink, total, "the next attempt")
         reason = err.message.rstrip()
         if not reason.endswith((".", "?", "!")):

@@ -100,7 +100,15 @@ class PioneerHook(BaseHook):
 
     @cached_property
     def _extras(self) -> dict[str, Any]:
-        return self._connection.extra_dejson or {}
+        extras = self._connection.extra_dejson or {}
+        if not isinstance(extras, dict):
+            # Airflow hands valid JSON over as it is (malformed JSON it turns into {} itself).
+            kind = {list: "an array", str: "a string", bool: "a boolean"}.get(type(extras), "a number")
+            raise PioneerConfigurationError(
+                f"Connection {self.pioneer_conn_id!r}: its extra must be a JSON object, as "
+                f'{{"key_variable": "pioneer_api_key"}}, not {kind}. Fix it in the connection.'
+            )
+        return extras
 
     @cached_property
     def _options(self) -> ConnectionOptions:
@@ -194,7 +202,11 @@ class PioneerHook(BaseHook):
         message = store.explain(stored)
         if message:
             raise PioneerConfigurationError(message)
-        return stored.api_key  # masked by the store
+        if stored.api_key:
+            # The stores mask what they read; masked here too, so a store that forgets cannot leak
+            # the key a 401 re-read brings (it reaches the client without passing get_api_key).
+            mask_secret(stored.api_key)
+        return stored.api_key
 
     def _reread_variable_key(self) -> str | None:
         """After a 401: the store's key as stored now, past Airflow's secrets cache."""

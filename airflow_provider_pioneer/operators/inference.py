@@ -17,6 +17,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
 from airflow_provider_pioneer.links import PioneerModelLink
+from airflow_provider_pioneer.operators._inference_args import check_writable, request_options, request_schema
 
 if TYPE_CHECKING:
     # The batching machinery is imported in execute(): a DAG file that only builds the
@@ -177,46 +178,6 @@ class PioneerInferenceOperator(BaseOperator):
 
     # -- checking what was rendered --------------------------------------------------------------
 
-    def _request_schema(self) -> dict[str, Any] | list[Any]:
-        if self.entities is not None:
-            if (
-                isinstance(self.entities, str)
-                or not isinstance(self.entities, list | tuple)
-                or not self.entities
-            ):
-                raise AirflowFailException(
-                    f"entities must be a non-empty list of labels, e.g. ['person', 'organization'], "
-                    f"not {type(self.entities).__name__}."
-                )
-            return {"entities": list(self.entities)}
-        if isinstance(self.schema, dict | list) and self.schema:
-            return self.schema
-        raise AirflowFailException(
-            "Give entities=[...] (labels to extract) or schema={'entities': [...], ...}."
-        )
-
-    def _options(self) -> dict[str, Any]:
-        threshold = self.threshold
-        if threshold is not None and threshold != "":
-            try:
-                threshold = float(threshold)
-            except (TypeError, ValueError):
-                raise AirflowFailException(
-                    f"threshold must be a number in 0..1, not {threshold!r}."
-                ) from None
-            if not 0.0 <= threshold <= 1.0:
-                raise AirflowFailException(f"threshold must be within 0..1, not {threshold}.")
-        else:
-            threshold = None
-        options = {
-            "threshold": threshold,
-            "include_confidence": self.include_confidence,
-            "include_spans": self.include_spans,
-            "store": self.store,
-            "project_id": self.project_id or None,
-        }
-        return {k: v for k, v in options.items() if v is not None}
-
     def _source(self) -> Source:
         from airflow_provider_pioneer.batching.inputs import FileSource, InputError, ListSource
 
@@ -245,15 +206,6 @@ class PioneerInferenceOperator(BaseOperator):
             return ListSource(self.texts, self.id_field, self.text_field)
         except InputError as exc:
             raise AirflowFailException(str(exc)) from None
-
-    def _check_writable(self, request: dict[str, Any]) -> None:
-        """Refuse, before any request, option values that standard JSON cannot carry (NaN, lone surrogates)."""
-        from airflow_provider_pioneer.batching.inputs import json_problem
-
-        for name, value in request.items():
-            problem = json_problem(value)
-            if problem:
-                raise AirflowFailException(f"{name} {problem}; fix it (nothing was sent).")
 
     def _sink(self, context: Context, total: int, fingerprint: str) -> Sink:
         from airflow_provider_pioneer.batching.output import FileSink, ListSink, Owner
@@ -313,11 +265,15 @@ class PioneerInferenceOperator(BaseOperator):
         model_id = str(self.model_id or "").strip()
         if not model_id:
             raise AirflowFailException("model_id is required, e.g. 'fastino/gliner2-base-v1' or a job id.")
-        schema = self._request_schema()
-        options = self._options()
-        self._check_writable(
-            {"model_id": model_id, "schema" if self.schema else "entities": schema, **options}
+        schema = request_schema(self.entities, self.schema)
+        options = request_options(
+            self.threshold,
+            include_confidence=self.include_confidence,
+            include_spans=self.include_spans,
+            store=self.store,
+            project_id=self.project_id,
         )
+        check_writable({"model_id": model_id, "schema" if self.schema else "entities": schema, **options})
         report = RunReport(
             self.log,
             output_path=self.output_path,

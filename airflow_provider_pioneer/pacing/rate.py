@@ -7,32 +7,29 @@ Pioneer counts ``/inference`` requests per *account*: every task on it (mapped s
 other workers, other DAGs) draws on one budget, and none knows how many others there are.
 :class:`AdaptiveRate` needs no tuning and follows one of two rules, whichever applies:
 
-* **The server says what is left** (``X-RateLimit-Remaining`` and ``-Reset``): spend it
-  evenly until the reset, shared with the other tasks::
+* **The server says what is left** (``X-RateLimit-Remaining`` and ``-Reset``, as far as
+  :mod:`~airflow_provider_pioneer.pacing.belief` believes them): spend it evenly until the
+  reset, shared with the other tasks::
 
       pace = (remaining - margin) / (time to reset * sharers)
 
-  ``sharers`` is how many tasks draw on the account, estimated from how fast ``Remaining``
-  falls against what this task itself sent. ``Reset`` means "the window ends" on a fixed
-  window and "the next request fits" on a token bucket or a sliding window: a reset sooner
-  than two round trips is spread over two round trips (what was left an answer ago is all
-  this task can know). The rule holds on every limiter model: on a window it spends the
-  window's budget by its end; on a token bucket and a sliding window it settles where the
-  account draws what the server frees.
+  ``sharers`` is how many tasks draw on the account (:mod:`~airflow_provider_pioneer.pacing.share`).
+  A reset sooner than two round trips is spread over two round trips (what was left an answer
+  ago is all this task can know), counting what a server that frees as it goes frees meanwhile.
+  On a window the rule spends the window's budget by its end; on a token bucket and a sliding
+  window it settles where the account draws what the server frees. An about empty budget
+  paces at what frees, over the sharers.
 * **Otherwise (no headers)**: additive increase, multiplicative decrease on 429. A 429
   *episode* (every 429 of requests sent before the last decrease) decreases the pace once,
   to ``DECREASE`` of what the task delivered; between episodes the pace grows by the same
   small amount for every task (so tasks converge to equal shares), and that amount doubles
-  for every few seconds without a 429 (so a task left alone at the end of a job takes over
-  the budget the others freed in seconds, not minutes).
+  for every few seconds without a 429 (a task left alone takes over in seconds). After a 429
+  with headers, the pace is the lower of the two rules.
 
 A user's ``requests_per_minute`` is a ceiling and where the pace starts: the pace goes lower
-only when the server says so (a 429, or headers). Without one, the pace starts low (a
-sixteenth of the documented limit) until the first answer, then follows the headers or
-doubles until the first 429.
-
-:class:`StaticRate` (``pacing/fixed.py``) is the pacing of earlier releases, kept for
-``Pacer(adaptive=False)`` and the comparisons in ``benchmarks/inference``.
+only when the server says so (a 429, or headers). Without one, the pace starts at a sixteenth
+of the documented limit and doubles until the first answers or the first 429.
+:class:`StaticRate` (``pacing/fixed.py``) is the fixed pace of earlier releases.
 """
 
 from __future__ import annotations
@@ -40,8 +37,11 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from typing import NamedTuple
 
+from airflow_provider_pioneer.pacing.belief import HeaderBelief
 from airflow_provider_pioneer.pacing.headers import RateLimitHeaders
+from airflow_provider_pioneer.pacing.share import AccountShare
 
 __all__ = ["DOCUMENTED_REQUESTS_PER_MINUTE", "AdaptiveRate", "StaticRate"]
 
@@ -49,19 +49,14 @@ from airflow_provider_pioneer.pacing.fixed import StaticRate
 
 #: Pioneer's documented ``POST /inference`` limit per account (CHANGES-2026-08: was 1,200).
 DOCUMENTED_REQUESTS_PER_MINUTE = 5000.0
-#: A limit header without a ``w=`` window is per minute, as all of Pioneer's limits are.
-DEFAULT_WINDOW_SECONDS = 60.0
 
 
-class _Reading:
+class _Reading(NamedTuple):
     """The latest ``X-RateLimit-*`` budget: ``remaining`` at ``seen_at``, whole again at ``reset_at``."""
 
-    __slots__ = ("remaining", "reset_at", "seen_at")
-
-    def __init__(self, remaining: float, reset_at: float, seen_at: float) -> None:
-        self.remaining = remaining
-        self.reset_at = reset_at
-        self.seen_at = seen_at
+    remaining: float
+    reset_at: float
+    seen_at: float
 
 
 class AdaptiveRate:
@@ -103,21 +98,6 @@ class AdaptiveRate:
     #: A budget is spread over at least this many round trips (a reset sooner than that is "the
     #: next request fits", and what was left is known only an answer late).
     SPREAD_RTTS = 2.0
-    #: How many tasks share the account is measured over about this many seconds: the account's
-    #: draw (the fall of the budget plus what the server freed) over this task's answers.
-    SHARE_MEMORY_S = 3.0
-    #: Every task's measured share is raised by this before it paces (see ``_sample_sharers``):
-    #: P tasks then draw about 1 + P times this of the budget rate, which the budget itself
-    #: corrects (it falls), and unequal shares even out within tens of seconds (P = 16, apart).
-    SHARE_BONUS = 0.02
-    #: The first estimate waits for this many answers of the task's own (fewer are noise).
-    SHARE_FIRST_ANSWERS = 3
-    #: A 429 while paced by headers multiplies the estimate of the sharers by this (the
-    #: measurement brings it back down if it was a stray): a wrong estimate costs a few 429s.
-    SHARE_ON_429 = 1.5
-    #: No ``Reset`` is believed beyond this many times the longest of the last ``HEADER_TTL_S``
-    #: (at least 1 s): a lying one can slow the pace, or hold it, at most that much, with a warning.
-    LIE_FACTOR = 10.0
     #: Without answers for this long (and past its reset) a budget is not trusted any more.
     HEADER_TTL_S = 10.0
     #: A task sending under half of what the budget allows it for this long is warned about
@@ -161,23 +141,17 @@ class AdaptiveRate:
         self._answered = 0  # answers of this task, for the share estimate
         self._reading: _Reading | None = None
         self._header_pace: float | None = None  # what the latest reading allowed
-        self._trusted: deque[tuple[float, float]] = deque()  # (seen_at, reset_in) of recent answers
         self._advertised: float | None = None  # Limit / window, when it is believable
-        self.sharers = 1.0
-        self._last_level: tuple[float, float, int, float] | None = (
-            None  # (time, remaining, answered, reset_at)
-        )
-        self._frees = True  # the server frees budget before the reset (not a fixed window)
-        self._reset_anchor: tuple[float, float] | None = None  # (seen_at, reset_at) of a reset that stays put
-        self._drawn = 0.0  # the account's draw and this task's answers, decaying sums
-        self._own = 0.0
-        self._capacity = 0.0  # the largest budget seen: a bucket's size, a window's limit
-        self._longest_reset = 0.0  # the longest Reset seen, seconds
+        self._share = AccountShare()
         self._resume_jitter = 0.0
         self._warned: set[str] = set()
+        self._belief = HeaderBelief(self._notice)
         self._lagging_since: float | None = None
 
-    # -- the pace -------------------------------------------------------------------------------
+    @property
+    def sharers(self) -> float:
+        """How many tasks this one estimates draw on the account (:class:`AccountShare`)."""
+        return self._share.sharers
 
     def _fresh(self, now: float) -> _Reading | None:
         reading = self._reading
@@ -192,14 +166,20 @@ class AdaptiveRate:
 
     def _budget_pace(self, reading: _Reading, now: float) -> float:
         """``(remaining - margin) / (time to reset * sharers)``, with the floors of the docstring."""
-        horizon = max(reading.reset_at - now, self.SPREAD_RTTS * self._rtt)
+        reset_in = reading.reset_at - now
+        horizon = max(reset_in, self.SPREAD_RTTS * self._rtt)
         spare = reading.remaining - self._margin()
+        if self._share.frees and self._advertised is not None and horizon > reset_in:
+            # Spread over round trips longer than the reset, a budget that frees as it goes (a
+            # bucket a second deep) frees that much more meanwhile: not counted, a task alone on
+            # a busy machine (slow answers) paced at 70% of a 1,200/min bucket.
+            spare += self._advertised * (horizon - max(reset_in, 0.0))
         if spare <= 0:
-            # At or below the margin the budget says only "about empty" (a sliding window at
-            # its limit always is): the AIMD pace paces, the empty budget its congestion signal,
-            # and never more than one request per round trip among the sharers: enough to hear
-            # when budget frees, never a burst into an empty budget.
-            return min(self.aimd, 1.0 / (self._rtt * self.sharers))
+            # At or below the margin the budget says only "about empty" (a sliding window at its
+            # limit always is): what frees, shared, as above (else one request per round trip
+            # among the sharers: enough to hear when budget frees), and at most the AIMD pace.
+            frees = self._advertised if self._share.frees and self._advertised is not None else None
+            return min(self.aimd, (frees or 1.0 / self._rtt) * self._share.measured)
         return spare / (horizon * self.sharers)
 
     def header_rate(self, now: float) -> float | None:
@@ -210,7 +190,7 @@ class AdaptiveRate:
         pace = self._budget_pace(reading, now)
         if (
             self.ceiling is None
-            and self._answered < self.SHARE_FIRST_ANSWERS
+            and self._answered < self._share.FIRST_ANSWERS
             and self._first_send is not None
         ):
             # Until it knows how many share the budget, a task starts at a sixteenth of what
@@ -246,9 +226,14 @@ class AdaptiveRate:
     def not_before(self, now: float) -> float:
         """No send before this: the reset (plus jitter), while the announced budget is spent."""
         reading = self._fresh(now)
-        if reading is not None and reading.remaining < 1:
-            return reading.reset_at + self._resume_jitter
-        return now
+        if reading is None or reading.remaining >= 1:
+            return now
+        if self._share.frees and self._advertised is not None and reading.reset_at - reading.seen_at <= 1:
+            # "The next request fits within a second", from a server that frees at a known rate:
+            # pace at what frees (the about-empty rule), not wait out a second that every task
+            # waits out and then leaves together (a sliding window at its limit: 6-9% 429s, P = 16).
+            return now
+        return reading.reset_at + self._resume_jitter
 
     def reset_at(self, now: float) -> float | None:
         """When a fixed window's budget is whole again: no pacing slot needs to wait past it.
@@ -257,7 +242,7 @@ class AdaptiveRate:
         reset is only the next free request, and threads released together there would 429.
         """
         reading = self._fresh(now)
-        return None if reading is None or self._frees else reading.reset_at + self._resume_jitter
+        return None if reading is None or self._share.frees else reading.reset_at + self._resume_jitter
 
     def gate_jitter(self, seconds: float) -> float:
         """Extra seconds to hold after a ``Retry-After`` of ``seconds``, so held tasks do not restart together."""
@@ -296,26 +281,13 @@ class AdaptiveRate:
         """A response announced the account's budget."""
         if sent_at is not None:
             self._observe_rtt(now - sent_at)
-        self._capacity = max(self._capacity, info.remaining)
-        self._read_limit(info)
-        reset_in = info.reset_in
-        if reset_in >= 1 and reset_in == int(reset_in):
-            # Whole seconds, rounded up (every server seen): half a second sooner on average.
-            reset_in -= 0.5
-        self._forget_trusted(now)
-        longest = self.LIE_FACTOR * max([1.0, *(horizon for _, horizon in self._trusted)])
-        if self._trusted and reset_in > longest:
-            # A reset far beyond every recent one (a clock gone wrong, a day's quota) would slow
-            # the pace, or hold it, by as much: believe at most ten times the recent resets.
-            self._notice(
-                "reset",
-                f"the server's X-RateLimit-Reset jumped to {info.reset_in:.0f} s (the answers "
-                f"before said at most {longest / self.LIE_FACTOR:.0f} s); pacing and waiting as "
-                f"if it said {longest:.0f} s, in case it is wrong.",
-            )
-            reset_in = longest
-        else:
-            self._trusted.append((now, reset_in))
+        self._share.capacity = max(self._share.capacity, info.remaining)
+        self._advertised = self._belief.read_limit(info, self._share.capacity)
+        if self.ceiling is None and self._advertised is not None and self._advertised > self.top:
+            # The server knows this account's limit better than the docs do.
+            self.top = self._advertised
+            self.floor = self.top * self.FLOOR_FRACTION
+        reset_in = self._belief.reset_in(info, now)
         reset_at = now + reset_in
         previous = self._fresh(now)
         if previous is None or abs(reset_at - previous.reset_at) > 0.5 or info.remaining < 1:
@@ -323,8 +295,7 @@ class AdaptiveRate:
             # not all leave at its instant (a sliding window frees one request at a time).
             spread = max(min(0.25, 0.1 * reset_in), self.SPREAD_RTTS * self._rtt * (self.sharers - 1))
             self._resume_jitter = self._rng.uniform(0.0, spread)
-        self._sample_sharers(now, info.remaining, reset_at)
-        self._see_freeing(now, reset_at)
+        self._share.sample(now, info.remaining, reset_at, self._answered, self._advertised)
         self._reading = _Reading(info.remaining, reset_at, now)
         self._header_pace = self._budget_pace(self._reading, now)
         self._check_keeping_up(now)
@@ -349,86 +320,6 @@ class AdaptiveRate:
                 f"elsewhere (about {self._rtt * 1000:.0f} ms a request: raise max_concurrency, or the "
                 "input is slow to read).",
             )
-
-    def _forget_trusted(self, now: float) -> None:
-        while self._trusted and self._trusted[0][0] < now - self.HEADER_TTL_S:
-            self._trusted.popleft()
-
-    def _read_limit(self, info: RateLimitHeaders) -> None:
-        if info.limit is None:
-            return
-        if info.limit < info.remaining:
-            # A limit below what is left cannot be the limit (a proxy's header, a per-key limit
-            # beside the account's budget): the budget itself paces, the limit is ignored.
-            self._advertised = None
-            self._notice(
-                "limit",
-                f"the server's X-RateLimit-Limit ({info.limit:.0f}) is below X-RateLimit-Remaining "
-                f"({info.remaining:.0f}); ignoring the limit, pacing by what remains.",
-            )
-            return
-        if "limit" in self._warned:
-            return  # once contradicted, never trusted again in this run
-        self._longest_reset = max(self._longest_reset, info.reset_in)
-        self._advertised = info.limit / self._window(info)
-        if self.ceiling is None and self._advertised > self.top:
-            # The server knows this account's limit better than the docs do.
-            self.top = self._advertised
-            self.floor = self.top * self.FLOOR_FRACTION
-
-    def _window(self, info: RateLimitHeaders) -> float:
-        """The window the ``Limit`` counts over: ``w=`` when sent, else the longest reset seen
-        when the budget comes near the limit (a window's count: slowapi sends "80" for 80 per
-        2 s, and a fresh window announces its whole length), else a minute (a bucket's limit
-        per minute above a bucket a second deep, as Pioneer's own)."""
-        if info.window:
-            return info.window
-        assert info.limit is not None
-        if self._capacity >= info.limit / 2 and 0 < self._longest_reset < DEFAULT_WINDOW_SECONDS:
-            return max(1.0, math.ceil(self._longest_reset))
-        return DEFAULT_WINDOW_SECONDS
-
-    def _sample_sharers(self, now: float, remaining: float, reset_at: float) -> None:
-        """Re-estimate how many tasks draw on the account: the account's draw over this task's.
-
-        Both are sums over the last ``SHARE_MEMORY_S`` or so (a ratio of sums: one task answered
-        a handful of times a second, and a ratio of handfuls is noise).
-        """
-        self._capacity = max(self._capacity, remaining)
-        last = self._last_level
-        self._last_level = (now, remaining, self._answered, reset_at)
-        if last is None:
-            return
-        then, level, answered, last_reset = last
-        own = self._answered - answered
-        span = now - then
-        if span <= 0 or (now > last_reset and last_reset - then > 0.5):
-            return  # a window reset in between: the rise is not the others' doing
-        # What the server freed meanwhile is about the advertised rate (all tasks count it the
-        # same way, so their shares compare: a full bucket's unused refill counts too, and the
-        # budget rule spends a full bucket whatever the estimate).
-        refill = (self._advertised or 0.0) * span if self._frees else 0.0
-        drawn = level - remaining + refill  # answers overtake each other: sums telescope, pairs do not
-        keep = math.exp(-span / self.SHARE_MEMORY_S)
-        self._drawn = self._drawn * keep + drawn
-        self._own = self._own * keep + own
-        if self._answered >= self.SHARE_FIRST_ANSWERS and self._drawn > 0:
-            # The share it measured, plus the same small share for every task: what a task
-            # draws is what it measures, so the measurement alone would keep any split of the
-            # budget (a task that joined late keeps what it grabbed); the common addition is
-            # what evens the shares out, as additive increase does in AIMD.
-            share = min(self._own / self._drawn, 1.0) + self.SHARE_BONUS
-            self.sharers = min(max(1.0 / share, 1.0), 1000.0)
-
-    def _see_freeing(self, now: float, reset_at: float) -> None:
-        """Whether the server frees budget as it goes (a bucket, a sliding window: the default),
-        or only at a window's end (a fixed window): then the announced reset stays put while
-        time passes, where a bucket's or a sliding window's moves on with it."""
-        anchor = self._reset_anchor
-        if anchor is None or abs(reset_at - anchor[1]) > 1.5:  # whole seconds: a second of play
-            self._reset_anchor = (now, reset_at)
-        elif now - anchor[0] >= 2.0 and reset_at - now >= 1.0:
-            self._frees = False
 
     def _observe_rtt(self, rtt: float) -> None:
         if rtt >= 0:
@@ -490,8 +381,7 @@ class AdaptiveRate:
             return False  # sent before the last decrease: part of that episode
         if self._fresh(now) is not None:
             # Paced by the headers and still too fast: more tasks share the budget than estimated.
-            self.sharers *= self.SHARE_ON_429
-            self._drawn *= self.SHARE_ON_429
+            self._share.on_429()
         self._decrease(now)
         return True
 
@@ -499,7 +389,11 @@ class AdaptiveRate:
         pace = self.rate(now)
         # What the task delivered while free to send (a Retry-After hold is not crowding): tasks
         # that all started too fast drop to their share in one episode, not in many.
-        self.aimd = max(self.floor, self.DECREASE * min(pace, self._delivered(now)))
+        # Nothing delivered yet (a 429 among the first answers) says nothing of the task's share:
+        # then it starts again as 16 tasks starting together would. At the floor instead, it sent
+        # one request every 12 s until an answer raised the pace (the benchmark's idle shards).
+        delivered = self._delivered(now) if self._deliveries else pace * self.START_FRACTION
+        self.aimd = max(self.floor, self.DECREASE * min(pace, delivered))
         self.starting = False
         self._last_decrease = now
         self.decreases += 1

@@ -6,7 +6,8 @@
    ``max_keys_created_per_hour`` managed keys may have been created in the last hour;
 2. **create** ``{key_name_prefix}-{UTC timestamp}``: one attempt, never retried (a retried create
    whose first answer was lost makes a second key under the same name; and Pioneer allows 50
-   creates per hour per account); the store **stages** the new document;
+   creates per hour per account); the store **stages** the new document (a failed stage
+   deletes the key, changing nothing);
 3. **verify** the new key answers an authenticated call; if not, delete it and change nothing;
 4. **store** it: the run's only write of the current value (the store's promotion), then read it
    back. Another rotation's key read back means a concurrent rotation won: this run deletes its
@@ -215,7 +216,17 @@ def create(run: Run, pre: Preflight) -> NewKey:
     created_at = str(record.get("created_at") or datetime.now(UTC).isoformat())
     run.log.info("Created Pioneer key %s.", name)
     new = NewKey(key, name, created_at)
-    run.store.stage(new_document(pre, new, planned_revocations(run, pre, new)))
+    try:
+        run.store.stage(new_document(pre, new, planned_revocations(run, pre, new)))
+    except Exception as exc:
+        # A key that is not staged is never stored: left alive it would live, unstored and
+        # counted against the create budget, until a later run sweeps it as an orphan.
+        run.log.warning("Staging in %s raised %s; deleting the new key.", run.store.label, type(exc).__name__)
+        _, outcome = run.discard(name)
+        raise AirflowException(
+            f"Staging the new Pioneer key {name!r} in {run.store.label} failed ({type(exc).__name__}). "
+            f"{outcome} The stored key is unchanged. {run.store.write_advice}"
+        ) from None
     return new
 
 

@@ -189,9 +189,34 @@ _FACTORIES: dict[str, StoreFactory] = {}
 _BUILTIN = ("variable", "secrets_manager")
 
 
+def _kind(value: Any) -> str:
+    """A kind as the registry keys it: the extra and the argument are matched case- and blank-insensitively."""
+    return str(value or "").strip().lower()
+
+
+def _origin(factory: StoreFactory) -> tuple[str, str] | int:
+    """Which factory this is: its module and name, so that the same one registered again (a module
+    imported anew, a DAG file parsed again in one process) replaces itself instead of failing."""
+    module, name = getattr(factory, "__module__", None), getattr(factory, "__qualname__", None)
+    return (module, name) if isinstance(module, str) and isinstance(name, str) else id(factory)
+
+
 def register(kind: str, factory: StoreFactory) -> None:
-    """Make ``kind`` a value of the ``key_store`` extra and operator argument."""
-    _FACTORIES[kind] = factory
+    """Make ``kind`` a value of the ``key_store`` extra and operator argument.
+
+    :raises ValueError: ``kind`` is empty, or another factory has it already (one would silently
+        replace the other, the built-in Variable store included, depending on import order). The
+        same factory (same module and name) registered again replaces itself.
+    """
+    chosen = _kind(kind)
+    if not chosen:
+        raise ValueError(f"A key_store kind must not be empty (got {kind!r}).")
+    known = _FACTORIES.get(chosen)
+    if known is not None and _origin(known) != _origin(factory):
+        raise ValueError(
+            f"key_store kind {chosen!r} is registered already; register the store under a name of its own."
+        )
+    _FACTORIES[chosen] = factory
 
 
 def kinds() -> list[str]:
@@ -214,16 +239,37 @@ def open_store(
     :param conn_id: the connection, for messages.
     :param name: where in the store the key is, as the operator says (``variable_key``); ``None``:
         as the extras say.
-    :raises ValueError: an unknown kind, naming the known ones.
+    :raises ValueError: an unknown kind, naming the known ones (a blank one is the default); a
+        factory that fails (other than with its own ``PioneerError``), saying how.
     """
     _load_builtin()
-    chosen = str(kind or extras.get("key_store") or DEFAULT_KIND).strip().lower()
+    chosen = _kind(kind) or _kind(extras.get("key_store")) or DEFAULT_KIND
     factory = _FACTORIES.get(chosen)
     if factory is None:
         raise ValueError(
             f"Connection {conn_id!r}: unknown key_store {chosen!r}; use one of {', '.join(kinds())}."
         )
-    return factory(extras, conn_id, name, log)
+    try:
+        store = factory(extras, conn_id, name, log)
+    except ValueError:
+        raise  # the store's own message: which setting to fix
+    except Exception as exc:
+        from airflow_provider_pioneer.exceptions import PioneerError  # here: no Airflow at import
+
+        if isinstance(exc, PioneerError):
+            raise  # the store's own message (PioneerConfigurationError: which setting to fix)
+        # A factory failing otherwise (its client library missing...) is a setup problem too:
+        # one line that says so, not a traceback from inside the store.
+        raise ValueError(
+            f"Connection {conn_id!r}: key_store {chosen!r} could not be opened ({type(exc).__name__}: "
+            f"{str(exc)[:200]}). Fix the connection's extras (or install what the store needs), then rerun."
+        ) from None
+    if store is not None and not isinstance(store, KeyStore):
+        raise ValueError(
+            f"Connection {conn_id!r}: key_store {chosen!r} gave a {type(store).__name__}, not a KeyStore "
+            "(a bug in the store's factory)."
+        )
+    return store
 
 
 def _load_builtin() -> None:

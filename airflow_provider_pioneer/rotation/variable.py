@@ -119,6 +119,13 @@ class VariableKeyStore(KeyStore):
         return problem_message(self.name, stored, lost, info_variable_name(self.name))
 
     def reader_mismatch(self, reader: KeyStore | None, conn_id: str) -> str | None:
+        if reader is not None and not isinstance(reader, VariableKeyStore):
+            # Its key_variable may well name this Variable: the store kind is what to fix.
+            return (
+                f"Connection {conn_id!r} must read the key this task rotates, {self.label}, but it reads "
+                f"{reader.label} (its extra key_store): set key_store to {self.kind!r} (or remove it) and "
+                f"key_variable to {self.name!r}."
+            )
         held = reader.name if isinstance(reader, VariableKeyStore) else None
         if held == self.name:
             return None

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow import __version__ as airflow_version
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_provider_pioneer.ui.test_button import PioneerTestButtonMiddleware
+from airflow_provider_pioneer.ui.test_button import root_middlewares
 
 URL_PREFIX = "/pioneer"
 
@@ -45,15 +46,9 @@ class PioneerViewPlugin(AirflowPlugin):
 
     name = "pioneer"
     fastapi_apps = [{"app": _LazyApp(), "url_prefix": URL_PREFIX, "name": "Pioneer view"}]
-    # Airflow 3.3's Test button on a Pioneer connection stored without a port (ui/test_button.py).
-    fastapi_root_middlewares = [
-        {
-            "middleware": PioneerTestButtonMiddleware,
-            "args": [],
-            "kwargs": {},
-            "name": "Pioneer Test button: no port",
-        }
-    ]
+    # The Test button on a Pioneer connection stored without a port, on Airflow 3.3.1 up to the
+    # release carrying apache/airflow#73298 (none yet): ui/test_button.py.
+    fastapi_root_middlewares = root_middlewares(airflow_version)
     external_views = [
         {
             "name": "Pioneer",

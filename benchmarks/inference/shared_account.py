@@ -31,6 +31,7 @@ first reach 90% of the limit). Results go to ``results-<date>-shared-account.jso
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import inspect
 import itertools
@@ -119,6 +120,23 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
 
     ObjectStoragePath(args["input"]).exists()
     op.hook.client  # noqa: B018
+    trace = os.environ.get("PIONEER_BENCH_TRACE")  # a directory: each task's pace, answer by answer
+    if trace:
+        from airflow_provider_pioneer.pacing.rate import AdaptiveRate
+
+        control = op.hook.client.pacer._control
+        steps: list[list[float]] = []
+        seen = AdaptiveRate.on_headers
+
+        def traced(self: Any, info: Any, now: float, sent_at: float | None = None) -> None:
+            seen(self, info, now, sent_at)
+            steps.append([round(time.time(), 3), info.remaining, info.reset_in, round(self.sharers, 2),
+                          round(self.rate(now) * 60), round(self._rtt, 3), self.decreases])  # fmt: skip
+
+        control.on_headers = traced.__get__(control)  # type: ignore[method-assign]
+        atexit.register(
+            lambda: Path(trace, f"{Path(args['output']).name}.json").write_text(json.dumps(steps))
+        )
     print("READY", flush=True)
     go = Path(args["go"])
     while not go.exists():
@@ -260,6 +278,9 @@ def cell(emu: Any, variant: str, p: int, *, work: Path, batch_size: int, seconds
         # From execute() to the task's first request (imports, input, checkpoint, client), per task.
         "startup_s": sorted(round(r.get("first_request", r["start"]) - r["start"], 2) for r in results),
         "pacers": sorted({r.get("pacer", "?") for r in results})[:4],
+        # Each shard's first request and end, seconds after the barrier: its share over its life.
+        "shards": [[round(r.get("first_request", r["start"]) - t0, 2), round(r["end"] - t0, 2)]
+                   for r in results],
         "timeline_ok_429": [
             [round(t - t0, 1), req - r4 - (prev[1] - prev[2]), r4 - prev[2]]
             for prev, (t, req, r4) in itertools.pairwise(samples)

@@ -42,10 +42,16 @@ from tests.dags.test_rotation_dags import (
     set_metastore,
     works,
 )
-from tests.secret_stores import AWS_CONN_ID, MotoSecretsManager, deployment_backend, secrets_manager
+from tests.secret_stores import (
+    AWS_CONN_ID,
+    MotoSecretsManager,
+    deployment_backend,
+    secrets_manager,
+    secrets_manager_server,
+)
 
 pytestmark = [pytest.mark.dags, pytest.mark.providers]
-__all__ = ["secrets_manager"]  # the fixture, imported
+__all__ = ["secrets_manager", "secrets_manager_server"]  # the fixtures, imported
 
 EXAMPLE = "pioneer_key_rotation_secrets_manager"
 

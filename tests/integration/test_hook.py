@@ -75,6 +75,23 @@ def test_bad_extras_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
         PioneerHook().client  # noqa: B018
 
 
+@pytest.mark.parametrize("extra, kind", [("[1, 2]", "an array"), ('"pioneer_api_key"', "a string")])
+def test_extras_that_are_not_a_json_object_are_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, extra: str, kind: str
+) -> None:
+    # Valid JSON that Airflow hands over as it is: every read of an extra (the key store first)
+    # failed with "AttributeError: 'list' object has no attribute 'get'".
+    set_conn(monkeypatch, {"conn_type": "pioneer", "password": "pio_sk_x", "extra": extra})
+    message = (
+        "Connection 'pioneer_default': its extra must be a JSON object, as "
+        f'{{"key_variable": "pioneer_api_key"}}, not {kind}. Fix it in the connection.'
+    )
+    with pytest.raises(ex.PioneerConfigurationError) as failure:
+        PioneerHook().get_api_key()
+    assert str(failure.value) == message
+    assert PioneerHook().test_connection() == (False, message)
+
+
 def test_cleared_form_fields_mean_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     extra = {"timeout": None, "max_retries": "", "deadline": None, "allow_insecure_http": None}
     set_conn(monkeypatch, {"conn_type": "pioneer", "password": "pio_sk_x", "extra": extra})

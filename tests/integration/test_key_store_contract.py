@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_pioneer._compat import AirflowFailException
+from airflow_provider_pioneer._compat import AirflowException, AirflowFailException
 from airflow_provider_pioneer.hooks.pioneer import PioneerHook
 from airflow_provider_pioneer.operators.key_rotation import PioneerKeyRotationOperator
 from airflow_provider_pioneer.rotation import store as store_module
@@ -122,6 +122,31 @@ def test_a_discarded_key_takes_its_staged_document_with_it(memory: PioneerEmulat
     with pytest.raises(AirflowFailException, match="failed its check"):
         PioneerKeyRotationOperator(task_id="rotate").execute({})
 
+    ops = [op for op, _ in MemoryStore.calls if op != "read"]
+    assert ops == ["stage", "discard_staged"] and MemoryStore.value == before
+    assert memory.alive_key_names() == [memory.api_key_name]
+
+
+def test_a_failed_stage_deletes_the_new_key_and_changes_nothing(
+    memory: PioneerEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store with versions stages over the network (a throttled or refused put): the key it could
+    # not stage is never stored, so it must not stay alive (it would count against the hourly
+    # create budget, and live until a later rotation sweeps it as an orphan).
+    before = MemoryStore.value
+
+    def refused(self: MemoryStore, document: str) -> None:
+        MemoryStore.calls.append(("stage", json.loads(document)["name"]))
+        raise RuntimeError("ThrottlingException")
+
+    monkeypatch.setattr(MemoryStore, "stage", refused)
+    with pytest.raises(
+        AirflowException, match=r"Staging the new Pioneer key .* failed \(RuntimeError\)"
+    ) as failure:
+        PioneerKeyRotationOperator(task_id="rotate").execute({})
+
+    assert not isinstance(failure.value, AirflowFailException)  # a store hiccup: the retry may pass
+    assert "was deleted" in str(failure.value) and "unchanged" in str(failure.value)
     ops = [op for op, _ in MemoryStore.calls if op != "read"]
     assert ops == ["stage", "discard_staged"] and MemoryStore.value == before
     assert memory.alive_key_names() == [memory.api_key_name]

@@ -16,10 +16,16 @@ from airflow_provider_pioneer.hooks.pioneer import PioneerHook
 from airflow_provider_pioneer.rotation.document import build_document, parse_stored
 from airflow_provider_pioneer.rotation.secrets_manager import PromotionRefused, SecretsManagerKeyStore
 from airflow_provider_pioneer.testing import PioneerEmulator
-from tests.secret_stores import AWS_CONN_ID, MotoSecretsManager, deployment_backend, secrets_manager
+from tests.secret_stores import (
+    AWS_CONN_ID,
+    MotoSecretsManager,
+    deployment_backend,
+    secrets_manager,
+    secrets_manager_server,
+)
 
 pytestmark = pytest.mark.providers
-__all__ = ["secrets_manager"]  # the fixture, imported
+__all__ = ["secrets_manager", "secrets_manager_server"]  # the fixtures, imported
 
 
 def connect(monkeypatch: pytest.MonkeyPatch, emu: PioneerEmulator, password: str, **extra: Any) -> None:

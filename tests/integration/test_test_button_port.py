@@ -1,6 +1,7 @@
 """The connection list's Test button on a Pioneer connection stored without a port (as the UI's own
-Add Connection form stores it): Airflow 3.3's UI posts ``"port": 0`` and, without the provider's
-root middleware (airflow_provider_pioneer/ui/test_button.py), the api-server answers 400."""
+Add Connection form stores it): the UI posts ``"port": 0`` and, on Airflow 3.3.1 and later without
+the provider's root middleware (airflow_provider_pioneer/ui/test_button.py), the api-server answers
+400. The middleware is installed only on the releases that refuse the request."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_pioneer.ui.test_button import without_empty_port
+from airflow_provider_pioneer.ui.test_button import (
+    PioneerTestButtonMiddleware,
+    needs_port_fix,
+    root_middlewares,
+    without_empty_port,
+)
 from tests.dags.conftest import airflow_db  # noqa: F401  (the session's migrated DB)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,6 +36,37 @@ def test_only_an_empty_port_of_a_pioneer_test_request_is_dropped() -> None:
         raw = json.dumps(untouched).encode()
         assert without_empty_port(raw) == raw
     assert without_empty_port(b"not json") == b"not json"
+
+
+def test_the_middleware_is_installed_only_on_the_releases_that_refuse_port_0() -> None:
+    # Read in each release's apache-airflow-core wheel: 3.1.x to 3.3.0 compare no port, 3.3.1 and
+    # 3.3.2 take 0 for another endpoint; no release carries apache/airflow#73298 yet.
+    for version in ("3.1.2", "3.1.8", "3.2.2", "3.3.0"):
+        assert not needs_port_fix(version), version
+        assert root_middlewares(version) == [], version
+    for version in ("3.3.1rc1", "3.3.1", "3.3.2", "3.4.0.dev0", "4.0.0", "nightly"):
+        assert needs_port_fix(version), version
+        (entry,) = root_middlewares(version)
+        assert entry["middleware"] is PioneerTestButtonMiddleware, version
+    from airflow import __version__
+
+    from airflow_provider_pioneer.ui.plugin import PioneerViewPlugin
+
+    assert PioneerViewPlugin.fastapi_root_middlewares == root_middlewares(__version__)
+
+
+def test_the_gate_matches_what_the_installed_airflow_refuses() -> None:
+    """A tripwire for the release that carries apache/airflow#73298: once the matrix installs it,
+    this fails until ``FIXED_IN`` names it (the middleware would then run where nothing needs it)."""
+    import inspect
+
+    from airflow import __version__
+    from airflow.api_fastapi.core_api.routes.public import connections as routes
+
+    compares_endpoints = "differs from the stored connection" in inspect.getsource(routes.test_connection)
+    same_endpoint = getattr(routes, "_same_endpoint", None)  # 3.3.2 on; 3.3.1 compares with !=
+    refuses_port_0 = compares_endpoints and (same_endpoint is None or not same_endpoint(0, None))
+    assert needs_port_fix(__version__) == refuses_port_0, (__version__, compares_endpoints)
 
 
 @pytest.fixture

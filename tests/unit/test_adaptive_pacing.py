@@ -24,6 +24,7 @@ from airflow_provider_pioneer.pacing import (
     RateLimitHeaders,
     parse_rate_limit_headers,
 )
+from airflow_provider_pioneer.pacing.belief import HeaderBelief
 from tests.unit.pacing_sim import (
     SERVERS,
     Server,
@@ -223,6 +224,24 @@ def test_all_the_429s_of_one_overload_are_one_decrease() -> None:
     assert (pacer.rate_per_minute or 0) < after_episode
 
 
+def test_a_slot_booked_at_a_slow_pace_is_pulled_in_when_the_pace_rises() -> None:
+    """429s before a task's first answers set its pace at the floor (a request every 12 s at
+    5,000/min); the answers in flight raised it again, but the slot booked at the floor held all
+    of the task's threads until then (the benchmark's shards idle 12 s, 1,200/min, P = 16)."""
+    pacer, clock = make()
+    for _ in range(3):  # three 429 episodes before any answer: the pace falls to the floor
+        assert pacer.acquire()
+        pacer.on_rate_limited(None)
+    assert (pacer.rate_per_minute or 0) <= 10
+    assert pacer.acquire()  # leaves now, and the next slot is ~12 s away at this pace
+    for _ in range(8):  # the requests in flight are answered: the pace is back up
+        pacer.on_success()
+    assert (pacer.rate_per_minute or 0) >= 100
+    start = clock.now
+    assert pacer.acquire()
+    assert clock.now - start <= 1.0
+
+
 def test_a_retry_after_holds_with_jitter_so_tasks_do_not_restart_together() -> None:
     waits = []
     for seed in range(5):
@@ -306,9 +325,9 @@ def test_a_reset_far_beyond_the_recent_ones_slows_at_most_tenfold_with_a_warning
     t = _answers(ctl, [(5000, 4000 - i, 30) for i in range(50)])
     before = ctl.rate(t)
     t = _answers(ctl, [(5000, 3950, 3000)], t)  # a clock gone wrong: 50 minutes
-    assert before / AdaptiveRate.LIE_FACTOR <= ctl.rate(t) < before
+    assert before / HeaderBelief.LIE_FACTOR <= ctl.rate(t) < before
     t = _answers(ctl, [(5000, 0, 3000)], t)  # and "spent" until then: held ten resets, not 3000 s
-    assert ctl.not_before(t) - t <= AdaptiveRate.LIE_FACTOR * 30
+    assert ctl.not_before(t) - t <= HeaderBelief.LIE_FACTOR * 30
     assert any("X-RateLimit-Reset jumped to 3000 s" in n for n in ctl.notices)
 
 
@@ -383,19 +402,19 @@ def test_with_headers_shards_spend_every_limiter_model_near_its_bound(
     model: str, tasks: int, apart: bool
 ) -> None:
     """Issue 17's targets with headers: at least 95% of the bound and at most 1% of requests
-    answered 429, met for P = 1 to 16 on the bucket and the fixed window and for P = 1 to 4 on the
+    answered 429, met for P = 1 to 16 on the bucket and the fixed window and for P = 1 to 8 on the
     sliding log and counter; no shard below half its fair share. Measured, not met here: the
-    sliding log and counter from P = 8 at 1,200 per 60 s (2-3% 429s at P = 8, 8-10% at 16, up to
-    16% at 32; each shard hears about once a second, too seldom to steer a budget that frees one
-    request at a time). Real shard processes did better than this simulation there (P = 4 on 5-s
-    windows: none; P = 16 on a 2-s sliding log: 4.8%). The earlier controller reached 38% of the
-    bound on a sliding window."""
+    sliding log and counter at P = 16 (0.9-1.9% 429s) and 32 (4.3-4.7%). Before, the sliding
+    windows' first window (whose oldest request stays put) was taken for a fixed window for good,
+    so a spent budget was waited out to its whole-second reset by every task, which then left
+    together: 2-3% 429s at P = 8, 7-9% at 16. The earlier controller reached 38% of the bound
+    on a sliding window."""
     job, share_429, fair = _job(model, tasks, headers=True, apart=apart)
     assert job >= (0.95 if tasks <= 16 else 0.90)
     if model in ("token_bucket", "fixed_window"):
         max_429 = 0.01 if tasks <= 16 else 0.03
     else:
-        max_429 = 0.01 if tasks <= 4 else 0.04 if tasks <= 8 else 0.12 if tasks <= 16 else 0.18
+        max_429 = 0.01 if tasks <= 8 else 0.025 if tasks <= 16 else 0.06
     assert share_429 <= max_429
     assert fair >= 0.5
 
@@ -435,3 +454,28 @@ def test_the_simulated_limiters_count_as_the_emulators_limits_library_does() -> 
             ok, _, info = sim.take(t)
             assert ok == allowed, (model, t)
             assert float(real.headers()["X-RateLimit-Remaining"]) == info.remaining, (model, t)
+
+
+@pytest.mark.parametrize("tasks", [1, 2, 4, 8])
+def test_shards_started_apart_on_a_small_bucket_share_it_fairly_and_end_near_the_bound(tasks: int) -> None:
+    """Issue 17's fairness target on the benchmark's failing case: a 1,200/min token bucket one
+    second deep, answers slowed as on a busy machine (30 ms plus 100 ms on average), half the
+    shards starting 8 s after the others (an unequal split to begin with). Every shard gets at
+    least half its fair share over its life and the job ends within 1.2x the bound's time.
+
+    The controller before this counted a full bucket's unused refill as the others' draw: a task
+    alone took itself for one of ten or twenty and crawled (P = 1 never finished its 500
+    requests in 200 s; P = 4 took 4.6-6.6x the bound's time). Measured, not met here: P = 16
+    (31 requests a shard, 1.2-1.6x)."""
+    bound = 1200 / 60
+    quota = 500 // tasks
+    starts = [0.0 if i < max(1, tasks // 2) else 8.0 for i in range(tasks)]
+    for seed in range(3):
+        result = simulate(
+            adaptive_tasks(tasks, seed=seed + tasks), TokenBucketServer(1200), seconds=200, latency=0.03,
+            quota=quota, starts=starts, headers=True, seed=seed, latency_jitter=0.1,
+        )  # fmt: skip
+        assert max(result.finished_at) <= 1.2 * quota * tasks / bound, (seed, result.finished_at)
+        for end, start in zip(result.finished_at, starts, strict=True):
+            assert quota / (end - start) >= 0.5 * bound / tasks, (seed, result.finished_at)
+        assert result.share_429 <= 0.01

@@ -138,3 +138,111 @@ def test_the_view_reads_the_variable_through_its_own_reader() -> None:
 
     facts = VariableKeyStore("pioneer_api_key", read_value=read).describe()
     assert seen == ["pioneer_api_key"] and facts.name == "airflow-x-2"
+
+
+def _fake(extras: Any, conn_id: str, name: str | None, log: Any) -> KeyStore | None:
+    return None
+
+
+def test_a_kind_is_registered_as_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The extra is matched case- and blank-insensitively, so the registry must be keyed alike.
+    monkeypatch.setattr(store_module, "_FACTORIES", dict(store_module._FACTORIES))
+    store_module.register(" Memory ", _fake)
+    assert "memory" in kinds()
+    assert open_store(None, {"key_store": "MEMORY"}, conn_id="c") is None  # found, not "unknown"
+
+
+def test_a_kind_registered_twice_is_refused_not_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "_FACTORIES", dict(store_module._FACTORIES))
+    store_module.register("memory", _fake)
+    store_module.register("memory", _fake)  # the same factory again (a module imported twice): fine
+    again = type(_fake)(_fake.__code__, _fake.__globals__, _fake.__name__)  # as a re-executed module has it
+    store_module.register("memory", again)
+    assert store_module._FACTORIES["memory"] is again
+    with pytest.raises(ValueError, match=r"key_store kind 'variable' is registered already"):
+        store_module.register("Variable", _fake)  # would silently replace the built-in store
+    with pytest.raises(ValueError, match="empty"):
+        store_module.register("  ", _fake)
+    assert isinstance(open_store(None, {"key_variable": "k_api_key"}, conn_id="c"), VariableKeyStore)
+
+
+def test_a_blank_key_store_extra_means_the_default() -> None:
+    # A form field cleared to spaces is no kind: the default, as an empty one is.
+    for blank in ("", "  ", None):
+        chosen = open_store(None, {"key_store": blank, "key_variable": "k_api_key"}, conn_id="c")
+        assert isinstance(chosen, VariableKeyStore)
+    assert isinstance(open_store(" ", {"key_variable": "k_api_key"}, conn_id="c"), VariableKeyStore)
+
+
+def test_a_store_that_cannot_be_opened_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_pioneer.exceptions import PioneerConfigurationError
+    from airflow_provider_pioneer.hooks.pioneer import PioneerHook
+
+    def broken(extras: Any, conn_id: str, name: str | None, log: Any) -> KeyStore | None:
+        raise ModuleNotFoundError("No module named 'boto3'")
+
+    def refusing(extras: Any, conn_id: str, name: str | None, log: Any) -> KeyStore | None:
+        raise PioneerConfigurationError("Connection 'c': key_store 'strict' needs the extra key_store_id.")
+
+    monkeypatch.setitem(store_module._FACTORIES, "broken", broken)
+    monkeypatch.setitem(store_module._FACTORIES, "strict", refusing)
+    hook = PioneerHook("c")
+    hook.__dict__["_extras"] = {"key_store": "broken"}  # no connection is read: the extras are given
+    with pytest.raises(PioneerConfigurationError) as failure:
+        hook.open_key_store()
+    assert str(failure.value) == (
+        "Connection 'c': key_store 'broken' could not be opened (ModuleNotFoundError: No module named "
+        "'boto3'). Fix the connection's extras (or install what the store needs), then rerun."
+    )
+    assert failure.value.__cause__ is None and failure.value.__suppress_context__
+    with pytest.raises(PioneerConfigurationError, match="needs the extra key_store_id"):
+        hook.open_key_store("strict")  # the store's own message passes through as it is
+
+
+class _SecretStore(KeyStore):
+    """Another kind of store, as the connection may name one (only its label is read here)."""
+
+    kind = "other"
+    noun = "secret"
+
+    @property
+    def label(self) -> str:
+        return "secret 'pioneer'"
+
+    def read(self, *, fresh: bool = True) -> Any:
+        raise NotImplementedError
+
+    def explain(self, stored: Any, *, consult_records: bool = True) -> str | None:
+        raise NotImplementedError
+
+    def reader_mismatch(self, reader: KeyStore | None, conn_id: str) -> str | None:
+        raise NotImplementedError
+
+    def promote(self, document: str, expected: Any) -> None:
+        raise NotImplementedError
+
+    def restore(self, before: Any) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def describe(self) -> KeyFacts:
+        raise NotImplementedError
+
+
+def test_a_connection_reading_another_kind_of_store_is_told_so() -> None:
+    # Its key_variable may name the very Variable: "(it is None)" would send the user to the
+    # wrong extra. The connection reads the secret: its key_store is what to fix.
+    message = VariableKeyStore("pioneer_api_key").reader_mismatch(_SecretStore(), "c")
+    assert message == (
+        "Connection 'c' must read the key this task rotates, Variable 'pioneer_api_key', but it reads "
+        "secret 'pioneer' (its extra key_store): set key_store to 'variable' (or remove it) and "
+        "key_variable to 'pioneer_api_key'."
+    )
+
+
+def test_a_factory_must_return_a_key_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Else the hook's first read fails inside its own fallback, on the object's missing label.
+    monkeypatch.setitem(
+        store_module._FACTORIES, "loose", lambda extras, conn_id, name, log: "pioneer_api_key"
+    )
+    with pytest.raises(ValueError, match=r"key_store 'loose' gave a str, not a KeyStore"):
+        open_store("loose", {}, conn_id="c")
