@@ -12,7 +12,7 @@ PIP_INSTALL := timeout 900 $(BIN)/python -m pip install --quiet -c $(LOCK)
 SNAPSHOT := $(CURDIR)/conformance/openapi-inference.json
 OPENAPI ?= $(firstword $(wildcard $(CURDIR)/../shared/pioneer/openapi-inference.json) $(SNAPSHOT))
 
-.PHONY: lock venv lint typecheck test unit conformance docs demo airflow e2e browser bench bench-celery test-matrix release-check clean
+.PHONY: lock venv lint typecheck test test-demo unit conformance docs demo airflow e2e browser bench bench-celery test-matrix release-check clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,12 @@ typecheck: $(STAMP)
 PYTEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 test: lint typecheck
-	$(BIN)/pytest $(XDIST) --durations=25
+	$(BIN)/pytest $(XDIST) -m "not demo" --durations=25
+
+# The demo's own tests (tests/integration/test_demo.py): `make demo` end to end, twice; about two
+# minutes, so a step of .ci/run of its own rather than part of `make test`.
+test-demo: $(STAMP)
+	$(BIN)/pytest -m demo -p no:randomly tests/integration/test_demo.py
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

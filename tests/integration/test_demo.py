@@ -12,7 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
+
+# `make test-demo` (its own step of .ci/run), not `make test`: two whole runs of scripts/demo.py
+# (each a fresh Airflow home and every example DAG) take about two minutes of the suite's ten.
+pytestmark = pytest.mark.demo
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "example_dags" / "data" / "news_sample.jsonl"
