@@ -108,7 +108,21 @@ class PioneerHook(BaseHook):
                 f"Connection {self.pioneer_conn_id!r}: its extra must be a JSON object, as "
                 f'{{"key_variable": "pioneer_api_key"}}, not {kind}. Fix it in the connection.'
             )
+        self._check_key_store(extras)
         return extras
+
+    def _check_key_store(self, extras: dict[str, Any]) -> None:
+        """Refuse an unknown ``key_store`` extra as the extras are read: every task that reads its key
+        would fail on it, a hook that never does (a client for a given key) only later, or never."""
+        from airflow_provider_pioneer.rotation.store import kinds, unknown_kind
+
+        unknown = unknown_kind(extras.get("key_store"))
+        if unknown is not None:
+            raise PioneerConfigurationError(
+                f"Connection {self.pioneer_conn_id!r}: unknown key_store {unknown!r}; use one of "
+                f"{', '.join(kinds())} in the connection's extra key_store, or remove it (the key is "
+                "then read from the Variable key_variable names)."
+            )
 
     @cached_property
     def _options(self) -> ConnectionOptions:

@@ -42,6 +42,20 @@ def _templated(value: Any) -> bool:
     return isinstance(value, str) and "{{" in value
 
 
+def _check_key_store(kind: str | None) -> None:
+    """Refuse an unknown ``key_store`` when the DAG is parsed (the argument is not templated)."""
+    from airflow_provider_pioneer.rotation.store import kinds, unknown_kind
+
+    unknown = unknown_kind(kind)
+    if unknown is None:
+        return
+    templated = " (key_store is not templated: name the store itself)" if _templated(kind) else ""
+    raise ValueError(
+        f"key_store {kind!r} is no known key store; use one of {', '.join(kinds())}, or leave it "
+        f"unset for the connection's extra key_store{templated}."
+    )
+
+
 def _as_timedelta(value: timedelta | float) -> timedelta:
     grace = value if isinstance(value, timedelta) else timedelta(seconds=float(value))
     if grace < timedelta(0):
@@ -86,6 +100,7 @@ class PioneerKeyRotationOperator(BaseOperator):
     :param pioneer_conn_id: the Pioneer connection.
     :param key_store: where the key is stored (a kind of :mod:`~airflow_provider_pioneer.rotation.store`);
         default the connection's extra ``key_store``, else ``variable`` (the Variable ``variable_key``).
+        Not templated: an unknown kind is refused when the DAG is parsed, naming the known ones.
     """
 
     template_fields: Sequence[str] = ("variable_key", "key_name_prefix", "old_key_name")
@@ -110,6 +125,7 @@ class PioneerKeyRotationOperator(BaseOperator):
             check_variable_key(variable_key)
         if key_name_prefix is not None and not _templated(key_name_prefix):
             check_key_name_prefix(key_name_prefix)
+        _check_key_store(key_store)
         if not isinstance(max_keys_created_per_hour, int) or max_keys_created_per_hour < 1:
             raise ValueError(
                 f"max_keys_created_per_hour must be a positive integer, not {max_keys_created_per_hour!r}."

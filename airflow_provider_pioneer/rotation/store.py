@@ -39,6 +39,7 @@ __all__ = [
     "kinds",
     "open_store",
     "register",
+    "unknown_kind",
 ]
 
 #: The store when neither the operator nor the connection names one: the Airflow Variable.
@@ -226,6 +227,14 @@ def kinds() -> list[str]:
     """The registered kinds."""
     _load_builtin()
     return sorted(_FACTORIES)
+
+
+def unknown_kind(value: Any) -> str | None:
+    """``value`` as the registry keys it when no store is registered under it; ``None`` when one is,
+    or when it is blank (the default store)."""
+    _load_builtin()
+    chosen = _kind(value)
+    return chosen if chosen and chosen not in _FACTORIES else None
 
 
 def open_store(

@@ -77,6 +77,27 @@ def test_bad_extras_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
         PioneerHook().client  # noqa: B018
 
 
+def test_an_unknown_key_store_extra_is_refused_with_the_extras(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Refused where the extras are read, not first when a task reads its key: a hook that never
+    # reads one (a client for a given key) would otherwise run on a connection every task fails on.
+    extra = {"key_store": "vault", "key_variable": "pioneer_api_key"}
+    set_conn(monkeypatch, {"conn_type": "pioneer", "password": "pio_sk_x", "extra": extra})
+    message = (
+        "Connection 'pioneer_default': unknown key_store 'vault'; use one of aws_secrets_manager, variable "
+        "in the connection's extra key_store, or remove it (the key is then read from the Variable "
+        "key_variable names)."
+    )
+    with pytest.raises(ex.PioneerConfigurationError) as failure:
+        PioneerHook().client_for_key("pio_sk_x")
+    assert str(failure.value) == message
+    assert PioneerHook().test_connection() == (False, message)
+    # Matched as the registry matches it: case and surrounding blanks do not count.
+    set_conn(
+        monkeypatch, {"conn_type": "pioneer", "password": "pio_sk_x", "extra": {"key_store": " Variable "}}
+    )
+    PioneerHook().client_for_key("pio_sk_x").close()
+
+
 @pytest.mark.parametrize("extra, kind", [("[1, 2]", "an array"), ('"pioneer_api_key"', "a string")])
 def test_extras_that_are_not_a_json_object_are_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, extra: str, kind: str

@@ -257,6 +257,20 @@ def test_operator_refuses_a_variable_name_airflow_would_not_mask_at_parse_time()
         PioneerKeyRotationOperator(task_id="rotate", max_keys_created_per_hour=0)
 
 
+def test_operator_refuses_an_unknown_key_store_at_parse_time() -> None:
+    # key_store is not templated: its value is final when the DAG file is parsed.
+    with pytest.raises(
+        ValueError,
+        match=r"^key_store 'vault' is no known key store; use one of aws_secrets_manager, variable",
+    ):
+        PioneerKeyRotationOperator(task_id="rotate", key_store="vault")
+    with pytest.raises(ValueError, match="key_store is not templated"):
+        PioneerKeyRotationOperator(task_id="rotate", key_store="{{ var.value.store }}")
+    assert "key_store" not in PioneerKeyRotationOperator.template_fields
+    for known in (None, "", "variable", " AWS_Secrets_Manager "):
+        assert PioneerKeyRotationOperator(task_id="rotate", key_store=known).key_store == known
+
+
 def test_operator_defaults_and_templated_names_checked_later() -> None:
     op = PioneerKeyRotationOperator(task_id="rotate", variable_key="{{ params.var }}")
     assert op.variable_key == "{{ params.var }}"
