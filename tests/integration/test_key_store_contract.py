@@ -206,3 +206,21 @@ def test_a_401_rereads_the_key_from_the_store_past_its_cache(memory: PioneerEmul
 
     assert fresh["name"] in [r["name"] for r in hook.list_api_keys()]  # the 401 was answered by a re-read
     assert MemoryStore.calls == [("read", True)]
+
+
+def test_a_key_the_store_hands_over_is_masked_by_the_hook(memory: PioneerEmulator) -> None:
+    # MemoryStore masks nothing, and the key is one only the store knows (never the connection's,
+    # never in the environment): after the 401 re-read, which hands it to the client without
+    # passing get_api_key, only the hook's own mask_secret can have taught the masker.
+    from tests.airflow_compat import redact
+
+    hook = PioneerHook()
+    assert hook.list_api_keys()
+    only_in_store = memory.create_key("store-only")
+    assert only_in_store in str(redact(f"key={only_in_store}"))  # nothing masked it yet
+    MemoryStore.value = build_document(only_in_store, "store-only", None, [])
+    memory.inject(status=401, path="/list-api-keys", times=1)
+
+    assert hook.list_api_keys()  # 401, then the re-read hands over the store's key
+    assert hook.client.stats.snapshot()["statuses"][401] == 1
+    assert only_in_store not in str(redact(f"key={only_in_store}"))
