@@ -39,7 +39,7 @@ import random
 from collections import deque
 from typing import NamedTuple
 
-from airflow_provider_pioneer.pacing.belief import HeaderBelief
+from airflow_provider_pioneer.pacing.belief import HeaderBelief, WindowEnd
 from airflow_provider_pioneer.pacing.headers import RateLimitHeaders
 from airflow_provider_pioneer.pacing.share import AccountShare
 
@@ -52,11 +52,13 @@ DOCUMENTED_REQUESTS_PER_MINUTE = 5000.0
 
 
 class _Reading(NamedTuple):
-    """The latest ``X-RateLimit-*`` budget: ``remaining`` at ``seen_at``, whole again at ``reset_at``."""
+    """The latest ``X-RateLimit-*`` budget: ``remaining`` at ``seen_at``, whole again at ``reset_at``;
+    ``sent_at``: when the request it answered left (``None``: not known)."""
 
     remaining: float
     reset_at: float
     seen_at: float
+    sent_at: float | None = None
 
 
 class AdaptiveRate:
@@ -136,10 +138,12 @@ class AdaptiveRate:
         self._deliveries: deque[float] = deque()
         self._holds: deque[tuple[float, float]] = deque()
         self._first_send: float | None = None
+        self._sends: deque[float] = deque()  # when this task's recent requests left
         self._srtt = 0.05  # seconds, smoothed; a loopback-to-cloud guess until the first answer
         self._rttvar = 0.0  # its mean deviation (as TCP keeps them, RFC 6298)
         self._answered = 0  # answers of this task, for the share estimate
         self._reading: _Reading | None = None
+        self._window_end = WindowEnd()
         self._header_pace: float | None = None  # what the latest reading allowed
         self._advertised: float | None = None  # Limit / window, when it is believable
         self._share = AccountShare()
@@ -159,16 +163,24 @@ class AdaptiveRate:
             return None
         return reading
 
-    def _margin(self) -> float:
-        # What the account sends while an answer travels: this task's share of it times the sharers.
+    def _margin(self, reading: _Reading) -> float:
+        """What the account sent that the reading does not count yet, plus ``MARGIN``: this task's
+        requests sent after the one the reading answered, counted (estimated as its pace times a
+        busy machine's slow round trip, 0.3-0.5 s, a task alone kept a tenth of every 100-request
+        window unspent), and the others', estimated: that pace times the other sharers and the
+        round trip."""
         pace = self._header_pace if self._header_pace is not None else self.aimd
-        return self.MARGIN + pace * self.sharers * self._rtt
+        others = pace * (self.sharers - 1.0) * self._rtt
+        if reading.sent_at is None:
+            return self.MARGIN + pace * self._rtt + others
+        own = sum(1 for sent in reversed(self._sends) if sent > reading.sent_at)
+        return self.MARGIN + own + others
 
     def _budget_pace(self, reading: _Reading, now: float) -> float:
         """``(remaining - margin) / (time to reset * sharers)``, with the floors of the docstring."""
         reset_in = reading.reset_at - now
         horizon = max(reset_in, self.SPREAD_RTTS * self._rtt)
-        spare = reading.remaining - self._margin()
+        spare = reading.remaining - self._margin(reading)
         if self._share.frees and self._advertised is not None and horizon > reset_in:
             # Spread over round trips longer than the reset, a budget that frees as it goes (a
             # bucket a second deep) frees that much more meanwhile: not counted, a task alone on
@@ -281,6 +293,14 @@ class AdaptiveRate:
         """A response announced the account's budget."""
         if sent_at is not None:
             self._observe_rtt(now - sent_at)
+            latest = self._fresh(now)
+            if latest is not None and latest.sent_at is not None and sent_at < latest.sent_at:
+                # Overtaken: a request that left before the one of the reading in hand (answers
+                # 20-200 ms apart on a busy machine pass each other) tells an older budget. Taken
+                # as the latest, the last window's "24 left" after a new window's "99" read as 75
+                # drawn by others (the estimate of the sharers doubled) and as a reset that moved
+                # (a fixed window taken for one that frees): a task alone paced at 75-85% of it.
+                return
         self._share.capacity = max(self._share.capacity, info.remaining)
         self._advertised = self._belief.read_limit(info, self._share.capacity)
         if self.ceiling is None and self._advertised is not None and self._advertised > self.top:
@@ -288,15 +308,18 @@ class AdaptiveRate:
             self.top = self._advertised
             self.floor = self.top * self.FLOOR_FRACTION
         reset_in = self._belief.reset_in(info, now)
-        reset_at = now + reset_in
         previous = self._fresh(now)
+        if previous is not None:
+            self._window_end.see(previous.remaining, previous.reset_at, info.remaining, now + reset_in,
+                                 self._share.capacity)  # fmt: skip
+        reset_at = self._window_end.reset_at(info, reset_in, now, sent_at, frees=self._share.frees)
         if previous is None or abs(reset_at - previous.reset_at) > 0.5 or info.remaining < 1:
             # A new window (or a spent one): a fresh offset, so tasks that wait for this reset do
             # not all leave at its instant (a sliding window frees one request at a time).
             spread = max(min(0.25, 0.1 * reset_in), self.SPREAD_RTTS * self._rtt * (self.sharers - 1))
             self._resume_jitter = self._rng.uniform(0.0, spread)
         self._share.sample(now, info.remaining, reset_at, self._answered, self._advertised)
-        self._reading = _Reading(info.remaining, reset_at, now)
+        self._reading = _Reading(info.remaining, reset_at, now, sent_at)
         self._header_pace = self._budget_pace(self._reading, now)
         self._check_keeping_up(now)
 
@@ -356,6 +379,9 @@ class AdaptiveRate:
     def on_sent(self, now: float) -> None:
         if self._first_send is None:
             self._first_send = now
+        self._sends.append(now)
+        while self._sends and self._sends[0] < now - self.HEADER_TTL_S:
+            self._sends.popleft()  # an answer older than this is not trusted anyway
 
     def on_success(self, now: float, sent_at: float | None) -> None:
         """A request was answered: count it, and let the AIMD pace grow."""
