@@ -13,56 +13,28 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tests.moto_server import MotoServer, moto_server
+
 S3_CONN_ID = "pioneer_test_s3"
-_S3_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class MotoS3:
-    """moto's S3 server on loopback; ``new_bucket()`` gives each test an empty bucket."""
+    """S3 on moto's server; ``new_bucket()`` gives each test an empty bucket.
 
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
+    :param server: the running server.
+    """
 
-        # The server logs every request through werkzeug: keep the test logs readable.
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.connection = json.dumps(
-            {
-                "conn_type": "aws",
-                "login": _S3_CREDENTIALS["aws_access_key_id"],
-                "password": _S3_CREDENTIALS["aws_secret_access_key"],
-                "extra": {"endpoint_url": self.url, "region_name": "us-east-1"},
-            }
-        )
-
-    def start(self) -> None:
-        self._server.start()
-        os.environ[f"AIRFLOW_CONN_{S3_CONN_ID.upper()}"] = self.connection
-
-    def stop(self) -> None:
-        os.environ.pop(f"AIRFLOW_CONN_{S3_CONN_ID.upper()}", None)
-        self._server.stop()
+    def __init__(self, server: MotoServer) -> None:
+        self.server = server
 
     def client(self) -> Any:
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", **_S3_CREDENTIALS)
+        return self.server.client()
 
     def new_bucket(self) -> str:
         """An empty bucket; returns the ``s3://`` URL of its root (with the connection id)."""
@@ -78,12 +50,13 @@ class MotoS3:
 
 @contextmanager
 def moto_s3() -> Iterator[MotoS3]:
-    server = MotoS3()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    """moto's S3 server, its connection in ``AIRFLOW_CONN_PIONEER_TEST_S3`` while it runs."""
+    with moto_server("s3") as server:
+        os.environ[f"AIRFLOW_CONN_{S3_CONN_ID.upper()}"] = server.connection
+        try:
+            yield MotoS3(server)
+        finally:
+            os.environ.pop(f"AIRFLOW_CONN_{S3_CONN_ID.upper()}", None)
 
 
 def register_memory_scheme() -> None:

@@ -1,10 +1,10 @@
 """AWS Secrets Manager for the key-rotation tests: moto's standalone server on loopback.
 
-The same pattern as ``tests/object_stores.py``'s S3: ``ThreadedMotoServer`` on 127.0.0.1 and a
-free port, reached over HTTP by boto3 (through the Amazon provider's ``SecretsManagerHook`` and
-Airflow's ``SecretsManagerBackend``), with an Airflow AWS connection in
-``AIRFLOW_CONN_PIONEER_TEST_AWS``. The server runs in the test process, so a child process the
-test SIGKILLs leaves the secret as the child left it, as with the real service.
+The same server as ``tests/object_stores.py``'s S3 (``tests/moto_server.py``), reached over HTTP
+by boto3 (through the Amazon provider's ``SecretsManagerHook`` and Airflow's
+``SecretsManagerBackend``), with an Airflow AWS connection in ``AIRFLOW_CONN_PIONEER_TEST_AWS``.
+The server runs in the test process, so a child process the test SIGKILLs leaves the secret as the
+child left it, as with the real service.
 
 Two places where moto 5.2 is not the service, put right here (and only here) so that the tests
 test the provider, not moto:
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import threading
 import uuid
@@ -31,11 +30,9 @@ from typing import Any
 
 import pytest
 
-from tests.object_stores import _free_port
+from tests.moto_server import CREDENTIALS, REGION, MotoServer, moto_server
 
 AWS_CONN_ID = "pioneer_test_aws"
-REGION = "us-east-1"
-_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 _LOCK = threading.Lock()
 
 
@@ -62,35 +59,17 @@ def _make_moto_faithful() -> None:
 
 
 class MotoSecretsManager:
-    """moto's Secrets Manager server on loopback; ``new_secret()`` gives each test its own secret."""
+    """Secrets Manager on moto's server; ``new_secret()`` gives each test its own secret.
 
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
+    :param server: the running server.
+    """
 
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        _make_moto_faithful()
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.connection = json.dumps(
-            {
-                "conn_type": "aws",
-                "login": _CREDENTIALS["aws_access_key_id"],
-                "password": _CREDENTIALS["aws_secret_access_key"],
-                "extra": {"endpoint_url": self.url, "region_name": REGION},
-            }
-        )
-
-    def start(self) -> None:
-        self._server.start()
-
-    def stop(self) -> None:
-        self._server.stop()
+    def __init__(self, server: MotoServer) -> None:
+        self.server = server
+        self.url, self.connection = server.url, server.connection
 
     def client(self) -> Any:
-        import boto3
-
-        return boto3.client("secretsmanager", endpoint_url=self.url, region_name=REGION, **_CREDENTIALS)
+        return self.server.client()
 
     def new_secret(self, value: str | None, prefix: str = "pioneer/test") -> str:
         """A new secret (holding ``value`` as AWSCURRENT, or no version); returns its name."""
@@ -125,7 +104,7 @@ class MotoSecretsManager:
             "config_prefix": None,
             "endpoint_url": self.url,
             "region_name": REGION,
-            **_CREDENTIALS,
+            **CREDENTIALS,
         }
         return {
             "AIRFLOW__SECRETS__BACKEND": "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend",
@@ -133,21 +112,12 @@ class MotoSecretsManager:
         }
 
 
-@contextmanager
-def moto_secrets_manager() -> Iterator[MotoSecretsManager]:
-    server = MotoSecretsManager()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="session")
 def secrets_manager_server() -> Iterator[MotoSecretsManager]:
     """One moto Secrets Manager server per test process."""
-    with moto_secrets_manager() as server:
-        yield server
+    _make_moto_faithful()
+    with moto_server("secretsmanager") as server:
+        yield MotoSecretsManager(server)
 
 
 @pytest.fixture

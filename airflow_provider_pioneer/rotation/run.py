@@ -96,6 +96,8 @@ class Run:
     current: PioneerClient | None = None
     #: The new key's client: verifies and revokes.
     fresh: PioneerClient | None = None
+    #: Whether this run asked the store to stage a document (a stage that raised may have landed).
+    staged: bool = False
 
     def close(self) -> None:
         """Close both clients (a retry in the same process must not reuse one)."""
@@ -150,9 +152,12 @@ class Run:
         """Revoke a key this run created and will not use; ``(gone, a sentence saying how it went)``.
 
         With the current key first (the new one may not work); if that key was revoked meanwhile
-        (a concurrent rotation), with the new key itself. A staged document goes with it.
+        (a concurrent rotation), with the new key itself. A document this run staged goes with it;
+        a run that staged nothing leaves the store alone (what is staged there is another run's).
         """
-        self.store.discard_staged()
+        if self.staged:
+            self.store.discard_staged()
+            self.staged = False
         clients = [c for c in (self.current, self.fresh) if c is not None]
         for i, client in enumerate(clients):
             try:

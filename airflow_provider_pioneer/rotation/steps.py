@@ -217,7 +217,9 @@ def create(run: Run, pre: Preflight) -> NewKey:
     run.log.info("Created Pioneer key %s.", name)
     new = NewKey(key, name, created_at)
     try:
-        run.store.stage(new_document(pre, new, planned_revocations(run, pre, new)))
+        document = new_document(pre, new, planned_revocations(run, pre, new))
+        run.staged = True  # before the call: a stage that raises may have landed, and is dropped then
+        run.store.stage(document)
     except Exception as exc:
         # A key that is not staged is never stored: left alive it would live, unstored and
         # counted against the create budget, until a later run sweeps it as an orphan.

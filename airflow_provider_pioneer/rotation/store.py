@@ -136,7 +136,10 @@ class KeyStore(ABC):
         """
 
     def discard_staged(self) -> None:  # noqa: B027
-        """Forget a staged document whose key was deleted (best effort, never raises). Default: nothing."""
+        """Forget the document this store staged, whose key was deleted (best effort, never raises).
+
+        Called only after :meth:`stage` was (even one that raised). Default: nothing.
+        """
 
     @abstractmethod
     def promote(self, document: str, expected: StoredKey) -> None:

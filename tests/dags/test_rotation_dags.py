@@ -22,6 +22,7 @@ from airflow_provider_pioneer.exceptions import PioneerAuthError
 from airflow_provider_pioneer.rotation.document import build_document
 from airflow_provider_pioneer.rotation.naming import default_key_name_prefix, is_managed
 from tests.dags.support import load_dag
+from tests.rotation_race import race
 
 AIRFLOW_VERSION = tuple(int(part) for part in _airflow_version.split(".")[:2])
 
@@ -557,74 +558,6 @@ def test_batch_inference_in_flight_survives_the_rotation(
 
 # -- two rotations of one Variable at once ------------------------------------------------------
 
-RACE_A = "pioneer_test_rotation_race_a"
-RACE_B = "pioneer_test_rotation_race_b"
-# Start gaps between the two rotations, seconds: from "same instant" to "one is nearly done"
-# (as many as the race DAGs have rounds: tests/dags/dagfiles/pioneer_test_rotation_race.py).
-GAPS = (0.0, 0.05, 0.15, 0.3, 0.5, 0.8, 1.2)
-# Every Pioneer call of the racing processes waits this long first, so that a rotation takes about
-# a second and the two overlap at every step for the gaps above.
-LATENCY = 0.12
-
-
-def _key_and_name(value: str | None) -> tuple[str | None, str | None]:
-    if not value:
-        return None, None
-    try:
-        doc = json.loads(value)
-    except ValueError:
-        return value, None
-    if not isinstance(doc, dict):
-        return None, None
-    return doc.get("api_key"), doc.get("name")
-
-
-class VariableWatch:
-    """Polls the Variable during a race: it must hold a live key at every moment.
-
-    A violation counts only when the Variable held the same value before and after the liveness
-    check (else it merely changed meanwhile, and the key it held before may be revoked now).
-    """
-
-    def __init__(self, emu: Any) -> None:
-        import threading
-
-        self.emu = emu
-        self.violations: list[str | None] = []
-        self.checks = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            first = metastore_value()
-            key, name = _key_and_name(first)
-            alive = bool(key) and self.emu.key_is_alive(key)
-            if not alive and metastore_value() == first:
-                self.violations.append(name)
-            self.checks += 1
-            self._stop.wait(0.005)
-
-    def __enter__(self) -> VariableWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
-def _wait_file(path: Path, children: list[subprocess.Popen[str]], limit: float = 180.0) -> str:
-    import time
-
-    deadline = time.monotonic() + limit
-    while not path.exists():
-        for child in children:
-            assert child.poll() is None, f"a racing process exited ({child.returncode}) before {path.name}"
-        assert time.monotonic() < deadline, f"gave up waiting for {path.name}"
-        time.sleep(0.01)
-    return path.read_text()  # written atomically: complete once it exists
-
 
 def _check_race_outcome(emu: Any, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Each run's return value must be true; returns the Variable's document."""
@@ -650,82 +583,27 @@ def _check_race_outcome(emu: Any, results: dict[str, dict[str, Any]]) -> dict[st
 
 
 def test_two_rotations_at_once_never_leave_a_revoked_key_stored(emu: Any, tmp_path: Path) -> None:
-    import time
-
-    from tests.conftest import leaked_in
-    from tests.rotation_race import write_atomically
-
     set_metastore(bootstrap_document(emu))
-    children = []
-    logs = []
-    for role, dag_id in (("a", RACE_A), ("b", RACE_B)):
-        if children:
-            # One process sets its DAG run up at a time: two at once wait on SQLite's lock for long.
-            _wait_file(tmp_path / "ready-a-rotate_0", children)
-        log = (tmp_path / f"child-{role}.log").open("w")
-        logs.append(log)
-        children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.rotation_race", dag_id, str(tmp_path), role, str(LATENCY)],
-                cwd=REPO,
-                env=child_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
 
-    def release(tag: str, at: float) -> None:
-        write_atomically(tmp_path / f"go-{tag}", repr(at))
+    def settled(gap: float) -> None:
+        final = stored_doc()
+        assert works(emu, final["api_key"])
+        assert emu.alive_key_names() == managed_alive(emu) == [final["name"]], f"gap {gap}"
 
-    def result(tag: str) -> dict[str, Any]:
-        return dict(json.loads(_wait_file(tmp_path / f"result-{tag}", children)))
-
-    outcomes: list[tuple[float, str, str]] = []
-    try:
-        for i, gap in enumerate(GAPS):
-            for role in ("a", "b"):
-                _wait_file(tmp_path / f"ready-{role}-rotate_{i}", children)
-            first, second = ("a", "b") if i % 2 == 0 else ("b", "a")
-            with VariableWatch(emu) as watch:
-                start = time.time() + 0.2
-                release(f"{first}-rotate_{i}", start)
-                release(f"{second}-rotate_{i}", start + gap)
-                results = {role: result(f"{role}-rotate_{i}") for role in ("a", "b")}
-            assert watch.checks > 10
-            assert not watch.violations, f"gap {gap}: the Variable held a revoked key: {watch.violations}"
-            _check_race_outcome(emu, results)
-            outcomes += [
-                (gap, role, "superseded" if r["value"].get("superseded") else "stored")
-                for role, r in results.items()
-            ]
-
-            # The next night: one live managed key, the stored one, and nothing else.
-            _wait_file(tmp_path / f"ready-a-next_{i}", children)
-            release(f"a-next_{i}", time.time())
-            follow_up = result(f"a-next_{i}")
-            assert follow_up["ok"], (gap, follow_up)
-            final = stored_doc()
-            assert works(emu, final["api_key"])
-            assert emu.alive_key_names() == managed_alive(emu) == [final["name"]], f"gap {gap}"
-        for child in children:
-            assert child.wait(timeout=120) == 0
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-        for log in logs:
-            log.close()
-    # The race was real: at some gap one run's key lost to the other's.
-    assert any(kind == "superseded" for _, _, kind in outcomes), outcomes
-    output = "".join((tmp_path / f"child-{role}.log").read_text() for role in ("a", "b"))
+    output = race(
+        tmp_path,
+        child_env(),
+        store="the Variable",
+        read=metastore_value,
+        is_alive=emu.key_is_alive,
+        check_round=lambda gap, results: _check_race_outcome(emu, results),
+        check_settled=settled,
+    )
     # The losing run says so. Its own key is then discarded, or, when the winner already revoked
     # the old key it would delete with, left to the next run as an orphan (checked above: after
     # each follow-up only the stored key is alive): which one depends on timing.
-    assert "Pioneer key rotated" in output and "Another rotation stored key" in output
+    assert "Another rotation stored key" in output
     assert "this run's key was discarded" in output or "this run's key could not be deleted" in output
-    assert not leaked_in(output), "a racing process logged a key"
 
 
 # -- the Variable holding no usable key ---------------------------------------------------------

@@ -10,9 +10,6 @@ this process, so a child this test SIGKILLs leaves the secret as the service wou
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,16 +19,10 @@ import pytest
 from airflow_provider_pioneer.rotation.naming import default_key_name_prefix, is_managed
 from airflow_provider_pioneer.rotation.secrets_manager import TAGS
 from tests.dags.test_rotation_dags import (
-    GAPS,
-    LATENCY,
-    RACE_A,
-    RACE_B,
-    REPO,
     ROTATE,
     ROTATE_ONCE,
     SPEND_CAP,
     VAR,
-    _wait_file,
     child_env,
     connect,
     crash,
@@ -42,6 +33,7 @@ from tests.dags.test_rotation_dags import (
     set_metastore,
     works,
 )
+from tests.rotation_race import race
 from tests.secret_stores import (
     AWS_CONN_ID,
     MotoSecretsManager,
@@ -269,108 +261,34 @@ def test_rerun_after_a_kill_converges(pioneer_emulator: Any, secret: Secret, tar
 # -- two rotations at once --------------------------------------------------------------------------
 
 
-class SecretWatch:
-    """Polls the secret's AWSCURRENT during a race: it must hold a live key at every moment (a
-    miss counts only if the value did not change across the liveness check)."""
-
-    def __init__(self, emu: Any, secret: Secret) -> None:
-        self.emu, self.secret = emu, secret
-        self.violations: list[str | None] = []
-        self.checks = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            first = self.secret.value()
-            doc = json.loads(first) if first else {}
-            if (
-                not (doc.get("api_key") and self.emu.key_is_alive(doc["api_key"]))
-                and self.secret.value() == first
-            ):
-                self.violations.append(doc.get("name"))
-            self.checks += 1
-            self._stop.wait(0.005)
-
-    def __enter__(self) -> SecretWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
 def test_two_rotations_at_once_never_leave_a_revoked_key_current(
     pioneer_emulator: Any, secret: Secret, tmp_path: Path
 ) -> None:
-    import time
-
-    from tests.conftest import leaked_in
-    from tests.rotation_race import write_atomically
-
     emu = pioneer_emulator
     assert run(ROTATE_ONCE)["state"] == "success"
-    children, logs = [], []
-    for role, dag_id in (("a", RACE_A), ("b", RACE_B)):
-        if children:
-            _wait_file(tmp_path / "ready-a-rotate_0", children)
-        log = (tmp_path / f"child-{role}.log").open("w")
-        logs.append(log)
-        children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.rotation_race", dag_id, str(tmp_path), role, str(LATENCY)],
-                cwd=REPO,
-                env=child_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
 
-    def result(tag: str) -> dict[str, Any]:
-        return dict(json.loads(_wait_file(tmp_path / f"result-{tag}", children)))
+    def check_round(gap: float, results: dict[str, dict[str, Any]]) -> None:
+        doc, alive = secret.doc(), set(emu.alive_key_names())
+        assert doc["name"] in alive and works(emu, doc["api_key"])
+        for role, outcome in results.items():
+            assert outcome["ok"], (gap, role, outcome)
+            value = outcome["value"]
+            assert not set(value["revoked"]) & alive, (gap, role, value)
+        assert doc["name"] in {r["value"]["name"] for r in results.values()}
 
-    kinds: list[str] = []
-    try:
-        for i, gap in enumerate(GAPS):
-            for role in ("a", "b"):
-                _wait_file(tmp_path / f"ready-{role}-rotate_{i}", children)
-            first, second = ("a", "b") if i % 2 == 0 else ("b", "a")
-            with SecretWatch(emu, secret) as watch:
-                start = time.time() + 0.2
-                write_atomically(tmp_path / f"go-{first}-rotate_{i}", repr(start))
-                write_atomically(tmp_path / f"go-{second}-rotate_{i}", repr(start + gap))
-                results = {role: result(f"{role}-rotate_{i}") for role in ("a", "b")}
-            assert watch.checks > 10
-            assert not watch.violations, f"gap {gap}: AWSCURRENT held a revoked key: {watch.violations}"
-            doc, alive = secret.doc(), set(emu.alive_key_names())
-            assert doc["name"] in alive and works(emu, doc["api_key"])
-            for role, outcome in results.items():
-                assert outcome["ok"], (gap, role, outcome)
-                value = outcome["value"]
-                assert not set(value["revoked"]) & alive, (gap, role, value)
-                kinds.append("superseded" if value.get("superseded") else "stored")
-            assert doc["name"] in {r["value"]["name"] for r in results.values()}
+    def check_settled(gap: float) -> None:
+        final = settled(emu, secret)
+        assert emu.alive_key_names() == [final["name"]], f"gap {gap}"
 
-            _wait_file(tmp_path / f"ready-a-next_{i}", children)
-            write_atomically(tmp_path / f"go-a-next_{i}", repr(time.time()))
-            assert result(f"a-next_{i}")["ok"], gap
-            final = settled(emu, secret)
-            assert emu.alive_key_names() == [final["name"]], f"gap {gap}"
-        for child in children:
-            assert child.wait(timeout=120) == 0
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-        for log in logs:
-            log.close()
-    assert "superseded" in kinds, kinds  # the race was real: at some gap one run lost
-    output = "".join((tmp_path / f"child-{role}.log").read_text() for role in ("a", "b"))
-    assert "Pioneer key rotated" in output and "Another rotation" in output
-    assert not leaked_in(output), "a racing process logged a key"
+    race(
+        tmp_path,
+        child_env(),
+        store="AWSCURRENT",
+        read=secret.value,
+        is_alive=emu.key_is_alive,
+        check_round=check_round,
+        check_settled=check_settled,
+    )
 
 
 # -- the deployment's SecretsManagerBackend -------------------------------------------------------

@@ -127,6 +127,20 @@ def test_a_discarded_key_takes_its_staged_document_with_it(memory: PioneerEmulat
     assert memory.alive_key_names() == [memory.api_key_name]
 
 
+def test_a_failed_create_stages_nothing_and_drops_nothing(memory: PioneerEmulator) -> None:
+    # The create failed (the server may have made the key anyway, so it is deleted by name): the run
+    # staged nothing, so it must not ask the store to drop a staged document. A store that drops
+    # "whatever is pending" would otherwise drop another rotation's, mid-flight.
+    before = MemoryStore.value
+    memory.inject(status=500, path="/create-api-key", times=1)
+
+    with pytest.raises(AirflowException, match=r"Creating Pioneer key .* failed"):
+        PioneerKeyRotationOperator(task_id="rotate").execute({})
+
+    assert [op for op, _ in MemoryStore.calls if op != "read"] == [] and MemoryStore.value == before
+    assert memory.alive_key_names() == [memory.api_key_name]
+
+
 def test_a_failed_stage_deletes_the_new_key_and_changes_nothing(
     memory: PioneerEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
