@@ -273,7 +273,7 @@ def test_the_pacer_tells_its_controller_every_hold_so_waiting_is_not_counted_as_
     assert isinstance(control, AdaptiveRate)
     pacer.on_rate_limited(1.0)  # a 429's Retry-After, plus at most a tenth of it as jitter
     pacer.hold(3.0)  # then a 425's, overlapping it: one held stretch
-    assert list(control._holds) == [(clock.now, pytest.approx(clock.now + 3.0))]
+    assert list(control._delivery._holds) == [(clock.now, pytest.approx(clock.now + 3.0))]
 
 
 def test_pacing_intervals_are_jittered_around_the_rate() -> None:
