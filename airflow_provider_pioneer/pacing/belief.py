@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from airflow_provider_pioneer.pacing.headers import RateLimitHeaders
 
-__all__ = ["DEFAULT_WINDOW_SECONDS", "HeaderBelief"]
+__all__ = ["DEFAULT_WINDOW_SECONDS", "HeaderBelief", "WindowEnd"]
 
 #: A limit header without a ``w=`` window is per minute, as all of Pioneer's limits are.
 DEFAULT_WINDOW_SECONDS = 60.0
@@ -95,3 +95,48 @@ class HeaderBelief:
         if capacity >= info.limit / 2 and 0 < self._longest_reset < DEFAULT_WINDOW_SECONDS:
             return max(1.0, math.ceil(self._longest_reset))
         return DEFAULT_WINDOW_SECONDS
+
+
+class WindowEnd:
+    """A fixed window's end, sharper than one answer's whole-second ``Reset`` says.
+
+    ``Reset: n`` (whole seconds, rounded up) puts the end between ``n - 1`` and ``n`` seconds
+    after the server counted the request, which was between its sending and its answer; the
+    answers of one window narrow that down to about a round trip. From one answer alone
+    (``n - 0.5``), the last second of every window was paced as if half a second remained: a
+    task alone left 5-10 of each 100-request window unspent (``test_a_task_alone_spends_a_short_
+    fixed_window_to_its_end``). Only a fixed window's reset is one end that stays put.
+    """
+
+    def __init__(self) -> None:
+        #: A spent budget came back whole at once at its reset: a fixed window. A sliding window's
+        #: first window also keeps its reset put, but at its end it frees a little at a time.
+        self.fixed = False
+        self._bounds: tuple[float, float] | None = None  # the end lies between, monotonic seconds
+
+    def see(
+        self, before: float, reset_before: float, after: float, reset_after: float, capacity: float
+    ) -> None:
+        """Two answers in turn: ``before`` left until ``reset_before``, then ``after`` until ``reset_after``."""
+        # Under half the largest budget, then all of it but one (this request) again, with a reset
+        # more than a second (whole-second rounding) later: a new window, whole at once.
+        if before < capacity / 2 <= after - 1 and reset_after > reset_before + 1.0:
+            self.fixed = True
+
+    def reset_at(
+        self, info: RateLimitHeaders, reset_in: float, now: float, sent_at: float | None, *, frees: bool
+    ) -> float:
+        """When the budget is whole again; ``reset_in``: what :class:`HeaderBelief` believes of it.
+
+        :param frees: the server was seen to free budget as it goes (its reset moves every answer).
+        """
+        whole = info.reset_in >= 1 and info.reset_in == int(info.reset_in)
+        if frees or not self.fixed or not whole or reset_in != info.reset_in - 0.5:
+            self._bounds = None  # not a fixed window's end in whole seconds (or not believed)
+            return now + reset_in
+        low = (now if sent_at is None else sent_at) + info.reset_in - 1.0
+        high = now + info.reset_in
+        if self._bounds is not None and low < self._bounds[1] and self._bounds[0] < high:
+            low, high = max(low, self._bounds[0]), min(high, self._bounds[1])  # the same end: narrower
+        self._bounds = (low, high)
+        return (low + high) / 2.0

@@ -39,7 +39,8 @@ import random
 from collections import deque
 from typing import NamedTuple
 
-from airflow_provider_pioneer.pacing.belief import HeaderBelief
+from airflow_provider_pioneer.pacing.belief import HeaderBelief, WindowEnd
+from airflow_provider_pioneer.pacing.delivery import Delivery, RoundTrip
 from airflow_provider_pioneer.pacing.headers import RateLimitHeaders
 from airflow_provider_pioneer.pacing.share import AccountShare
 
@@ -52,11 +53,12 @@ DOCUMENTED_REQUESTS_PER_MINUTE = 5000.0
 
 
 class _Reading(NamedTuple):
-    """The latest ``X-RateLimit-*`` budget: ``remaining`` at ``seen_at``, whole again at ``reset_at``."""
+    """A budget: ``remaining`` at ``seen_at`` (answering a request sent at ``sent_at``), whole at ``reset_at``."""
 
     remaining: float
     reset_at: float
     seen_at: float
+    sent_at: float | None = None
 
 
 class AdaptiveRate:
@@ -133,13 +135,13 @@ class AdaptiveRate:
         self.notices: list[str] = []
         self._rng = rng or random.Random()
         self._last_decrease = -math.inf
-        self._deliveries: deque[float] = deque()
-        self._holds: deque[tuple[float, float]] = deque()
+        self._delivery = Delivery(self.DELIVERY_WINDOW_S)
         self._first_send: float | None = None
-        self._srtt = 0.05  # seconds, smoothed; a loopback-to-cloud guess until the first answer
-        self._rttvar = 0.0  # its mean deviation (as TCP keeps them, RFC 6298)
+        self._sends: deque[float] = deque()  # when this task's recent requests left
+        self._round_trip = RoundTrip()
         self._answered = 0  # answers of this task, for the share estimate
         self._reading: _Reading | None = None
+        self._window_end = WindowEnd()
         self._header_pace: float | None = None  # what the latest reading allowed
         self._advertised: float | None = None  # Limit / window, when it is believable
         self._share = AccountShare()
@@ -159,16 +161,24 @@ class AdaptiveRate:
             return None
         return reading
 
-    def _margin(self) -> float:
-        # What the account sends while an answer travels: this task's share of it times the sharers.
+    def _margin(self, reading: _Reading) -> float:
+        """What the account sent that the reading does not count yet, plus ``MARGIN``: this task's
+        requests sent after the one the reading answered, counted (estimated as its pace times a
+        busy machine's slow round trip, 0.3-0.5 s, a task alone kept a tenth of every 100-request
+        window unspent), and the others', estimated: that pace times the other sharers and the
+        round trip."""
         pace = self._header_pace if self._header_pace is not None else self.aimd
-        return self.MARGIN + pace * self.sharers * self._rtt
+        others = pace * (self.sharers - 1.0) * self._round_trip.worst
+        if reading.sent_at is None:
+            return self.MARGIN + pace * self._round_trip.worst + others
+        own = sum(1 for sent in reversed(self._sends) if sent > reading.sent_at)
+        return self.MARGIN + own + others
 
     def _budget_pace(self, reading: _Reading, now: float) -> float:
         """``(remaining - margin) / (time to reset * sharers)``, with the floors of the docstring."""
         reset_in = reading.reset_at - now
-        horizon = max(reset_in, self.SPREAD_RTTS * self._rtt)
-        spare = reading.remaining - self._margin()
+        horizon = max(reset_in, self.SPREAD_RTTS * self._round_trip.worst)
+        spare = reading.remaining - self._margin(reading)
         if self._share.frees and self._advertised is not None and horizon > reset_in:
             # Spread over round trips longer than the reset, a budget that frees as it goes (a
             # bucket a second deep) frees that much more meanwhile: not counted, a task alone on
@@ -179,7 +189,7 @@ class AdaptiveRate:
             # limit always is): what frees, shared, as above (else one request per round trip
             # among the sharers: enough to hear when budget frees), and at most the AIMD pace.
             frees = self._advertised if self._share.frees and self._advertised is not None else None
-            return min(self.aimd, (frees or 1.0 / self._rtt) * self._share.measured)
+            return min(self.aimd, (frees or 1.0 / self._round_trip.worst) * self._share.measured)
         return spare / (horizon * self.sharers)
 
     def header_rate(self, now: float) -> float | None:
@@ -280,7 +290,15 @@ class AdaptiveRate:
     def on_headers(self, info: RateLimitHeaders, now: float, sent_at: float | None = None) -> None:
         """A response announced the account's budget."""
         if sent_at is not None:
-            self._observe_rtt(now - sent_at)
+            self._round_trip.observe(now - sent_at)
+            latest = self._fresh(now)
+            if latest is not None and latest.sent_at is not None and sent_at < latest.sent_at:
+                # Overtaken: a request that left before the one of the reading in hand (answers
+                # 20-200 ms apart on a busy machine pass each other) tells an older budget. Taken
+                # as the latest, the last window's "24 left" after a new window's "99" read as 75
+                # drawn by others (the estimate of the sharers doubled) and as a reset that moved
+                # (a fixed window taken for one that frees): a task alone paced at 75-85% of it.
+                return
         self._share.capacity = max(self._share.capacity, info.remaining)
         self._advertised = self._belief.read_limit(info, self._share.capacity)
         if self.ceiling is None and self._advertised is not None and self._advertised > self.top:
@@ -288,15 +306,20 @@ class AdaptiveRate:
             self.top = self._advertised
             self.floor = self.top * self.FLOOR_FRACTION
         reset_in = self._belief.reset_in(info, now)
-        reset_at = now + reset_in
         previous = self._fresh(now)
+        if previous is not None:
+            self._window_end.see(previous.remaining, previous.reset_at, info.remaining, now + reset_in,
+                                 self._share.capacity)  # fmt: skip
+        reset_at = self._window_end.reset_at(info, reset_in, now, sent_at, frees=self._share.frees)
         if previous is None or abs(reset_at - previous.reset_at) > 0.5 or info.remaining < 1:
             # A new window (or a spent one): a fresh offset, so tasks that wait for this reset do
             # not all leave at its instant (a sliding window frees one request at a time).
-            spread = max(min(0.25, 0.1 * reset_in), self.SPREAD_RTTS * self._rtt * (self.sharers - 1))
+            spread = max(
+                min(0.25, 0.1 * reset_in), self.SPREAD_RTTS * self._round_trip.worst * (self.sharers - 1)
+            )
             self._resume_jitter = self._rng.uniform(0.0, spread)
         self._share.sample(now, info.remaining, reset_at, self._answered, self._advertised)
-        self._reading = _Reading(info.remaining, reset_at, now)
+        self._reading = _Reading(info.remaining, reset_at, now, sent_at)
         self._header_pace = self._budget_pace(self._reading, now)
         self._check_keeping_up(now)
 
@@ -304,7 +327,7 @@ class AdaptiveRate:
         """Warn once when the task sends far less than the budget allows it, for long: something
         else is the bound (its concurrency over the latency, a slow input), not the server."""
         allowed = self.header_rate(now)
-        if allowed is None or (self._holds and self._holds[-1][1] > now - self.DELIVERY_WINDOW_S):
+        if allowed is None or self._delivery.held_lately(now):
             self._lagging_since = None
             return
         delivered = self._delivered(now)
@@ -317,52 +340,30 @@ class AdaptiveRate:
                 "lagging",
                 f"the server's rate-limit headers allow this task about {allowed * 60:,.0f} requests/min "
                 f"and it has sent {delivered * 60:,.0f}/min for {self.LAGGING_S:.0f} s: the bound is "
-                f"elsewhere (about {self._rtt * 1000:.0f} ms a request: raise max_concurrency, or the "
+                f"elsewhere (about {self._round_trip.worst * 1000:.0f} ms a request: raise max_concurrency, or the "
                 "input is slow to read).",
             )
 
-    def _observe_rtt(self, rtt: float) -> None:
-        if rtt >= 0:
-            error = min(rtt, 5.0) - self._srtt
-            self._srtt += 0.125 * error
-            self._rttvar += 0.25 * (abs(error) - self._rttvar)
-
-    @property
-    def _rtt(self) -> float:
-        """How old an answer may be: the smoothed round trip plus four deviations (TCP's RTO): a
-        busy machine's slow answers, not only its typical ones, are what the margin must cover."""
-        return self._srtt + 4.0 * self._rttvar
-
     def on_held(self, start: float, until: float) -> None:
         """No request could leave from ``start`` to ``until`` (a ``Retry-After``)."""
-        if self._holds and start <= self._holds[-1][1]:
-            start = min(start, self._holds[-1][0])
-            until = max(until, self._holds.pop()[1])
-        while self._holds and self._holds[0][1] < start - self.DELIVERY_WINDOW_S:
-            self._holds.popleft()
-        self._holds.append((start, until))
+        self._delivery.on_held(start, until)
 
     def _delivered(self, now: float) -> float:
-        """Successes per second the task was free to send, over the last ``DELIVERY_WINDOW_S``."""
-        while self._deliveries and self._deliveries[0] < now - self.DELIVERY_WINDOW_S:
-            self._deliveries.popleft()
-        start = max(now - self.DELIVERY_WINDOW_S, self._first_send if self._first_send is not None else now)
-        while self._holds and self._holds[0][1] < start:
-            self._holds.popleft()
-        held = sum(max(0.0, min(until, now) - max(begin, start)) for begin, until in self._holds)
-        # The first successes of a run come in a burst: measure over at least a quarter second.
-        return len(self._deliveries) / max(now - start - held, 0.25)
+        return self._delivery.rate(now, self._first_send)
 
     def on_sent(self, now: float) -> None:
         if self._first_send is None:
             self._first_send = now
+        self._sends.append(now)
+        while self._sends and self._sends[0] < now - self.HEADER_TTL_S:
+            self._sends.popleft()  # an answer older than this is not trusted anyway
 
     def on_success(self, now: float, sent_at: float | None) -> None:
         """A request was answered: count it, and let the AIMD pace grow."""
         self._answered += 1
-        self._deliveries.append(now)
+        self._delivery.on_success(now)
         if sent_at is not None:
-            self._observe_rtt(now - sent_at)
+            self._round_trip.observe(now - sent_at)
         rate = max(self.aimd, self.floor)
         if self.starting:
             growth = rate * math.log(2) / self.START_DOUBLING_S
@@ -392,7 +393,7 @@ class AdaptiveRate:
         # Nothing delivered yet (a 429 among the first answers) says nothing of the task's share:
         # then it starts again as 16 tasks starting together would. At the floor instead, it sent
         # one request every 12 s until an answer raised the pace (the benchmark's idle shards).
-        delivered = self._delivered(now) if self._deliveries else pace * self.START_FRACTION
+        delivered = self._delivered(now) if self._delivery else pace * self.START_FRACTION
         self.aimd = max(self.floor, self.DECREASE * min(pace, delivered))
         self.starting = False
         self._last_decrease = now

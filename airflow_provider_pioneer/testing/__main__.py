@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
+from airflow_provider_pioneer.testing.header_styles import HEADER_STYLES
 from airflow_provider_pioneer.testing.limiters import MODELS
 from airflow_provider_pioneer.testing.profiles import API_PROFILES, DEFAULT_PROFILE
 from airflow_provider_pioneer.testing.server import PioneerEmulator, is_loopback
@@ -70,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rate-limit-window-in-limit", action="store_true", help="send X-RateLimit-Limit: N;w=<window>"
     )
+    p.add_argument(
+        "--rate-limit-header-style", choices=HEADER_STYLES, default=HEADER_STYLES[0],
+        help="X-RateLimit-* (Pioneer's) or the IETF draft's RateLimit fields of a draft's version",
+    )  # fmt: skip
     headers = p.add_mutually_exclusive_group()
     headers.add_argument(
         "--rate-limit-headers", dest="rate_limit_headers", action="store_true", default=None,
@@ -156,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate_limit_burst=args.rate_limit_burst,
             rate_limit_window_seconds=args.rate_limit_window_seconds,
             rate_limit_window_in_limit=args.rate_limit_window_in_limit,
+            rate_limit_header_style=args.rate_limit_header_style,
             rate_limit_headers=args.rate_limit_headers,
             key_rate_limit_per_minute=args.key_rate_limit_per_minute,
             create_key_limit_per_hour=args.create_key_limit_per_hour,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from airflow_provider_pioneer.testing.billing import CEILING_CODES, CREDIT_CODES
+from airflow_provider_pioneer.testing.header_styles import HEADER_STYLES
 from airflow_provider_pioneer.testing.limiters import check_settings
 from airflow_provider_pioneer.testing.profiles import DEFAULT_PROFILE, ApiProfile, get_profile
 
@@ -38,6 +39,9 @@ class EmulatorConfig:
     :param rate_limit_window_in_limit: send ``X-RateLimit-Limit: 100;w=60`` rather than ``100``.
     :param rate_limit_headers: send ``X-RateLimit-Limit/-Remaining/-Reset`` on ``/inference``
         answers; None follows the profile (current: yes, legacy: no).
+    :param rate_limit_header_style: which fields carry that budget: ``"x-ratelimit"`` (Pioneer's,
+        the default) or the IETF draft's ``"ietf-split"`` (drafts 00-05), ``"ietf-dictionary"``
+        (06) or ``"ietf-named"`` (07 on); see :mod:`~airflow_provider_pioneer.testing.header_styles`.
     :param key_rate_limit_per_minute: per-key limit on the key-management endpoints; None disables.
     :param create_key_limit_per_hour: ``POST /create-api-key`` calls per account and rolling hour;
         ``"default"`` follows the profile (current: 50, legacy: none); None disables.
@@ -67,6 +71,7 @@ class EmulatorConfig:
     rate_limit_window_seconds: float = 60.0
     rate_limit_window_in_limit: bool = False
     rate_limit_headers: bool | None = None
+    rate_limit_header_style: str = "x-ratelimit"
     key_rate_limit_per_minute: float | None = None
     create_key_limit_per_hour: int | Literal["default"] | None = DEFAULT
     credits: int | None = None
@@ -98,6 +103,11 @@ class EmulatorConfig:
         check_codes(self.credits_code, self.credit_ceiling_code)
         if not profile.model_readiness and (self.warmup_seconds or self.unservable_models):
             raise ValueError("warmup_seconds and unservable_models need api_profile='current'")
+        if self.rate_limit_header_style not in HEADER_STYLES:
+            raise ValueError(
+                f"rate_limit_header_style must be one of {', '.join(HEADER_STYLES)}, "
+                f"not {self.rate_limit_header_style!r}"
+            )
         if self.max_body_response not in ("html", "json"):
             raise ValueError(f"max_body_response must be 'html' or 'json', not {self.max_body_response!r}")
 
@@ -117,6 +127,7 @@ class EmulatorConfig:
             "--rate-limit-per-minute", opt(self.rate_limit_per_minute),
             "--rate-limit-model", self.rate_limit_model, "--rate-limit-burst", opt(self.rate_limit_burst),
             "--rate-limit-window-seconds", str(self.rate_limit_window_seconds),
+            "--rate-limit-header-style", self.rate_limit_header_style,
             "--key-rate-limit-per-minute", opt(self.key_rate_limit_per_minute),
             "--create-key-limit-per-hour", opt(self.create_key_limit_per_hour),
             "--credits", opt(self.credits), "--credits-code", self.credits_code,

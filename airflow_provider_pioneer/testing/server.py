@@ -149,6 +149,7 @@ class PioneerEmulator(EmulatorControl):
     Every other keyword is a field of :class:`~airflow_provider_pioneer.testing.state.EmulatorConfig`
     (``latency_ms``, ``per_text_latency_ms``, ``rate_limit_per_minute``, ``rate_limit_model``,
     ``rate_limit_burst``, ``rate_limit_window_seconds``, ``rate_limit_window_in_limit``,
+    ``rate_limit_header_style``,
     ``rate_limit_headers``, ``key_rate_limit_per_minute``, ``create_key_limit_per_hour``,
     ``credits``, ``credits_code``, ``spend_cap_tokens``, ``credit_ceiling_tokens``,
     ``credit_ceiling_code``, ``warmup_seconds``, ``unservable_models``, ``max_body_bytes``,
@@ -184,6 +185,7 @@ class PioneerEmulator(EmulatorControl):
         rate_limit_model: str = "token_bucket",
         rate_limit_window_seconds: float = 60.0,
         rate_limit_window_in_limit: bool = False,
+        rate_limit_header_style: str = "x-ratelimit",
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"the Pioneer emulator only binds loopback addresses, not {host!r}")
@@ -198,6 +200,7 @@ class PioneerEmulator(EmulatorControl):
             rate_limit_burst=rate_limit_burst,
             rate_limit_window_seconds=rate_limit_window_seconds,
             rate_limit_window_in_limit=rate_limit_window_in_limit,
+            rate_limit_header_style=rate_limit_header_style,
             rate_limit_headers=rate_limit_headers,
             key_rate_limit_per_minute=key_rate_limit_per_minute,
             create_key_limit_per_hour=create_key_limit_per_hour,

@@ -25,6 +25,7 @@ from airflow_provider_pioneer.testing.catalog import BASE_MODELS
 from airflow_provider_pioneer.testing.config import DEFAULT, EmulatorConfig, check_money_settings
 from airflow_provider_pioneer.testing.errors import AuthError
 from airflow_provider_pioneer.testing.faults import BAD_RESULTS, ECHO_ENVELOPES, FAULT_KINDS, Fault, FaultSpec
+from airflow_provider_pioneer.testing.header_styles import restyle
 from airflow_provider_pioneer.testing.limits import HourlyLog, TokenBucket, retry_after
 from airflow_provider_pioneer.testing.state_base import BOOTSTRAP_KEY_NAME, ApiKey, Usage
 from airflow_provider_pioneer.testing.state_counters import StateCounters
@@ -158,7 +159,15 @@ class EmulatorState(StateSettings, StateCounters):
     def inference_headers(self, key: ApiKey) -> dict[str, str]:
         """``X-RateLimit-*`` headers for an ``/inference`` answer to ``key`` ({} when hidden or unlimited)."""
         with self._lock:
-            return self._limits.headers(self._bucket_id(key)) if self._headers else {}
+            return self._rate_headers(self._bucket_id(key))
+
+    def _rate_headers(self, scope: str) -> dict[str, str]:
+        """The budget of ``scope`` in the configured style (the caller holds the lock)."""
+        if not self._headers:
+            return {}
+        pool = self._limits
+        window = 60.0 if pool.model == "token_bucket" else pool.window_s  # a bucket's limit is per minute
+        return restyle(pool.headers(scope), self.config.rate_limit_header_style, window)
 
     def _bucket_id(self, key: ApiKey) -> str:
         return key.account_id if self.profile.rate_limit_scope == "account" else key.id
@@ -173,7 +182,7 @@ class EmulatorState(StateSettings, StateCounters):
             self._counters.rate_limited += 1
             headers = {
                 "Retry-After": retry_after(wait),
-                **(self._limits.headers(scope) if self._headers else {}),
+                **self._rate_headers(scope),
             }
             raise self._too_many("Rate limit exceeded", headers)
         usage.admitted.add()

@@ -131,7 +131,7 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
         def traced(self: Any, info: Any, now: float, sent_at: float | None = None) -> None:
             seen(self, info, now, sent_at)
             steps.append([round(time.time(), 3), info.remaining, info.reset_in, round(self.sharers, 2),
-                          round(self.rate(now) * 60), round(self._rtt, 3), self.decreases])  # fmt: skip
+                          round(self.rate(now) * 60), round(self._round_trip.worst, 3), self.decreases])  # fmt: skip
 
         control.on_headers = traced.__get__(control)  # type: ignore[method-assign]
         atexit.register(

@@ -273,7 +273,7 @@ def test_the_pacer_tells_its_controller_every_hold_so_waiting_is_not_counted_as_
     assert isinstance(control, AdaptiveRate)
     pacer.on_rate_limited(1.0)  # a 429's Retry-After, plus at most a tenth of it as jitter
     pacer.hold(3.0)  # then a 425's, overlapping it: one held stretch
-    assert list(control._holds) == [(clock.now, pytest.approx(clock.now + 3.0))]
+    assert list(control._delivery._holds) == [(clock.now, pytest.approx(clock.now + 3.0))]
 
 
 def test_pacing_intervals_are_jittered_around_the_rate() -> None:
@@ -479,3 +479,61 @@ def test_shards_started_apart_on_a_small_bucket_share_it_fairly_and_end_near_the
         for end, start in zip(result.finished_at, starts, strict=True):
             assert quota / (end - start) >= 0.5 * bound / tasks, (seed, result.finished_at)
         assert result.share_429 <= 0.01
+
+
+# -- a task alone on a short fixed window, answers slowed as on a busy machine (issue 17) -----------
+
+
+@pytest.mark.parametrize(("jitter", "at_least"), [(0.0, 0.95), (0.08, 0.87)], ids=["quiet", "busy"])
+def test_a_task_alone_spends_a_short_fixed_window_to_its_end(jitter: float, at_least: float) -> None:
+    """The benchmark's shortfall: one task on 5-s fixed windows of 100 requests (1,200/min) reached
+    82-93% of the bound, keeping about a tenth of each window unspent. Three causes, each measured
+    here (30 ms answers, plus 80 ms on average when busy: 20-200 ms as on 2 loaded cores; a 25-s
+    job, five windows, its windows off the whole seconds): the margin estimated the task's own
+    requests in flight as its pace times a slow round trip plus four deviations (8-12 requests
+    when busy) where it can count them; answers that overtook others replaced the budget in hand
+    with an older one (the last window's "24 left" after the new window's "99": the estimate of
+    the sharers doubled, and the fixed window was taken for one that frees); and the last second
+    of each window was paced as if half a second remained (``Reset: 1``). Before: 92% quiet,
+    74-85% busy."""
+    rpm, window, work_s = 1200, 5.0, 25
+    bound = rpm / 60
+    quota = int(bound * work_s)
+    for seed in range(3):
+        start = random.Random(seed).uniform(0, window)  # windows start at the first request
+        result = simulate(
+            adaptive_tasks(1, seed=seed), SERVERS["fixed_window"](rpm, window=window), seconds=start + work_s * 6,
+            latency=0.03, quota=quota, starts=[start], headers=True, seed=seed, latency_jitter=jitter,
+        )  # fmt: skip
+        assert quota / (result.finished_at[0] - start) / bound >= at_least, seed
+        assert result.rate_limited == 0
+
+
+def _window_answers(ctl: AdaptiveRate, t: float, remaining: range, reset: float) -> float:
+    """Answers 50 ms apart, each 30 ms after its request, announcing ``remaining`` in turn."""
+    for left in remaining:
+        ctl.on_sent(t)
+        t += 0.03
+        ctl.on_headers(RateLimitHeaders(100, left, reset), t, t - 0.03)
+        ctl.on_success(t, t - 0.03)
+        t += 0.02
+    return t
+
+
+def test_an_answer_overtaken_by_a_later_one_does_not_replace_the_budget_in_hand() -> None:
+    """On a busy machine answers 20-200 ms apart pass each other: the previous window's last
+    answer ("20 left") came after the new window's first ("99 left"). Taken as the latest, it
+    read as 79 requests drawn by others in 30 ms and as a reset that moved on a fixed window."""
+    ctl = AdaptiveRate(rng=random.Random(0))
+    t = _window_answers(ctl, 0.0, range(99, 59, -1), 5)  # two seconds of a fixed window: its reset stays put
+    t = _window_answers(ctl, t, range(59, 20, -1), 3)
+    assert not ctl._share.frees
+    slow_sent = t  # a request that left now, answered late
+    ctl.on_sent(slow_sent)
+    t = _window_answers(ctl, t + 0.6, range(99, 97, -1), 5)  # the new window, answered first
+    sharers, pace = ctl.sharers, ctl.rate(t)
+    ctl.on_headers(RateLimitHeaders(100, 20, 1), t, slow_sent)  # the old window's answer, late
+    assert ctl.sharers == pytest.approx(sharers)
+    assert not ctl._share.frees
+    assert ctl._reading is not None and ctl._reading.remaining == 98  # the new window's budget
+    assert ctl.rate(t) >= 0.8 * pace  # only the slow round trip is learnt from the late answer
