@@ -34,6 +34,7 @@ of the documented limit and doubles until the first answers or the first 429.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import deque
@@ -162,16 +163,15 @@ class AdaptiveRate:
         return reading
 
     def _margin(self, reading: _Reading) -> float:
-        """What the account sent that the reading does not count yet, plus ``MARGIN``: this task's
-        requests sent after the one the reading answered, counted (estimated as its pace times a
-        busy machine's slow round trip, 0.3-0.5 s, a task alone kept a tenth of every 100-request
-        window unspent), and the others', estimated: that pace times the other sharers and the
-        round trip."""
+        """``MARGIN`` plus what the reading does not count yet: this task's later requests, counted
+        (estimated from a busy machine's 0.3-0.5 s round trip, a task alone kept a tenth of every
+        100-request window unspent), and the other sharers' over a round trip, estimated."""
         pace = self._header_pace if self._header_pace is not None else self.aimd
         others = pace * (self.sharers - 1.0) * self._round_trip.worst
         if reading.sent_at is None:
             return self.MARGIN + pace * self._round_trip.worst + others
-        own = sum(1 for sent in reversed(self._sends) if sent > reading.sent_at)
+        since = reading.sent_at  # sends are in time order: count back only the ones in flight
+        own = sum(1 for _ in itertools.takewhile(lambda sent: sent > since, reversed(self._sends)))
         return self.MARGIN + own + others
 
     def _budget_pace(self, reading: _Reading, now: float) -> float:
