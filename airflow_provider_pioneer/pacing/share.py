@@ -68,10 +68,20 @@ class AccountShare:
         then, level, answered_then, last_reset = last
         own = answered - answered_then
         span = now - then
-        if span <= 0 or (now > last_reset and last_reset - then > 0.5):
-            return  # a window reset in between: the rise is not the others' doing
+        if (
+            span <= 0
+            or (now > last_reset and last_reset - then > 0.5)
+            or (remaining > level and not self.frees)
+        ):
+            # A window reset in between: the rise is not the others' doing. A fixed window's budget
+            # rises only then; its end is known to a second, and a pair across it read as the
+            # others giving budget back: tasks at P = 8 took themselves for 2-4 (5.6% 429s).
+            return
         # What the server freed meanwhile is about the advertised rate (all tasks count it alike).
-        refill = (advertised or 0.0) * span if self.frees else 0.0
+        # A reset that stayed put (a window counting down, a sliding log's first window) while the
+        # budget fell freed nothing: counted, a task alone there took itself for one of 3-4.
+        counting_down = abs(reset_at - last_reset) < 1.0 and remaining <= level and reset_at - now >= 1.0
+        refill = (advertised or 0.0) * span if self.frees and not counting_down else 0.0
         drawn = level - remaining + refill  # answers overtake each other: sums telescope, pairs do not
         if remaining >= self.capacity - 1:
             # A full budget says nothing of the others' draw (what the server freed was lost, not

@@ -324,8 +324,9 @@ def test_a_reset_far_beyond_the_recent_ones_slows_at_most_tenfold_with_a_warning
     ctl = AdaptiveRate(rng=random.Random(0))
     t = _answers(ctl, [(5000, 4000 - i, 30) for i in range(50)])
     before = ctl.rate(t)
-    t = _answers(ctl, [(5000, 3950, 3000)], t)  # a clock gone wrong: 50 minutes
-    assert before / HeaderBelief.LIE_FACTOR <= ctl.rate(t) < before
+    # A clock gone wrong: 50 minutes, for the same budget (a budget one lower also slows the pace).
+    t = _answers(ctl, [(5000, 3951, 3000)], t)
+    assert before / HeaderBelief.LIE_FACTOR * (1 - 1e-9) <= ctl.rate(t) < before  # a tenth, to rounding
     t = _answers(ctl, [(5000, 0, 3000)], t)  # and "spent" until then: held ten resets, not 3000 s
     assert ctl.not_before(t) - t <= HeaderBelief.LIE_FACTOR * 30
     assert any("X-RateLimit-Reset jumped to 3000 s" in n for n in ctl.notices)
@@ -374,11 +375,13 @@ SETUPS: dict[str, tuple[float, float]] = {  # model: (requests per minute, job s
 }
 
 
-def _job(model: str, tasks: int, *, headers: bool, apart: bool, seed: int = 0) -> tuple[float, float, float]:
+def _job(
+    model: str, tasks: int, *, headers: bool, apart: bool, seed: int = 0, window: float = 60.0
+) -> tuple[float, float, float]:
     """Shards of one job: (share of the bound job-wide, share of requests answered 429, the
     slowest shard's rate over its life against its fair share)."""
     rpm, work_s = SETUPS[model]
-    server: Server = TokenBucketServer(rpm) if model == "token_bucket" else SERVERS[model](rpm, window=60.0)
+    server: Server = TokenBucketServer(rpm) if model == "token_bucket" else SERVERS[model](rpm, window=window)
     bound = rpm / 60
     quota = int(bound * work_s) // tasks
     rng = random.Random(seed + tasks)
@@ -417,6 +420,35 @@ def test_with_headers_shards_spend_every_limiter_model_near_its_bound(
         max_429 = 0.01 if tasks <= 8 else 0.025 if tasks <= 16 else 0.06
     assert share_429 <= max_429
     assert fair >= 0.5
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["together", "apart"])
+@pytest.mark.parametrize("tasks", [4, 8])
+def test_shards_with_headers_spend_short_fixed_windows_without_429s(tasks: int, apart: bool) -> None:
+    """The benchmark's 5-s fixed windows of 100 requests (1,200/min), where a task hears the
+    budget every few tenths of a second. Three defects: a pair of answers across the window's
+    end (its ``Reset`` known to a second only) read as the others giving back 99 requests, and a
+    task's own 429s counted as its draw (tasks took themselves for 1-4 of 8); and the pace was
+    counted to the reset from now, so a task sped up between its answers. Before:
+    each window was spent by its last half second; at P = 8, 2.3-2.4% of requests answered 429
+    (5.6% with 50 ms answers), at P = 4 the job at 94% of the bound."""
+    job, share_429, fair = _job("fixed_window", tasks, headers=True, apart=apart, window=5.0)
+    assert job >= 0.95
+    assert share_429 <= 0.015
+    assert fair >= 0.5
+
+
+@pytest.mark.parametrize("window", [5.0, 60.0])
+@pytest.mark.parametrize("model", ["fixed_window", "moving_window", "sliding_window"])
+def test_a_task_alone_does_not_take_a_window_counting_down_for_others_drawing(
+    model: str, window: float
+) -> None:
+    """A window's first seconds (every window of a fixed one, a sliding log's first) free nothing:
+    the reset stays put while the budget falls. The estimate counted the advertised refill
+    there as drawn by others: a task alone took itself for one of 3.5 a second in."""
+    ctl = adaptive_tasks(1)[0]
+    simulate([ctl], SERVERS[model](1200, window=window), seconds=min(window, 5.0) * 0.8, headers=True)
+    assert ctl.sharers < 1.2
 
 
 @pytest.mark.parametrize("apart", [False, True], ids=["together", "apart"])
