@@ -29,9 +29,40 @@ from collections.abc import Callable, Mapping
 from airflow_provider_pioneer.pacing.headers import parse_rate_limit_headers
 from airflow_provider_pioneer.pacing.rate import DOCUMENTED_REQUESTS_PER_MINUTE, AdaptiveRate, StaticRate
 
-__all__ = ["Pacer"]
+__all__ = ["Pacer", "slot_time"]
 
 log = logging.getLogger(__name__)
+
+
+def slot_time(
+    next_slot: float,
+    booked: tuple[float, float],
+    rate: float,
+    now: float,
+    reset: float | None,
+    pulled_to: float | None,
+) -> tuple[float, float | None]:
+    """When the next request may leave at ``rate`` (GCRA), and the reset it was pulled in to.
+
+    :param next_slot: the slot after the last booked one, at the pace it was booked at.
+    :param booked: ``(slot, rate)`` of the last booking: at a higher pace now, the next slot
+        comes as much sooner.
+    :param reset: when a fixed window's budget is whole again (``AdaptiveRate.reset_at``), if known.
+    :param pulled_to: the reset a slot was last pulled in to.
+    """
+    last, booked_rate = booked
+    if rate > booked_rate > 0:
+        tat = max(last + (next_slot - last) * booked_rate / rate, now)
+    else:
+        tat = max(next_slot, now)
+    if reset is not None and reset != pulled_to and tat > reset:
+        # The budget is whole again at the reset: a slot booked at the slow pace of a spent window
+        # does not wait past it. One slot per reset: the next ones wait for the pace the new
+        # window's answers set. Pulled in again and again, every thread of a task left at the
+        # reset together (8 requests within 3 ms per task, P = 8: 64 of a window's 100 in its
+        # first second), and all of them at a reset estimated early: 5% of requests were 429s.
+        return max(reset, now), reset
+    return tat, pulled_to
 
 
 class Pacer:
@@ -104,6 +135,8 @@ class Pacer:
         # The last reserved slot and the pace it was booked at: at a higher pace now, the next
         # slot comes as much sooner.
         self._booked = (-math.inf, 0.0)
+        # The reset a slot was last pulled in to (see slot_time).
+        self._pulled_to: float | None = None
         # When this thread's current request left: tells a 429 of the current episode from a new one.
         self._local = threading.local()
 
@@ -166,7 +199,6 @@ class Pacer:
                 blocked_until = max(self._gate_until, control.not_before(now))
                 reserve = blocked_until <= now
                 rate = control.rate(now) if reserve else None
-                reset = None
                 if not reserve:
                     # Closed by a Retry-After or a spent budget: wait for it to open and only then
                     # take a slot, so the threads it held do not all leave at the instant it ends.
@@ -175,17 +207,9 @@ class Pacer:
                     # GCRA: `tat` is when this request would leave at a perfectly steady rate;
                     # it may leave up to `burst - 1` intervals early.
                     interval = control.spacing(rate)
-                    # At the pace of now: a slot booked at a slower one is pulled in.
-                    last, booked_rate = self._booked
-                    if rate > booked_rate > 0:
-                        tat = max(last + (self._next_slot - last) * booked_rate / rate, now)
-                    else:
-                        tat = max(self._next_slot, now)
-                    reset = control.reset_at(now)
-                    if reset is not None:
-                        # The budget is whole again at the reset: a slot booked at a slow pace
-                        # (little left) never waits past it.
-                        tat = min(tat, max(reset, now))
+                    tat, pulled = slot_time(
+                        self._next_slot, self._booked, rate, now, control.reset_at(now), self._pulled_to
+                    )
                     start = max(now, tat - (self._burst - 1) * interval)
                 else:
                     start = now
@@ -200,8 +224,7 @@ class Pacer:
                 if reserve and rate is not None:
                     self._booked = (tat, rate)
                     self._next_slot = tat + interval
-                    if reset is not None:
-                        self._next_slot = min(self._next_slot, max(reset, tat))
+                    self._pulled_to = pulled
             wait = start - self._clock()
             if wait > 0:
                 self._sleep(wait)

@@ -130,8 +130,12 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
 
         def traced(self: Any, info: Any, now: float, sent_at: float | None = None) -> None:
             seen(self, info, now, sent_at)
+            reading = self._fresh(now)
             steps.append([round(time.time(), 3), info.remaining, info.reset_in, round(self.sharers, 2),
-                          round(self.rate(now) * 60), round(self._round_trip.worst, 3), self.decreases])  # fmt: skip
+                          round(self.rate(now) * 60), round(self._round_trip.worst, 3), self.decreases,
+                          None if sent_at is None else round(now - sent_at, 3),
+                          None if reading is None else round(reading.reset_at - now, 3),
+                          int(self._share.frees), int(self._window_end.fixed)])  # fmt: skip
 
         control.on_headers = traced.__get__(control)  # type: ignore[method-assign]
         atexit.register(

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from airflow_provider_pioneer.pacing.headers import RateLimitHeaders
-from airflow_provider_pioneer.pacing.pacer import Pacer
+from airflow_provider_pioneer.pacing.pacer import Pacer, slot_time
 from airflow_provider_pioneer.pacing.rate import AdaptiveRate, StaticRate
 
 RECHECK_S = Pacer.RECHECK_S
@@ -208,6 +208,7 @@ def simulate(
     next_slot = [(starts[i] if starts else 0.0) + rng.uniform(0.0, 0.05) for i in range(len(controllers))]
     in_flight = [0] * len(controllers)
     booked = [(-math.inf, 0.0)] * len(controllers)
+    pulled_to: list[float | None] = [None] * len(controllers)
     # Events: (time, order, kind, task, payload)
     events: list[tuple[float, int, str, int, tuple[bool, float, RateLimitHeaders | None, float]]] = []
     order = 0
@@ -249,20 +250,14 @@ def simulate(
         if rate is not None:
             # At the pace of now, as Pacer.acquire: a slot booked at a slower pace is pulled in,
             # and a task waiting for its slot looks again every RECHECK_S.
-            last, booked_rate = booked[i]
-            if rate > booked_rate > 0:
-                tat = max(last + (next_slot[i] - last) * booked_rate / rate, now)
-            else:
-                tat = max(next_slot[i], now)
-            reset = ctl.reset_at(now)
-            if reset is not None:
-                tat = min(tat, max(reset, now))
+            tat, pulled = slot_time(next_slot[i], booked[i], rate, now, ctl.reset_at(now), pulled_to[i])
             if tat > now + 1e-9:
                 heapq.heappush(events, (min(tat, now + RECHECK_S), order, "send", i, payload))
                 order += 1
                 continue
             booked[i] = (tat, rate)
             next_slot[i] = tat + ctl.spacing(rate)
+            pulled_to[i] = pulled
         ctl.on_sent(now)
         ok, retry_after, info = server.take(now)
         result.requests += 1

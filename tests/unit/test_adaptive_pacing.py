@@ -242,6 +242,30 @@ def test_a_slot_booked_at_a_slow_pace_is_pulled_in_when_the_pace_rises() -> None
     assert clock.now - start <= 1.0
 
 
+def test_threads_held_for_a_fixed_window_s_reset_leave_one_at_it_not_all() -> None:
+    """A spent fixed window: one request leaves at its reset, the others at the pace its answers
+    set. Every slot was pulled in to the reset, so every thread of a task left there together
+    (real processes, P = 8: 8 requests within 3 ms per task, 64 of a window's 100 in its first
+    second, and 5-8 429s per task whenever the reset was estimated early)."""
+    pacer, clock = make()
+    end = clock.now + 5.0  # a 5-s fixed window of 100 requests, from now
+    left = 99
+    while clock.now < end - 0.3:  # its first 4.7 s, answered 30 ms after each request
+        assert pacer.acquire()
+        clock.now += 0.03
+        pacer.observe(200, budget(left, math.ceil(end - clock.now), limit=100))
+        pacer.on_success()
+        left = max(0, left - 3)  # others draw too: spent before the end
+    assert pacer._control.reset_at(clock.now) is not None  # seen as a fixed window
+    sends = []
+    for _ in range(8):  # eight threads in turn, no answer yet
+        assert pacer.acquire()
+        sends.append(clock.now)
+    assert sends[0] >= end - 0.6  # not before the estimated reset (+ jitter)
+    assert sends.count(sends[0]) <= 2, sends  # the slot at the reset (and one pulled in by the new pace)
+    assert sends[-1] - sends[0] >= 0.3, sends  # the others spread at the pace, not all at once
+
+
 def test_a_retry_after_holds_with_jitter_so_tasks_do_not_restart_together() -> None:
     waits = []
     for seed in range(5):
