@@ -55,7 +55,9 @@ def slot_time(
         tat = max(last + (next_slot - last) * booked_rate / rate, now)
     else:
         tat = max(next_slot, now)
-    if reset is not None and reset != pulled_to and tat > reset:
+    # The same reset, narrowed by later answers, moves by less than half a second; the next
+    # window's is a whole window later.
+    if reset is not None and (pulled_to is None or abs(reset - pulled_to) > 0.5) and tat > reset:
         # The budget is whole again at the reset: a slot booked at the slow pace of a spent window
         # does not wait past it. One slot per reset: the next ones wait for the pace the new
         # window's answers set. Pulled in again and again, every thread of a task left at the
