@@ -12,13 +12,24 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from typing import NamedTuple
 
 from airflow_provider_pioneer.pacing.headers import RateLimitHeaders
 
-__all__ = ["DEFAULT_WINDOW_SECONDS", "HeaderBelief", "WindowEnd"]
+__all__ = ["DEFAULT_WINDOW_SECONDS", "HeaderBelief", "Reading", "WindowEnd"]
 
 #: A limit header without a ``w=`` window is per minute, as all of Pioneer's limits are.
 DEFAULT_WINDOW_SECONDS = 60.0
+
+
+class Reading(NamedTuple):
+    """A believed budget: ``remaining`` at ``seen_at`` (answering a request sent at ``sent_at``),
+    whole again at ``reset_at`` (monotonic seconds)."""
+
+    remaining: float
+    reset_at: float
+    seen_at: float
+    sent_at: float | None = None
 
 
 class HeaderBelief:

@@ -38,28 +38,17 @@ import itertools
 import math
 import random
 from collections import deque
-from typing import NamedTuple
 
-from airflow_provider_pioneer.pacing.belief import HeaderBelief, WindowEnd
+from airflow_provider_pioneer.pacing.belief import HeaderBelief, Reading, WindowEnd
 from airflow_provider_pioneer.pacing.delivery import Delivery, RoundTrip
+from airflow_provider_pioneer.pacing.fixed import StaticRate
 from airflow_provider_pioneer.pacing.headers import RateLimitHeaders
 from airflow_provider_pioneer.pacing.share import AccountShare
 
 __all__ = ["DOCUMENTED_REQUESTS_PER_MINUTE", "AdaptiveRate", "StaticRate"]
 
-from airflow_provider_pioneer.pacing.fixed import StaticRate
-
 #: Pioneer's documented ``POST /inference`` limit per account (CHANGES-2026-08: was 1,200).
 DOCUMENTED_REQUESTS_PER_MINUTE = 5000.0
-
-
-class _Reading(NamedTuple):
-    """A budget: ``remaining`` at ``seen_at`` (answering a request sent at ``sent_at``), whole at ``reset_at``."""
-
-    remaining: float
-    reset_at: float
-    seen_at: float
-    sent_at: float | None = None
 
 
 class AdaptiveRate:
@@ -142,7 +131,7 @@ class AdaptiveRate:
         self._round_trip = RoundTrip()
         self._answered = 0  # answers of this task (a 429 too): how far it is past its start
         self._drew = 0  # this task's requests that drew on the budget, for the share estimate
-        self._reading: _Reading | None = None
+        self._reading: Reading | None = None
         self._window_end = WindowEnd()
         self._header_pace: float | None = None  # what the latest reading allowed
         self._advertised: float | None = None  # Limit / window, when it is believable
@@ -157,13 +146,13 @@ class AdaptiveRate:
         """How many tasks this one estimates draw on the account (:class:`AccountShare`)."""
         return self._share.sharers
 
-    def _fresh(self, now: float) -> _Reading | None:
+    def _fresh(self, now: float) -> Reading | None:
         reading = self._reading
         if reading is None or now > max(reading.seen_at + self.HEADER_TTL_S, reading.reset_at):
             return None
         return reading
 
-    def _margin(self, reading: _Reading) -> float:
+    def _margin(self, reading: Reading) -> float:
         """``MARGIN`` plus what the reading does not count yet: this task's later requests, counted
         (estimated from a busy machine's 0.3-0.5 s round trip, a task alone kept a tenth of every
         100-request window unspent), and the other sharers' over a round trip, estimated."""
@@ -175,7 +164,7 @@ class AdaptiveRate:
         own = sum(1 for _ in itertools.takewhile(lambda sent: sent > since, reversed(self._sends)))
         return self.MARGIN + own + others
 
-    def _budget_pace(self, reading: _Reading, now: float) -> float:
+    def _budget_pace(self, reading: Reading, now: float) -> float:
         """``(remaining - margin) / (time to reset * sharers)``, with the floors of the docstring."""
         # The time to a fixed window's reset as of the answer: the others spend what it said was
         # left as this task does, so the pace holds until the next answer. Counted from now, a
@@ -325,7 +314,7 @@ class AdaptiveRate:
             )
             self._resume_jitter = self._rng.uniform(0.0, spread)
         self._share.sample(now, info.remaining, reset_at, self._drew, self._advertised)
-        self._reading = _Reading(info.remaining, reset_at, now, sent_at)
+        self._reading = Reading(info.remaining, reset_at, now, sent_at)
         self._header_pace = self._budget_pace(self._reading, now)
         self._check_keeping_up(now)
 
