@@ -41,32 +41,32 @@ class AccountShare:
         self.frees = True
         #: The largest budget seen: a bucket's size, a window's limit.
         self.capacity = 0.0
-        self._last: tuple[float, float, int, float] | None = None  # time, remaining, answered, reset_at
+        self._last: tuple[float, float, int, float] | None = None  # time, remaining, drew, reset_at
         self._anchor: tuple[float, float] | None = None  # (seen_at, reset_at) of a reset that stays put
         self._drawn = 0.0  # the account's draw and this task's answers, decaying sums
         self._own = 0.0
 
     def sample(
-        self, now: float, remaining: float, reset_at: float, answered: int, advertised: float | None
+        self, now: float, remaining: float, reset_at: float, drew: int, advertised: float | None
     ) -> None:
-        """A new reading of the budget, after ``answered`` answers of this task in all.
+        """A new reading of the budget, after ``drew`` requests of this task that drew on it (not its 429s).
 
         Both sums are over the last ``MEMORY_S`` or so (a ratio of sums: one task is answered a
         handful of times a second, and a ratio of handfuls is noise).
         """
         self.capacity = max(self.capacity, remaining)
-        self._estimate(now, remaining, reset_at, answered, advertised)
+        self._estimate(now, remaining, reset_at, drew, advertised)
         self._see_freeing(now, reset_at, remaining)
 
     def _estimate(
-        self, now: float, remaining: float, reset_at: float, answered: int, advertised: float | None
+        self, now: float, remaining: float, reset_at: float, drew: int, advertised: float | None
     ) -> None:
         last = self._last
-        self._last = (now, remaining, answered, reset_at)
+        self._last = (now, remaining, drew, reset_at)
         if last is None:
             return
-        then, level, answered_then, last_reset = last
-        own = answered - answered_then
+        then, level, drew_then, last_reset = last
+        own = drew - drew_then
         span = now - then
         if (
             span <= 0
@@ -91,7 +91,7 @@ class AccountShare:
         keep = math.exp(-span / self.MEMORY_S)
         self._drawn = self._drawn * keep + drawn
         self._own = self._own * keep + own
-        if answered >= self.FIRST_ANSWERS and self._drawn > 0:
+        if drew >= self.FIRST_ANSWERS and self._drawn > 0:
             share = min(self._own / self._drawn, 1.0) + self.BONUS
             self.sharers = min(max(1.0 / share, 1.0), 1000.0)
 
